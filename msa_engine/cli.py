@@ -1,0 +1,86 @@
+"""The ``msa`` command line: the headless contract that scripts rely on.
+
+Each subcommand lives in a module with ``register(subparsers)``; the module
+sets ``func`` on its parser, a callable ``func(args) -> int``.  Every
+:class:`MSAError` becomes one line on stderr (``msa: error: …``) and exit
+code 2; warnings become one ``msa: warning: …`` line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from typing import Sequence
+
+from . import __version__
+from .errors import Cancelled, MSAError, MSAWarning
+
+# modules contributing subcommands, in help order
+COMMAND_MODULES = ["msa_engine.commands.solve"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage too)
+        raise MSAError(message)
+
+
+def json_safe(obj):
+    """Replace non-finite floats by None so that ``json.dumps`` emits valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(json_safe(obj), indent=None) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="msa", description="msa-workbench: theories and simulations of "
+                     "feature learning in Bayesian two-layer networks.")
+    parser.add_argument("--version", action="version", version=f"msa-workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"msa: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _warning_line
+    warnings.simplefilter("always", MSAWarning)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except MSAError as exc:
+        print(f"msa: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Cancelled):
+        print("msa: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry_point() -> None:  # console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry_point()

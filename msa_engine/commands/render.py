@@ -1,0 +1,47 @@
+"""Rich rendering of problems and results for the human-readable CLI output."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..results import TheoryResult
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def print_problem(cfg) -> None:
+    net, data = cfg.problem.network, cfg.problem.data
+    c = console()
+    c.print(f"[bold]problem[/] {cfg.path or ''}")
+    c.print(f"  data: task={data.spec.get('task')} d={data.d} P={data.P} "
+            f"P_test={data.P_test} seed={data.spec.get('seed', '—')}")
+    c.print(f"  network: {net.activation} N={net.N} g_w={net.g_w:g} g_a={net.g_a:g} "
+            f"kappa={net.kappa:g} chi={net.chi:g} (gamma={net.gamma:.3g})")
+
+
+def results_table(results: list[TheoryResult], title: str = "theories") -> Table:
+    t = Table(title=title)
+    for col in ("theory", "train disc", "test disc", "test var", "Q", "log Z",
+                "λ_top Σ_W", "ovl", "s"):
+        t.add_column(col, justify="right" if col != "theory" else "left", no_wrap=True)
+    for r in results:
+        ws = r.weight_cov_summary
+        t.add_row(r.theory, fmt(r.train_discrepancy), fmt(r.test_discrepancy),
+                  fmt(r.test_variance), fmt(r.Q), fmt(r.log_evidence, 6),
+                  fmt(ws.top_eigenvalue), fmt(ws.teacher_overlap, 3), f"{r.wall_time:.2f}")
+    return t
+
+
+def print_results(results: list[TheoryResult]) -> None:
+    console().print(results_table(results))

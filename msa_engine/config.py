@@ -1,0 +1,89 @@
+"""TOML configuration files: ``[data]`` and ``[network]`` tables (README, "Config").
+
+``load_config(path)`` returns a resolved :class:`Problem` plus the echo of the
+resolved configuration that CLI outputs and sessions record.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import MSAError
+from .problem import Network, Problem, resolve_chi
+from .tasks import make_data
+
+NETWORK_KEYS = ("activation", "N", "g_w", "g_a", "kappa", "chi", "gamma")
+TOP_LEVEL = ("data", "network", "simulation", "theory", "sweep")
+DEFAULT_CONFIG = "default.toml"
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    problem: Problem
+    raw: dict            # the parsed TOML
+    resolved: dict       # echo: data spec + network with chi as a number
+    path: str | None
+
+
+def network_from_dict(spec: dict) -> Network:
+    if not isinstance(spec, dict):
+        raise MSAError("[network] must be a table")
+    unknown = set(spec) - set(NETWORK_KEYS)
+    if unknown:
+        raise MSAError(f"network: unknown key(s) {', '.join(sorted(unknown))}")
+    N = spec.get("N", 100)
+    if isinstance(N, bool) or not isinstance(N, int):
+        raise MSAError(f"N must be an integer >= 1 (got {N!r})")
+    if N < 1:
+        raise MSAError(f"N must be an integer >= 1 (got {N!r})")
+    return Network(activation=spec.get("activation", "linear"), N=N,
+                   g_w=spec.get("g_w", 1.0), g_a=spec.get("g_a", 1.0),
+                   kappa=spec.get("kappa", 0.1),
+                   chi=resolve_chi(spec.get("chi"), spec.get("gamma"), N))
+
+
+def config_from_dict(raw: dict, base_dir: Path | None = None, path: str | None = None) -> Config:
+    """Resolve a parsed config dictionary into a :class:`Config`."""
+    if not isinstance(raw, dict):
+        raise MSAError("the config must be a TOML table")
+    unknown = set(raw) - set(TOP_LEVEL)
+    if unknown:
+        raise MSAError(f"config: unknown table(s) {', '.join(sorted(unknown))}")
+    net = network_from_dict(raw.get("network", {}))
+    data = make_data(raw.get("data", {"task": "linear"}), base_dir)
+    problem = Problem(data, net)
+    resolved = {"data": dict(data.spec), "network": net.to_dict()}
+    for key in ("simulation", "theory", "sweep"):
+        if key in raw:
+            resolved[key] = raw[key]
+    return Config(problem, raw, resolved, path)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a TOML config; ``None`` reads the bundled default config."""
+    if path is None:
+        text = resources.files("msa_engine.data").joinpath(DEFAULT_CONFIG).read_text()
+        name, base = f"<bundled {DEFAULT_CONFIG}>", None
+    else:
+        p = Path(path).expanduser()
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise MSAError(f"no such config file {str(p)!r}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MSAError(f"cannot read config {str(p)!r}: {exc}") from None
+        name, base = str(p), p.parent
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MSAError(f"{name}: TOML syntax error: {exc}") from None
+    return config_from_dict(raw, base, name)
+
+
+def bundled_config_path() -> str:
+    return str(resources.files("msa_engine.data").joinpath(DEFAULT_CONFIG))

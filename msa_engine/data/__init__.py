@@ -1,0 +1,1 @@
+"""Bundled configs and example data shipped as package data."""

@@ -1,0 +1,25 @@
+"""The one documented exception type of the engine, and its warning class.
+
+Every validation failure, numerical failure that the engine detects, and
+unreadable input raises :class:`MSAError`.  The CLI prints its message as a
+single line (``msa: error: <message>``) and exits with code 2; the TUI shows it
+as a notification.  Anything else escaping the engine is a bug.
+"""
+
+from __future__ import annotations
+
+
+class MSAError(ValueError):
+    """A clear, one-line problem with the user's input or with a computation.
+
+    The message names the offending field or quantity and, where possible,
+    what to do about it (``kappa must be > 0 (got -0.1)``).
+    """
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a long computation cooperatively."""
+
+
+class MSAWarning(UserWarning):
+    """Something the user should know, but that does not invalidate a result."""

@@ -1,0 +1,186 @@
+"""Result types shared by theories and samplers, and the observables of THEORY §2."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .problem import Problem
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One line of a convergence log: a solver iteration or a sampler chunk."""
+
+    stage: str            # e.g. "tree", "one-loop", "rescaling", "anneal"
+    chi: float
+    iteration: int
+    residual: float
+    step: float = float("nan")
+    damping: float = 1.0
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "chi": self.chi, "iteration": self.iteration,
+                "residual": self.residual, "step": self.step, "damping": self.damping,
+                "time": self.time}
+
+
+Callback = Optional[Callable[[IterationRecord], Any]]
+
+
+def centered_alignment(K: np.ndarray, y: np.ndarray) -> float:
+    """Centred kernel–target alignment (CKA) of ``K`` with ``y yᵀ``."""
+    P = K.shape[0]
+    H = np.eye(P) - 1.0 / P
+    Kc = H @ K @ H
+    yc = y - y.mean()
+    num = float(yc @ Kc @ yc)
+    den = float(np.linalg.norm(Kc) * (yc @ yc))
+    return num / den if den > 0 else float("nan")
+
+
+def _overlap(v: np.ndarray, direction: np.ndarray | None) -> float | None:
+    if direction is None:
+        return None
+    n = np.linalg.norm(direction)
+    if n == 0:
+        return None
+    return float(abs(v @ direction) / n)
+
+
+@dataclass(frozen=True, eq=False)
+class WeightCovSummary:
+    """Spectrum of ``Σ_W = ⟨WᵀW⟩/N`` and overlaps of its top eigenvector."""
+
+    eigenvalues: np.ndarray           # descending
+    top_eigenvector: np.ndarray
+    teacher_overlap: float | None
+    tbar_overlap: float | None
+
+    @property
+    def top_eigenvalue(self) -> float:
+        return float(self.eigenvalues[0])
+
+
+def summarize_weight_cov(Sigma_W: np.ndarray, teacher: np.ndarray | None,
+                         X: np.ndarray, tbar: np.ndarray | None) -> WeightCovSummary:
+    evals, evecs = np.linalg.eigh(0.5 * (Sigma_W + Sigma_W.T))
+    order = np.argsort(evals)[::-1]
+    evals, top = evals[order], evecs[:, order[0]]
+    xt = None if tbar is None else X.T @ tbar
+    return WeightCovSummary(evals, top, _overlap(top, teacher), _overlap(top, xt))
+
+
+@dataclass(frozen=True, eq=False)
+class TheoryResult:
+    """What every theory returns (and, with ``*_se`` from Monte Carlo, every simulation).
+
+    Arrays are numpy; ``weight_cov`` is ``Σ_W = ⟨WᵀW⟩/N`` (d×d) and
+    ``mean_kernel`` is the posterior mean output kernel ``⟨K⟩`` on the
+    training points (P×P).  ``Q`` and ``log_evidence`` are ``None`` where the
+    theory does not define them.
+    """
+
+    theory: str
+    problem: Problem
+    train_mean: np.ndarray
+    test_mean: np.ndarray
+    test_predictive_variance: np.ndarray
+    weight_cov: np.ndarray
+    mean_kernel: np.ndarray
+    tbar: np.ndarray
+    Q: float | None = None
+    log_evidence: float | None = None
+    train_mean_se: np.ndarray | None = None
+    test_mean_se: np.ndarray | None = None
+    converged: bool = True
+    residual: float = 0.0
+    log: tuple = ()
+    wall_time: float = 0.0
+    seed: int | None = None
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train_mean_se is None:
+            object.__setattr__(self, "train_mean_se", np.zeros_like(self.train_mean))
+        if self.test_mean_se is None:
+            object.__setattr__(self, "test_mean_se", np.zeros_like(self.test_mean))
+
+    # -- derived observables (THEORY §2) ---------------------------------
+    @property
+    def train_discrepancy(self) -> float:
+        return float(np.mean(np.square(self.problem.data.y_train - self.train_mean)))
+
+    @property
+    def test_discrepancy(self) -> float:
+        return float(np.mean(np.square(self.problem.data.y_test - self.test_mean)))
+
+    @property
+    def test_variance(self) -> float:
+        """Mean predictive variance of ``f*`` over the test points."""
+        return float(np.mean(self.test_predictive_variance))
+
+    @property
+    def test_loss(self) -> float:
+        """``⟨(y* − f*)²⟩`` averaged over test points: discrepancy + predictive variance."""
+        return self.test_discrepancy + self.test_variance
+
+    @property
+    def kernel_alignment(self) -> float:
+        return centered_alignment(self.mean_kernel, self.problem.data.y_train)
+
+    @property
+    def weight_cov_summary(self) -> WeightCovSummary:
+        cached = self.extras.get("_wsum")
+        if cached is None:
+            cached = summarize_weight_cov(self.weight_cov, self.problem.data.teacher,
+                                          self.problem.data.X_train, self.tbar)
+            self.extras["_wsum"] = cached
+        return cached
+
+    @property
+    def weight_cov_top_eigenvalue(self) -> float:
+        return self.weight_cov_summary.top_eigenvalue
+
+    @property
+    def weight_cov_excess(self) -> float:
+        """``λ_top / (g_w/d) − 1``: the outlier's excess over the prior bulk."""
+        net, d = self.problem.network, self.problem.data.d
+        return self.weight_cov_top_eigenvalue / (net.g_w / d) - 1.0
+
+    def to_json_dict(self) -> dict:
+        """The machine-readable summary printed by ``msa solve --json``."""
+        ws = self.weight_cov_summary
+        return {
+            "theory": self.theory,
+            "seed": self.seed,
+            "train_mean": self.train_mean.tolist(),
+            "test_mean": self.test_mean.tolist(),
+            "train_mean_se": self.train_mean_se.tolist(),
+            "test_mean_se": self.test_mean_se.tolist(),
+            "train_discrepancy": self.train_discrepancy,
+            "test_discrepancy": self.test_discrepancy,
+            "test_variance": self.test_variance,
+            "test_variance_per_point": self.test_predictive_variance.tolist(),
+            "test_loss": self.test_loss,
+            "log_evidence": _opt(self.log_evidence),
+            "Q": _opt(self.Q),
+            "kernel_alignment": self.kernel_alignment,
+            "weight_cov_top_eigenvalue": ws.top_eigenvalue,
+            "weight_cov_excess": self.weight_cov_excess,
+            "weight_cov_eigenvalues": ws.eigenvalues.tolist(),
+            "weight_cov_teacher_overlap": ws.teacher_overlap,
+            "weight_cov_tbar_overlap": ws.tbar_overlap,
+            "converged": self.converged,
+            "residual": self.residual,
+            "iterations": len(self.log),
+            "wall_time": self.wall_time,
+        }
+
+
+def _opt(v):
+    return None if v is None else float(v)

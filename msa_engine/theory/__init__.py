@@ -1,0 +1,118 @@
+"""Theories of the posterior mean predictor, and annealing across χ (THEORY §4).
+
+Use :func:`solve` for one theory at one point and :func:`anneal` for the
+paper's Algorithm 1: a geometric χ grid from the NNGP (χ = 1) to the target,
+each saddle warm-started from the previous one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import MSAError
+from ..problem import Problem
+from ..results import Callback, IterationRecord, TheoryResult
+from .exact import exact
+from .gp import Spectral
+from .linear import nngp, one_loop, rescaling, tree
+
+THEORIES: dict[str, Callable[..., TheoryResult]] = {
+    "nngp": nngp,
+    "rescaling": rescaling,
+    "tree": tree,
+    "one-loop": one_loop,
+    "exact": exact,
+}
+# theories whose saddle is warm-started along the χ grid
+ANNEALED = ("tree", "one-loop")
+ANNEAL_FACTOR = 2.0
+
+
+def check_theory(name: str) -> str:
+    key = name.strip().lower().replace("_", "-")
+    if key in ("oneloop", "one-loop", "loop"):
+        key = "one-loop"
+    if key not in THEORIES:
+        raise MSAError(f"theory must be one of {', '.join(THEORIES)} (got {name!r})")
+    return key
+
+
+def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.0) -> np.ndarray:
+    """A geometric grid from ``start`` to ``chi_target`` with ratio at most ``factor``."""
+    if chi_target == start:
+        return np.array([start])
+    n = max(1, math.ceil(abs(math.log(chi_target / start)) / math.log(factor)))
+    return start * (chi_target / start) ** (np.arange(n + 1) / n)
+
+
+def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callback = None,
+           sp: Spectral | None = None, tbar0: np.ndarray | None = None) -> list[TheoryResult]:
+    """Solve ``theory`` at each χ of ``chis`` in order, warm-starting each saddle.
+
+    Every solver iteration is reported through ``callback`` (an
+    :class:`IterationRecord` carrying χ).  A callback may raise
+    :class:`msa_engine.Cancelled` to stop.  If a point fails to converge the
+    error names the χ reached and suggests a finer grid.
+    """
+    theory = check_theory(theory)
+    sp = sp or Spectral.of(problem)
+    fn = THEORIES[theory]
+    out, tbar = [], tbar0
+    for chi in chis:
+        p = problem.with_chi(float(chi))
+        try:
+            res = fn(p, sp=sp, callback=callback, tbar0=tbar)
+        except MSAError as exc:
+            raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
+        if not res.converged:
+            raise MSAError(
+                f"{theory} did not converge at chi = {float(chi):.6g} "
+                f"(residual {res.residual:.3g}); use a finer annealing grid")
+        out.append(res)
+        if theory in ANNEALED:
+            tbar = res.tbar
+    return out
+
+
+def solve(problem: Problem, theory: str, *, seed: int | None = None,
+          callback: Callback = None, anneal_factor: float = ANNEAL_FACTOR) -> TheoryResult:
+    """Compute one theory for one problem.
+
+    Saddle-point theories (``tree``, ``one-loop``) are annealed from χ = 1
+    along a geometric grid of ratio ``anneal_factor`` (THEORY §4: iterating
+    straight from the NNGP at large χ can land on an unphysical branch).
+    ``seed`` seeds Monte Carlo only; deterministic theories record it.
+    """
+    theory = check_theory(theory)
+    t0 = time.perf_counter()
+    sp = Spectral.of(problem)
+    if theory in ANNEALED:
+        if theory == "one-loop":
+            # anneal the tree saddle, then switch on the loop at the target χ
+            tree_path = anneal(problem, "tree", chi_grid(problem.network.chi, anneal_factor),
+                               callback, sp)
+            res = anneal(problem, "one-loop", [problem.network.chi], callback, sp,
+                         tree_path[-1].tbar)[-1]
+            log = sum((r.log for r in tree_path), ()) + res.log
+        else:
+            path = anneal(problem, theory, chi_grid(problem.network.chi, anneal_factor),
+                          callback, sp)
+            res = path[-1]
+            log = sum((r.log for r in path), ())
+    else:
+        res = THEORIES[theory](problem, sp=sp, callback=callback)
+        log = res.log
+    return _replace(res, seed=seed, log=log, wall_time=time.perf_counter() - t0)
+
+
+def _replace(res: TheoryResult, **changes) -> TheoryResult:
+    from dataclasses import replace
+    return replace(res, **changes)
+
+
+__all__ = ["THEORIES", "anneal", "chi_grid", "solve", "check_theory",
+           "nngp", "rescaling", "tree", "one_loop", "exact"]
