@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -30,16 +31,18 @@ def print_problem(cfg) -> None:
             f"kappa={net.kappa:g} chi={net.chi:g} (gamma={net.gamma:.3g})")
 
 
-def results_table(results: list[TheoryResult], title: str = "theories") -> Table:
-    t = Table(title=title)
-    for col in ("theory", "train disc", "test disc", "test var", "Q", "log Z",
-                "λ_top Σ_W", "ovl", "s"):
+def results_table(results: list, title: str = "theories") -> Table:
+    """One row per theory or simulation; fits 80 columns."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+              caption="train/test: discrepancy ⟨(y−f̄)²⟩; var: predictive variance; "
+                      "λ_top, ovl: Σ_W outlier and its teacher overlap")
+    for col in ("theory", "train", "test", "var", "Q", "log Z", "λ_top", "ovl", "time"):
         t.add_column(col, justify="right" if col != "theory" else "left", no_wrap=True)
     for r in results:
         ws = r.weight_cov_summary
-        t.add_row(r.theory, fmt(r.train_discrepancy), fmt(r.test_discrepancy),
-                  fmt(r.test_variance), fmt(r.Q), fmt(r.log_evidence, 6),
-                  fmt(ws.top_eigenvalue), fmt(ws.teacher_overlap, 3), f"{r.wall_time:.2f}")
+        t.add_row(r.theory, fmt(r.train_discrepancy, 3), fmt(r.test_discrepancy, 3),
+                  fmt(r.test_variance, 3), fmt(r.Q, 3), fmt(r.log_evidence, 5),
+                  fmt(ws.top_eigenvalue, 3), fmt(ws.teacher_overlap, 3), f"{r.wall_time:.2f}s")
     return t
 
 

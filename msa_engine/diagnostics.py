@@ -1,0 +1,228 @@
+"""Convergence diagnostics for Markov chains: split-R̂, bulk/tail ESS, MCSE (THEORY §7).
+
+THEORY §7 asks for several independent chains judged by rank-normalised split-R̂
+and bulk/tail effective sample sizes (Vehtari, Gelman, Simpson, Carpenter, Bürkner
+2021, "Rank-normalization, folding, and localization"), applied to the outputs and
+to slow collective modes.  The estimators follow that paper literally, with the
+same conventions as ArviZ (Blom offset 3/8 for the rank back-transform; Geyer's
+initial positive then monotone sequence; ``τ̂ ≥ 1/log10(S)``), so that the values
+agree with ``arviz_stats`` to rounding (tested in ``tests/test_diagnostics.py``).
+We keep our own small implementation rather than calling ArviZ because the
+sampler needs these numbers after every chunk for hundreds of series at once:
+everything here is vectorised over trailing axes, and the Geyer truncation runs
+in a numba kernel.
+
+Arrays have shape ``(chains, draws, *rest)``; every function returns an array of
+shape ``rest`` (a float for 2-D input).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+from scipy import stats
+
+__all__ = ["rhat", "ess", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean",
+           "autocorr_time", "split_chains", "z_scale"]
+
+
+def _as_series(x) -> tuple[np.ndarray, tuple]:
+    """(chains, draws, *rest) -> (S, chains, draws) plus the shape ``rest``."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim < 2:
+        raise ValueError("diagnostics need an array of shape (chains, draws, ...)")
+    rest = x.shape[2:]
+    c, n = x.shape[:2]
+    return np.moveaxis(x.reshape(c, n, -1), 2, 0), rest
+
+
+def _out(values: np.ndarray, rest: tuple):
+    values = np.asarray(values, dtype=float).reshape(rest)
+    return float(values) if rest == () else values
+
+
+def split_chains(x: np.ndarray) -> np.ndarray:
+    """Split each chain of ``(S, chains, draws)`` into halves (the middle draw of an odd
+    chain is dropped), giving ``(S, 2·chains, draws//2)``: split-R̂ then sees trends."""
+    half = x.shape[-1] // 2
+    return np.concatenate([x[..., :half], x[..., x.shape[-1] - half:]], axis=-2)
+
+
+def z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank-normalise each series of ``(S, chains, draws)`` over all its draws pooled:
+    ``Φ⁻¹((r − 3/8)/(n + 1/4))`` with average ranks for ties (Vehtari et al. eq. 14)."""
+    S = x.shape[0]
+    flat = x.reshape(S, -1)
+    r = stats.rankdata(flat, method="average", axis=1)
+    n = flat.shape[1]
+    return stats.norm.ppf((r - 0.375) / (n + 0.25)).reshape(x.shape)
+
+
+def _rhat_core(x: np.ndarray) -> np.ndarray:
+    """Classic (non-split) R̂ of each series of ``(S, chains, draws)``."""
+    n = x.shape[-1]
+    chain_mean = x.mean(axis=-1)
+    chain_var = x.var(axis=-1, ddof=1)
+    B = n * chain_mean.var(axis=-1, ddof=1)
+    W = chain_var.mean(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt((B / W + n - 1) / n)
+
+
+def rhat(x):
+    """Rank-normalised split-R̂: max of the bulk and the folded (tail) version.
+
+    Needs at least 2 chains and 4 draws, else NaN.  Values above ~1.01 mean the
+    chains have not mixed (Vehtari et al. 2021, §4).
+    """
+    s, rest = _as_series(x)
+    if s.shape[1] < 2 or s.shape[2] < 4:
+        return _out(np.full(s.shape[0], np.nan), rest)
+    sp = split_chains(s)
+    bulk = _rhat_core(z_scale(sp))
+    med = np.median(sp.reshape(sp.shape[0], -1), axis=1)[:, None, None]
+    tail = _rhat_core(z_scale(np.abs(sp - med)))
+    return _out(np.maximum(bulk, tail), rest)
+
+
+def _autocov(x: np.ndarray) -> np.ndarray:
+    """Biased autocovariance along the last axis by FFT (divides by n, like ArviZ)."""
+    n = x.shape[-1]
+    m = 1 << (2 * n - 1).bit_length()
+    xc = x - x.mean(axis=-1, keepdims=True)
+    f = np.fft.rfft(xc, n=m, axis=-1)
+    return np.fft.irfft(f * np.conjugate(f), n=m, axis=-1)[..., :n] / n
+
+
+@njit(cache=True, nogil=True)
+def _geyer_ess(acov, chain_mean):  # pragma: no cover - numba
+    """ESS from autocovariances ``(S, M, n)`` with Geyer's initial positive and
+    monotone sequences (Vehtari et al. eq. 10-11), one value per series."""
+    S, M, n = acov.shape
+    out = np.empty(S)
+    for s in range(S):
+        mean_var = 0.0
+        for c in range(M):
+            mean_var += acov[s, c, 0]
+        mean_var = mean_var / M * n / (n - 1.0)
+        var_plus = mean_var * (n - 1.0) / n
+        if M > 1:
+            mu = 0.0
+            for c in range(M):
+                mu += chain_mean[s, c]
+            mu /= M
+            v = 0.0
+            for c in range(M):
+                v += (chain_mean[s, c] - mu) ** 2
+            var_plus += v / (M - 1)
+        rho = np.zeros(n)
+        rho[0] = 1.0
+        a1 = 0.0
+        for c in range(M):
+            a1 += acov[s, c, 1]
+        rho_even = 1.0
+        rho_odd = 1.0 - (mean_var - a1 / M) / var_plus
+        rho[1] = rho_odd
+        t = 1
+        while t < n - 3 and rho_even + rho_odd > 0.0:
+            ae = 0.0
+            ao = 0.0
+            for c in range(M):
+                ae += acov[s, c, t + 1]
+                ao += acov[s, c, t + 2]
+            rho_even = 1.0 - (mean_var - ae / M) / var_plus
+            rho_odd = 1.0 - (mean_var - ao / M) / var_plus
+            if rho_even + rho_odd >= 0:
+                rho[t + 1] = rho_even
+                rho[t + 2] = rho_odd
+            t += 2
+        max_t = t - 2
+        if rho_even > 0:
+            rho[max_t + 1] = rho_even
+        t = 1
+        while t <= max_t - 2:
+            if rho[t + 1] + rho[t + 2] > rho[t - 1] + rho[t]:
+                rho[t + 1] = (rho[t - 1] + rho[t]) / 2.0
+                rho[t + 2] = rho[t + 1]
+            t += 2
+        total = M * n
+        tau = -1.0 + 2.0 * np.sum(rho[: max_t + 1]) + np.sum(rho[max_t + 1: max_t + 2])
+        tau = max(tau, 1.0 / math.log10(total))
+        bad = False
+        for k in range(n):
+            if np.isnan(rho[k]):
+                bad = True
+        out[s] = np.nan if bad else total / tau
+    return out
+
+
+def _ess_core(x: np.ndarray) -> np.ndarray:
+    """ESS of each series of ``(S, M, n)`` (chains already split/transformed)."""
+    S, M, n = x.shape
+    flat = x.reshape(S, -1)
+    const = (flat.max(axis=1) - flat.min(axis=1)) < np.finfo(float).resolution
+    out = np.full(S, float(M * n))
+    idx = np.flatnonzero(~const)
+    if idx.size:
+        xs = x[idx]
+        out[idx] = _geyer_ess(np.ascontiguousarray(_autocov(xs)),
+                              np.ascontiguousarray(xs.mean(axis=-1)))
+    return out
+
+
+def ess_mean(x):
+    """ESS for the mean (no rank normalisation): the one that sets the MCSE of a mean."""
+    s, rest = _as_series(x)
+    if s.shape[2] < 4:
+        return _out(np.full(s.shape[0], np.nan), rest)
+    return _out(_ess_core(split_chains(s)), rest)
+
+
+def ess_bulk(x):
+    """Bulk ESS: ESS of the rank-normalised split chains (Vehtari et al. §3.2)."""
+    s, rest = _as_series(x)
+    if s.shape[2] < 4:
+        return _out(np.full(s.shape[0], np.nan), rest)
+    return _out(_ess_core(z_scale(split_chains(s))), rest)
+
+
+def ess_tail(x, prob: float = 0.05):
+    """Tail ESS: the smaller ESS of the indicators ``x ≤ q_prob`` and ``x ≤ q_{1−prob}``."""
+    s, rest = _as_series(x)
+    if s.shape[2] < 4:
+        return _out(np.full(s.shape[0], np.nan), rest)
+    flat = s.reshape(s.shape[0], -1)
+    vals = []
+    for p in sorted((prob, 1.0 - prob)):
+        q = np.quantile(flat, p, axis=1)[:, None, None]
+        vals.append(_ess_core(split_chains((s <= q).astype(float))))
+    return _out(np.minimum(*vals), rest)
+
+
+def ess(x, method: str = "bulk"):
+    """ESS by ``method`` in ``{"bulk", "tail", "mean"}``."""
+    fn = {"bulk": ess_bulk, "tail": ess_tail, "mean": ess_mean}.get(method)
+    if fn is None:
+        raise ValueError(f"method must be bulk, tail or mean (got {method!r})")
+    return fn(x)
+
+
+def mcse_mean(x):
+    """Monte Carlo standard error of the mean, ``sd/√ESS_mean`` — honest error bars
+    from the effective, not the raw, number of draws (issue 3)."""
+    s, rest = _as_series(x)
+    flat = s.reshape(s.shape[0], -1)
+    sd = flat.std(axis=1, ddof=1)
+    e = np.asarray(ess_mean(np.moveaxis(s, 0, 2)), dtype=float).reshape(-1)
+    return _out(sd / np.sqrt(e), rest)
+
+
+def autocorr_time(x):
+    """Integrated autocorrelation time ``τ = (chains·draws)/ESS_mean`` in units of draws."""
+    s, rest = _as_series(x)
+    e = np.asarray(ess_mean(np.moveaxis(s, 0, 2)), dtype=float).reshape(-1)
+    return _out(s.shape[1] * s.shape[2] / e, rest)
