@@ -32,6 +32,13 @@ ANNEALED = ("tree", "one-loop")
 ANNEAL_FACTOR = 2.0
 
 
+def available_theories(activation: str) -> tuple[str, ...]:
+    """The theories implemented for an activation (the rest raise MSAError)."""
+    if activation == "linear":
+        return tuple(THEORIES)
+    return ("nngp", "rescaling")
+
+
 def check_theory(name: str) -> str:
     key = name.strip().lower().replace("_", "-")
     if key in ("oneloop", "one-loop", "loop"):
@@ -69,9 +76,15 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
         except MSAError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
         if not res.converged:
+            if theory == "one-loop":
+                hint = (f"the one loop is an expansion in 1/N at fixed P and needs N well above "
+                        f"P (here N = {p.network.N}, P = {p.data.P}); use rescaling (the scalar "
+                        f"one loop, which resums) or exact")
+            else:
+                hint = "use a finer annealing grid"
             raise MSAError(
                 f"{theory} did not converge at chi = {float(chi):.6g} "
-                f"(residual {res.residual:.3g}); use a finer annealing grid")
+                f"(residual {res.residual:.3g}); {hint}")
         out.append(res)
         if theory in ANNEALED:
             tbar = res.tbar
@@ -114,5 +127,5 @@ def _replace(res: TheoryResult, **changes) -> TheoryResult:
     return replace(res, **changes)
 
 
-__all__ = ["THEORIES", "anneal", "chi_grid", "solve", "check_theory",
+__all__ = ["THEORIES", "available_theories", "anneal", "chi_grid", "solve", "check_theory",
            "nngp", "rescaling", "tree", "one_loop", "exact"]

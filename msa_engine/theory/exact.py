@@ -103,7 +103,8 @@ def exact(problem: Problem, sp: Spectral | None = None, callback: Callback = Non
     outer = net.chi * (Z * (p * q)) @ Z.T
     Sigma_W = sigma2 * np.eye(data.d) + (sigma2 ** 2 / net.N) * (outer - (V * Eg_q) @ V.T)
     Sigma_W = 0.5 * (Sigma_W + Sigma_W.T)
-    rec = IterationRecord("exact", net.chi, 1, 0.0, step=grid.width)
+    # the log line reports the relative weight left at the grid's ends
+    rec = IterationRecord("exact", net.chi, 1, math.exp(-grid.end_log_drop), step=grid.width)
     if callback:
         callback(rec)
     return TheoryResult(

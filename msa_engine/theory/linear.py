@@ -34,17 +34,25 @@ def _nngp_mean_kernel(problem: Problem, sp: Spectral) -> np.ndarray:
     return problem.network.g_a * sp.k
 
 
-def nngp(problem: Problem, sp: Spectral | None = None, **_) -> TheoryResult:
+def nngp(problem: Problem, sp: Spectral | None = None, callback: Callback = None,
+         **_) -> TheoryResult:
     """The infinite-width posterior: a GP with kernel ``g_a k`` for every χ (THEORY §3)."""
     t0 = time.perf_counter()
     sp = sp or Spectral.of(problem)
     net = problem.network
     train, test, t = gp_mean(sp, net.g_a, net.kappa)
+    # one log line: the residual of the linear solve (K + κ) t = y
+    y = problem.data.y_train
+    residual = float(np.linalg.norm(net.g_a * sp.k @ t + net.kappa * t - y)
+                     / max(np.linalg.norm(y), 1e-300))
+    rec = IterationRecord("nngp", net.chi, 1, residual)
+    if callback:
+        callback(rec)
     return TheoryResult(
         "nngp", problem, train, test, gp_variance(sp, net.g_a, net.kappa, net.chi),
         _isotropic_weight_cov(problem), _nngp_mean_kernel(problem, sp), t,
         Q=net.g_a, log_evidence=gp_log_evidence(sp, net.g_a, net.kappa, net.chi),
-        wall_time=time.perf_counter() - t0)
+        residual=residual, log=(rec,), wall_time=time.perf_counter() - t0)
 
 
 def rescaling(problem: Problem, sp: Spectral | None = None, callback: Callback = None,

@@ -1,0 +1,178 @@
+"""Reading sessions back: side-by-side comparison, error against the exact
+reference, simulation-against-theory z-scores, and reproduction checks."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from .errors import MSAError
+from .sessions import Session, _chi_key
+from .theory import available_theories, solve
+
+
+def _rms(a, b) -> float:
+    return float(np.sqrt(np.mean(np.square(np.asarray(a, float) - np.asarray(b, float)))))
+
+
+def main_point(session: Session, chi: float | None = None, N: int | None = None):
+    net = session.config["network"]
+    return (_chi_key(chi if chi is not None else net["chi"]), int(N if N is not None else net["N"]))
+
+
+def point_summaries(session: Session, chi: float, N: int, recompute: bool = False) -> dict:
+    """{"theories": {name: summary}, "simulations": {name: summary}} at one point.
+
+    With ``recompute`` every available theory is solved afresh from the
+    session's problem instead of read from the file.
+    """
+    theories, sims = {}, {}
+    if recompute:
+        pb = session.problem(chi=chi, N=N)
+        for name in available_theories(pb.network.activation):
+            theories[name] = solve(pb, name).to_json_dict()
+    else:
+        for e in session.find("theory", chi=chi, N=N):
+            theories[e["name"]] = e["summary"]
+    for e in session.find("simulation", chi=chi, N=N):
+        sims[e["name"]] = e["summary"]
+    return {"theories": theories, "simulations": sims}
+
+
+def z_scores(sim: dict, theory: dict, which: str = "test") -> dict:
+    """z of a theory's mean predictor against a simulation's, using the simulation's
+    standard errors plus the theory's own Monte Carlo error where it has one."""
+    m, se = np.asarray(sim[f"{which}_mean"]), np.asarray(sim[f"{which}_mean_se"])
+    t = np.asarray(theory[f"{which}_mean"])
+    tse = np.asarray(theory.get(f"{which}_mean_se") or np.zeros_like(t))
+    z = (m - t) / np.sqrt(se ** 2 + tse ** 2)
+    return {"max_abs_z": float(np.max(np.abs(z))), "mean_z2": float(np.mean(z ** 2))}
+
+
+def compare(sessions: list[Session], chi: float | None = None, N: int | None = None,
+            recompute: bool = False) -> dict:
+    """The comparison table of ``msa compare`` as a JSON-ready dict."""
+    out = []
+    for s in sessions:
+        c, n = main_point(s, chi, N)
+        pts = point_summaries(s, c, n, recompute)
+        if not pts["theories"] and not pts["simulations"]:
+            raise MSAError(f"session {s.name!r} has no results at chi = {c:g}, N = {n}")
+        th = pts["theories"]
+        exact = th.get("exact")
+        rows = {}
+        for name, summ in th.items():
+            r = {k: summ.get(k) for k in ("train_discrepancy", "test_discrepancy", "Q",
+                                          "test_variance", "weight_cov_top_eigenvalue",
+                                          "weight_cov_excess", "weight_cov_teacher_overlap")}
+            if exact is not None:
+                r["train_error_vs_exact"] = _rms(summ["train_mean"], exact["train_mean"])
+                r["test_error_vs_exact"] = _rms(summ["test_mean"], exact["test_mean"])
+            rows[name] = r
+        sims = {}
+        for name, summ in pts["simulations"].items():
+            sims[name] = {k: summ.get(k) for k in ("train_discrepancy", "test_discrepancy",
+                                                   "rhat_max", "ess_min",
+                                                   "weight_cov_top_eigenvalue",
+                                                   "weight_cov_top_eigenvalue_se")}
+            sims[name]["z_test"] = {t: z_scores(summ, ts, "test") for t, ts in th.items()}
+            sims[name]["z_train"] = {t: z_scores(summ, ts, "train") for t, ts in th.items()}
+        net = s.config["network"]
+        out.append({"name": s.name, "path": str(s.path) if s.path else None, "chi": c, "N": n,
+                    "gamma": 1.0 + (math.log(c) / math.log(n) if n > 1 else 0.0),
+                    "activation": net["activation"], "theories": rows, "simulations": sims,
+                    "recomputed": recompute})
+    return {"sessions": out, "highlights": highlights(out)}
+
+
+def highlights(cols: list[dict]) -> list[str]:
+    """Sentences that state where the regimes differ, from the numbers."""
+    lines = []
+    for col in cols:
+        th = col["theories"]
+        if "exact" not in th:
+            continue
+        errs = {k: v["test_error_vs_exact"] for k, v in th.items() if k != "exact"}
+        if not errs:
+            continue
+        best = min(errs, key=errs.get)
+        regime = ("mean-field" if abs(col["gamma"] - 2) < 1e-9 else
+                  "standard" if abs(col["chi"] - 1) < 1e-12 else f"γ={col['gamma']:.2f}")
+        msg = f"{col['name']} ({regime}, χ={col['chi']:g}, N={col['N']}): closest to exact is {best}"
+        if "tree" in errs and "nngp" in errs and errs["nngp"] > 0:
+            msg += f"; tree error / NNGP error = {errs['tree'] / errs['nngp']:.3g}"
+        lines.append(msg)
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# reproduction (msa replay --rerun)
+# ---------------------------------------------------------------------------
+
+THEORY_KEYS = ("train_mean", "test_mean", "train_discrepancy", "test_discrepancy",
+               "test_variance", "Q", "log_evidence", "weight_cov_top_eigenvalue")
+
+
+def _max_rel(a, b) -> float:
+    if a is None or b is None:
+        return 0.0 if a is None and b is None else math.inf
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        return math.inf
+    scale = np.maximum(np.abs(a), np.abs(b))
+    diff = np.abs(a - b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1), 0.0)
+    return float(np.max(rel)) if rel.size else 0.0
+
+
+def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
+    """Recompute every entry of ``session`` and report whether it is reproduced.
+
+    Theories must agree to ``rtol`` relative (sweep entries are recomputed
+    along the same annealing chain).  Simulations must agree bit for bit with
+    the same seed, and in any case within error bars (|z| ≤ 4.5).
+    """
+    from .sweep import run_theory_chain
+    report = []
+    chains = defaultdict(list)
+    for e in session.find("theory"):
+        if e.get("via") == "sweep-chain":
+            chains[(e["name"], e["N"])].append(e)
+        else:
+            new = solve(session.problem(chi=e["chi"], N=e["N"]), e["name"]).to_json_dict()
+            report.append(_theory_report(e, new, rtol))
+    for (name, N), es in chains.items():
+        es.sort(key=lambda e: e["chi"])
+        new_entries = run_theory_chain(session.problem(N=N), name, [e["chi"] for e in es],
+                                       callback=callback)
+        for e, n in zip(es, new_entries):
+            report.append(_theory_report(e, n["summary"], rtol))
+    for e in session.find("simulation"):
+        from .sweep import run_simulation_task
+        opts = dict(e.get("options") or {})
+        seed = opts.pop("seed", e.get("seed"))
+        if seed is None:
+            report.append({"kind": "simulation", "name": e["name"], "chi": e["chi"], "N": e["N"],
+                           "reproduced": False, "detail": "no seed recorded"})
+            continue
+        new = run_simulation_task(session.problem(chi=e["chi"], N=e["N"]), opts, seed)["summary"]
+        old = e["summary"]
+        identical = (np.array_equal(old["test_mean"], new["test_mean"])
+                     and np.array_equal(old["train_mean"], new["train_mean"]))
+        se = np.sqrt(np.square(old["test_mean_se"]) + np.square(new["test_mean_se"]))
+        z = float(np.max(np.abs((np.asarray(old["test_mean"]) - new["test_mean"]) / se)))
+        report.append({"kind": "simulation", "name": e["name"], "chi": e["chi"], "N": e["N"],
+                       "bit_identical": bool(identical), "max_abs_z": z,
+                       "reproduced": bool(identical or z <= 4.5)})
+    ok = all(r["reproduced"] for r in report)
+    return {"session": session.name, "reproduced": ok, "entries": report, "rtol": rtol}
+
+
+def _theory_report(old_entry: dict, new: dict, rtol: float) -> dict:
+    old = old_entry["summary"]
+    worst = max(_max_rel(old.get(k), new.get(k)) for k in THEORY_KEYS)
+    return {"kind": "theory", "name": old_entry["name"], "chi": old_entry["chi"],
+            "N": old_entry["N"], "max_rel_diff": worst, "reproduced": bool(worst <= rtol)}

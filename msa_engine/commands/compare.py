@@ -1,0 +1,93 @@
+"""``msa compare A B [C ...] [--recompute] [--json]``: sessions side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..analysis import compare
+from ..sessions import load_session
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="compare sessions side by side",
+                       description="One column per session: chi, N, each theory's discrepancies "
+                       "and error against exact, Q, the Sigma_W outlier, and simulation z-scores.")
+    p.add_argument("sessions", nargs="+")
+    p.add_argument("--chi", type=float, help="compare at this chi (default: each session's own)")
+    p.add_argument("--recompute", action="store_true",
+                   help="solve every theory afresh instead of reading the stored numbers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import print_json
+    from ..errors import MSAError
+    if len(args.sessions) < 2:
+        raise MSAError("compare needs at least two sessions")
+    sessions = [load_session(p) for p in args.sessions]
+    result = compare(sessions, chi=args.chi, recompute=args.recompute)
+    if args.json:
+        print_json(result)
+        return 0
+    from rich import box
+    from rich.table import Table
+    from .render import console, fmt
+    cols = result["sessions"]
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+              title="compare" + (" (recomputed)" if args.recompute else ""))
+    t.add_column("", no_wrap=True)
+    for col in cols:
+        t.add_column(col["name"], justify="right", no_wrap=True)
+    t.add_row("χ", *[fmt(c["chi"], 4) for c in cols])
+    t.add_row("N", *[str(c["N"]) for c in cols])
+    t.add_row("γ", *[fmt(c["gamma"], 3) for c in cols])
+    names = []
+    for c in cols:
+        names += [n for n in c["theories"] if n not in names]
+    for key, label in (("test_discrepancy", "test disc"), ("train_discrepancy", "train disc"),
+                       ("test_error_vs_exact", "test err vs exact")):
+        for n in names:
+            vals = [c["theories"].get(n, {}).get(key) for c in cols]
+            if all(v is None for v in vals):
+                continue
+            styles = _contrast(vals) if key == "test_error_vs_exact" else [""] * len(vals)
+            t.add_row(f"{label}: {n}", *[f"[{s}]{fmt(v, 3)}[/]" if s else fmt(v, 3)
+                                         for v, s in zip(vals, styles)])
+    for n in ("one-loop", "exact", "rescaling", "tree"):
+        if any(n in c["theories"] for c in cols):
+            t.add_row(f"Q: {n}", *[fmt(c["theories"].get(n, {}).get("Q"), 4) for c in cols])
+    for n in ("exact", "one-loop", "tree"):
+        if any(n in c["theories"] for c in cols):
+            t.add_row(f"Σ_W λ_top: {n}", *[fmt(c["theories"].get(n, {}).get(
+                "weight_cov_top_eigenvalue"), 4) for c in cols])
+            t.add_row(f"Σ_W teacher ovl: {n}", *[fmt(c["theories"].get(n, {}).get(
+                "weight_cov_teacher_overlap"), 3) for c in cols])
+            break
+    sims = []
+    for c in cols:
+        sims += [s for s in c["simulations"] if s not in sims]
+    for s in sims:
+        for n in names:
+            vals = [c["simulations"].get(s, {}).get("z_test", {}).get(n) for c in cols]
+            if all(v is None for v in vals):
+                continue
+            t.add_row(f"{s} vs {n}: max|z|", *[
+                "—" if v is None else (f"[red]{v['max_abs_z']:.3g}[/]" if v["max_abs_z"] > 4.5
+                                       else f"[green]{v['max_abs_z']:.3g}[/]") for v in vals])
+    c = console()
+    c.print(t)
+    for line in result["highlights"]:
+        c.print(f"• {line}")
+    return 0
+
+
+def _contrast(vals):
+    """Mark the column where a theory's error is far (10×) from the others'."""
+    good = [v for v in vals if v is not None and v > 0]
+    if len(good) < 2:
+        return [""] * len(vals)
+    lo, hi = min(good), max(good)
+    if hi < 10 * lo:
+        return [""] * len(vals)
+    return ["bold green" if v == lo else "bold red" if v == hi else "" for v in vals]

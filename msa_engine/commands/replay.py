@@ -1,0 +1,115 @@
+"""``msa replay SESSION [--rerun] [--json]``: print a saved session headless."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+from ..sessions import load_session
+
+
+def register(sub) -> None:
+    p = sub.add_parser("replay", help="print a saved session; --rerun recomputes it",
+                       description="Print a session's parameters, results, the discrepancy "
+                       "against chi and its convergence log; --rerun checks reproduction.")
+    p.add_argument("session")
+    p.add_argument("--rerun", action="store_true",
+                   help="recompute everything and report whether the numbers are reproduced")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def log_summary(session) -> dict:
+    out = {"theory_iterations": 0, "sampler_chunks": 0, "entries": len(session.entries),
+           "failed": sum(e.get("status") != "ok" for e in session.entries),
+           "worst_final_residual": 0.0, "max_rhat": None}
+    for e in session.entries:
+        log = e.get("log") or []
+        if e["kind"] == "theory":
+            out["theory_iterations"] += len(log)
+            res = (e.get("summary") or {}).get("residual") or 0.0
+            out["worst_final_residual"] = max(out["worst_final_residual"], res)
+        else:
+            out["sampler_chunks"] += len(log)
+            r = (e.get("summary") or {}).get("rhat_max")
+            if r is not None:
+                out["max_rhat"] = r if out["max_rhat"] is None else max(out["max_rhat"], r)
+    return out
+
+
+def discrepancy_plot(session, which: str = "test", width: int = 78, height: int = 18):
+    from ..textplot import Series, render
+    groups = defaultdict(list)
+    for r in session.sweep_rows():
+        groups[(r["name"], r["N"])].append(r)
+    widths = {N for _, N in groups}
+    series = []
+    for (name, N), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        rows.sort(key=lambda r: r["chi"])
+        label = name if len(widths) == 1 else f"{name} N={N}"
+        err = [r[f"{which}_discrepancy_se"] or 0.0 for r in rows]
+        series.append(Series(label, [r["chi"] for r in rows],
+                             [r[f"{which}_discrepancy"] for r in rows],
+                             yerr=err if any(err) else None,
+                             connect=not name.startswith("sim")))
+    return render(series, width=width, height=height, title=f"{which} discrepancy against χ",
+                  xlabel="χ (log)", ylabel=f"{which} discrepancy (log)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import print_json
+    session = load_session(args.session)
+    report = None
+    if args.rerun:
+        from ..analysis import rerun
+        report = rerun(session)
+    if args.json:
+        out = {"name": session.name, "path": str(session.path), "config": session.config,
+               "notes": session.notes, "versions": session.doc.get("versions"),
+               "sweep": session.sweep, "rows": session.sweep_rows(),
+               "log_summary": log_summary(session)}
+        if report is not None:
+            out["rerun"] = report
+        print_json(out)
+        return 0 if report is None or report["reproduced"] else 1
+    from rich.table import Table
+    from rich import box
+    from .render import console, fmt
+    c = console()
+    net, data = session.config["network"], session.config["data"]
+    c.print(f"[bold]{session.name}[/]  ({session.path})")
+    c.print(f"  data: {', '.join(f'{k}={v}' for k, v in data.items() if k != 'path')}")
+    c.print(f"  network: {', '.join(f'{k}={v}' for k, v in net.items())}")
+    vers = session.doc.get("versions") or {}
+    c.print(f"  made with msa-workbench {vers.get('msa_workbench', '?')}, numpy {vers.get('numpy', '?')}, "
+            f"numba {vers.get('numba', '?')}; modified {session.doc.get('modified', '?')}")
+    if session.notes:
+        c.print(f"  notes: {session.notes}")
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("result", "N", "χ", "train disc", "test disc", "±se", "Q", "λ_top"):
+        t.add_column(col, justify="left" if col == "result" else "right", no_wrap=True)
+    for r in session.sweep_rows():
+        t.add_row(r["name"], str(r["N"]), fmt(r["chi"], 4), fmt(r["train_discrepancy"], 4),
+                  fmt(r["test_discrepancy"], 4),
+                  fmt(r["test_discrepancy_se"], 2) if r["test_discrepancy_se"] else "",
+                  fmt(r["Q"], 4), fmt(r["weight_cov_top_eigenvalue"], 4))
+    c.print(t)
+    if len({r["chi"] for r in session.sweep_rows()}) > 1:
+        c.print(discrepancy_plot(session, width=min(c.width, 100)))
+    ls = log_summary(session)
+    c.print(f"convergence log: {ls['theory_iterations']} solver iterations, "
+            f"{ls['sampler_chunks']} sampler chunks, {ls['failed']} failed points, "
+            f"worst final residual {ls['worst_final_residual']:.2g}"
+            + (f", max R̂ {ls['max_rhat']:.3f}" if ls["max_rhat"] is not None else ""))
+    if report is not None:
+        bad = [r for r in report["entries"] if not r["reproduced"]]
+        n = len(report["entries"])
+        if report["reproduced"]:
+            c.print(f"[green]rerun: all {n} entries reproduced[/] (theories to "
+                    f"{report['rtol']:g} relative; simulations bit for bit or within error bars)")
+        else:
+            c.print(f"[red]rerun: {len(bad)} of {n} entries NOT reproduced[/]")
+            for r in bad:
+                c.print(f"  {r['name']} N={r['N']} chi={r['chi']:g}: {r}")
+        return 0 if report["reproduced"] else 1
+    return 0

@@ -1,0 +1,104 @@
+"""``msa sweep CONFIG --chi 1,3,10,N [--width ...] [--theories ...] [--simulate] --out PATH``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import load_config
+from ..errors import MSAError
+from ..sessions import Session, load_session, save_session, session_dir
+from ..sweep import DEFAULT_THEORIES, SweepProgress, parse_chis, run_sweep
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise MSAError(f"{flag} must be a comma-separated list of integers (got {text!r})") from None
+    if not vals or any(v < 1 for v in vals):
+        raise MSAError(f"{flag} values must be integers >= 1 (got {text!r})")
+    return vals
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="sweep theories (and simulations) across chi",
+                       description="Anneal through a chi grid (THEORY §4), optionally simulating "
+                       "at each point; saves the session incrementally.")
+    p.add_argument("config", nargs="?", help="TOML config (omit with --resume)")
+    p.add_argument("--chi", default="1,3,10,30,100",
+                   help="comma-separated chi values; 'N' means chi = N (default 1,3,10,30,100)")
+    p.add_argument("--width", help="comma-separated widths N (default: the config's N)")
+    p.add_argument("--theories", default=",".join(DEFAULT_THEORIES),
+                   help="comma-separated theories (default: all available)")
+    p.add_argument("--simulate", action="store_true", help="also run a simulation at each point")
+    p.add_argument("--sampler", default=None, help="full or marginal (default: config or marginal)")
+    p.add_argument("--chains", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--burn-in", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="base Monte Carlo seed (per-point seeds derive from it)")
+    p.add_argument("--out", help="session file to write (default: sessions dir / NAME.json)")
+    p.add_argument("--resume", metavar="SESSION", help="continue an interrupted sweep session")
+    p.add_argument("--name", help="session name")
+    p.add_argument("--json", action="store_true", help="print the session summary as JSON")
+    p.set_defaults(func=run)
+
+
+def sim_options(args, config_sim: dict) -> dict:
+    opts = dict(config_sim or {})
+    for key in ("sampler", "chains", "steps", "burn_in"):
+        v = getattr(args, key)
+        if v is not None:
+            opts[key] = v
+    opts.setdefault("sampler", "marginal")
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import print_json
+    if args.resume:
+        session = load_session(args.resume)
+        spec = session.sweep or {}
+        chis = spec.get("chis") or parse_chis(args.chi, [])
+        widths = spec.get("widths")
+        theories = spec.get("theories") or DEFAULT_THEORIES
+        simulate = spec.get("simulate", False)
+        opts = spec.get("sim_options") or {}
+        seed = spec.get("seed", args.seed)
+        out = Path(args.out) if args.out else session.path
+    else:
+        if not args.config:
+            raise MSAError("sweep needs a CONFIG (or --resume SESSION)")
+        cfg = load_config(args.config)
+        widths = _int_list(args.width, "--width") if args.width else None
+        chis = parse_chis(args.chi, widths or [cfg.problem.network.N])
+        theories = [t.strip() for t in args.theories.split(",") if t.strip()]
+        simulate, seed = args.simulate, args.seed
+        opts = sim_options(args, cfg.resolved.get("simulation", {}))
+        session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem)
+        out = Path(args.out) if args.out else session_dir() / f"{session.name}.json"
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(),
+                  transient=True, disable=args.json) as progress:
+        bar = progress.add_task("", total=None)
+
+        def callback(rec):
+            if isinstance(rec, SweepProgress):
+                progress.update(bar, completed=rec.done, total=rec.total, description=rec.label)
+
+        run_sweep(session, chis, widths, theories, simulate, opts, callback=callback,
+                  path=out, seed=seed)
+    path = save_session(session, out)
+    failed = [e for e in session.entries if e.get("status") != "ok"]
+    if args.json:
+        print_json({"session": str(path), "entries": len(session.entries), "failed": len(failed),
+                    "rows": session.sweep_rows()})
+    else:
+        from .render import console
+        c = console()
+        c.print(f"saved [bold]{path}[/] ({len(session.entries)} entries, {len(failed)} failed)")
+        for e in failed:
+            c.print(f"  [red]failed[/] {e['name']} N={e['N']} chi={e['chi']:g}: {e['error']}")
+    return 1 if failed else 0

@@ -1,0 +1,254 @@
+"""Sweeps across χ (and widths N): the paper's Fig. 2 experiment, generalised.
+
+A sweep is split into independent tasks (THEORY §4, Algorithm 1):
+
+* a **theory chain**: one theory at one width over the whole χ grid, each
+  saddle warm-started from the previous χ (so the chain is one task);
+* a **simulation**: one sampler run at one (N, χ) point, seeded from the
+  grid point itself, never from the worker that runs it.
+
+Tasks are plain dictionaries and return session entries (JSON-ready dicts),
+so that any executor can run them.  :func:`run_sweep` runs them in order,
+merges each entry into the session as it completes, and autosaves.
+Completed points are skipped on resume, and an interrupted chain resumes
+from its last completed saddle.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import Cancelled, MSAError
+from .problem import Problem
+from .sessions import Session, _chi_key, entry_from_result, save_session
+from .theory import ANNEALED, anneal, available_theories, check_theory, chi_grid, solve
+
+DEFAULT_THEORIES = ("nngp", "rescaling", "tree", "one-loop", "exact")
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """Reported after each completed task point: ``done`` of ``total`` points."""
+
+    done: int
+    total: int
+    label: str
+    time: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"stage": "sweep", "done": self.done, "total": self.total, "label": self.label,
+                "time": self.time}
+
+
+def parse_chis(text: str | Sequence, widths: Sequence[int]) -> list:
+    """χ values from ``"1,3,10,N"``: numbers, or ``N``/``mean-field`` for χ = N."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        key = str(item).strip().lower()
+        if key in ("n", "mean-field", "meanfield"):
+            out.append("N")
+            continue
+        if key == "standard":
+            out.append(1.0)
+            continue
+        try:
+            v = float(key)
+        except ValueError:
+            raise MSAError(f"--chi: {item!r} is not a number, 'N' or 'mean-field'") from None
+        if not math.isfinite(v) or v <= 0:
+            raise MSAError(f"--chi values must be > 0 (got {item!r})")
+        out.append(v)
+    if not out:
+        raise MSAError("--chi needs at least one value")
+    return out
+
+
+def resolve_chis(chis: Sequence, N: int) -> list[float]:
+    vals = sorted({_chi_key(float(N) if c == "N" else float(c)) for c in chis})
+    return vals
+
+
+def point_seed(base_seed: int, N: int, chi: float) -> int:
+    """A seed derived from the grid point alone, so any executor gives the same numbers."""
+    ss = np.random.SeedSequence([int(base_seed), int(N), int(round(chi * 1e6))])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+def plan_tasks(session: Session, chis: Sequence, widths: Sequence[int] | None,
+               theories: Sequence[str], simulate: bool, sim_options: dict | None,
+               base_seed: int = 0) -> list[dict]:
+    """The list of tasks for a sweep, skipping points the session already holds."""
+    widths = list(widths) if widths else [int(session.config["network"]["N"])]
+    tasks = []
+    for N in widths:
+        grid = resolve_chis(chis, N)
+        for theory in theories:
+            todo = [c for c in grid if not session.find("theory", theory, c, N)]
+            if not todo:
+                continue
+            done = [c for c in grid if c not in todo]
+            warm = None
+            if theory in ANNEALED and done:
+                last = max(c for c in done if c < min(todo)) if any(c < min(todo) for c in done) else None
+                if last is not None:
+                    e = session.find("theory", theory, last, N)[0]
+                    warm = {"chi": last, "tbar": e.get("warm_tbar") or e.get("tbar")}
+            tasks.append({"kind": "theory-chain", "theory": theory, "N": int(N),
+                          "chis": todo, "warm": warm})
+        if simulate:
+            opts = dict(sim_options or {})
+            sampler = opts.get("sampler", "marginal")
+            for c in grid:
+                if session.find("simulation", f"sim-{sampler}", c, N):
+                    continue
+                tasks.append({"kind": "simulation", "N": int(N), "chi": c, "options": opts,
+                              "seed": point_seed(base_seed, N, c)})
+    return tasks
+
+
+def task_points(task: dict) -> int:
+    return len(task["chis"]) if task["kind"] == "theory-chain" else 1
+
+
+def run_theory_chain(problem: Problem, theory: str, chis: Sequence[float],
+                     warm: dict | None = None, callback=None,
+                     on_point: Callable[[dict], None] | None = None,
+                     cancel: threading.Event | None = None) -> list[dict]:
+    """Solve ``theory`` along ``chis`` (ascending), warm-starting annealed saddles.
+
+    Between requested points the tree saddle is annealed on a geometric grid
+    of ratio ≤ 2, exactly as :func:`msa_engine.solve` does from χ = 1, so a
+    chain's first point equals a fresh ``solve``.
+    """
+    theory = check_theory(theory)
+    entries = []
+    prev_chi = 1.0 if warm is None else float(warm["chi"])
+    tbar = None if warm is None else np.asarray(warm["tbar"], dtype=float)
+    for chi in chis:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        p = problem.with_chi(chi)
+        t0 = time.perf_counter()
+        if theory in ANNEALED:
+            grid = chi_grid(chi, start=prev_chi)
+            if tbar is not None:
+                grid = grid[1:] if grid.size > 1 else grid
+            path = anneal(problem, "tree", grid, callback, tbar0=tbar)
+            tree_res = path[-1]
+            log = sum((r.log for r in path), ())
+            if theory == "one-loop":
+                res = anneal(problem, "one-loop", [chi], callback, tbar0=tree_res.tbar)[-1]
+                log = log + res.log
+            else:
+                res = tree_res
+            tbar, prev_chi = tree_res.tbar, chi
+            extra = {"warm_tbar": tree_res.tbar, "via": "sweep-chain"}
+        else:
+            res = solve(p, theory, callback=callback)
+            log, extra = res.log, {"via": "solve"}
+        from dataclasses import replace
+        res = replace(res, wall_time=time.perf_counter() - t0)
+        entry = entry_from_result(res, log=log, extra=extra)
+        entries.append(entry)
+        if on_point:
+            on_point(entry)
+    return entries
+
+
+def run_simulation_task(problem: Problem, options: dict, seed: int, callback=None,
+                        cancel: threading.Event | None = None) -> dict:
+    from .sampling import simulate
+    opts = {k: v for k, v in options.items() if k != "seed"}
+    res = simulate(problem, seed=seed, callback=callback, cancel=cancel, **opts)
+    return entry_from_result(res, options={**opts, "seed": seed})
+
+
+def execute_task(session: Session, task: dict, callback=None, on_point=None,
+                 cancel: threading.Event | None = None) -> list[dict]:
+    """Run one task against the session's problem; returns its entries."""
+    base = session.problem(N=task["N"])
+    if task["kind"] == "theory-chain":
+        return run_theory_chain(base, task["theory"], task["chis"], task.get("warm"),
+                                callback, on_point, cancel)
+    entry = run_simulation_task(base.with_chi(task["chi"]), task["options"], task["seed"],
+                                callback, cancel)
+    if on_point:
+        on_point(entry)
+    return [entry]
+
+
+def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = None,
+              theories: Iterable[str] = DEFAULT_THEORIES, simulate: bool = False,
+              sim_options: dict | None = None, callback=None,
+              cancel: threading.Event | None = None, autosave: bool = True,
+              path=None, seed: int = 0, autosave_interval: float = 0.5) -> Session:
+    """Run (or resume) a sweep, merging every completed point into ``session``.
+
+    ``callback`` receives solver :class:`IterationRecord` s, sampler chunk
+    records and a :class:`SweepProgress` after each point.  With
+    ``autosave`` the session is written atomically to ``path`` (or the
+    session's own path) after every simulation and at most every
+    ``autosave_interval`` seconds between theory points, so that a killed
+    sweep loses at most that much work.  A failing task is recorded in the
+    session with its error, and the other tasks go on.
+    """
+    available = available_theories(session.problem().network.activation)
+    theories = [t for t in (check_theory(t) for t in theories) if t in available]
+    spec = {"chis": [c if c == "N" else float(c) for c in chis],
+            "widths": list(widths) if widths else None, "theories": theories,
+            "simulate": bool(simulate), "sim_options": dict(sim_options or {}),
+            "seed": int(seed), "completed": False}
+    prior = session.doc.get("sweep") or {}
+    session.doc["sweep"] = {**prior, **spec}
+    if path is not None:
+        session.path = path
+    tasks = plan_tasks(session, chis, widths, theories, simulate, sim_options, seed)
+    total = sum(task_points(t) for t in tasks)
+    done = 0
+
+    last_save = [0.0]
+
+    def save(force: bool = True):
+        now = time.monotonic()
+        if autosave and session.path is not None and (force or now - last_save[0] >= autosave_interval):
+            save_session(session)
+            last_save[0] = now
+
+    def on_point(entry):
+        nonlocal done
+        session.add_entry(entry)
+        done += 1
+        save(force=entry["kind"] == "simulation")
+        if callback:
+            callback(SweepProgress(done, total, f"{entry['name']} N={entry['N']} "
+                                   f"χ={entry['chi']:.4g}", time.time()))
+
+    save()
+    for task in tasks:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        try:
+            execute_task(session, task, callback, on_point, cancel)
+        except Cancelled:
+            save()
+            raise
+        except MSAError as exc:
+            chis_left = task["chis"] if task["kind"] == "theory-chain" else [task["chi"]]
+            for c in chis_left:
+                if task["kind"] == "theory-chain" and session.find("theory", task["theory"], c, task["N"]):
+                    continue
+                session.add_failure("theory" if task["kind"] == "theory-chain" else "simulation",
+                                    task.get("theory") or f"sim-{task['options'].get('sampler', 'marginal')}",
+                                    c, task["N"], str(exc))
+                done += 1
+            save()
+    session.doc["sweep"]["completed"] = True
+    save()
+    return session
