@@ -6,7 +6,7 @@ import argparse
 
 from .. import __version__
 from ..config import load_config
-from ..theory import THEORIES, check_theory, solve
+from ..theory import THEORIES, available_theories, check_theory, solve
 from ..results import TheoryResult
 
 
@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     names = list(THEORIES) if args.theory == "all" else [check_theory(args.theory)]
+    if args.theory == "all":
+        names = list(available_theories(cfg.problem.network.activation))
     if args.json and len(names) > 1:
-        if cfg.problem.network.activation != "linear":
-            names = ["nngp", "rescaling"]
         results = [solve(cfg.problem, n, seed=args.seed) for n in names]
         print_json({"version": __version__, "seed": args.seed, "config": cfg.resolved,
                     "results": [result_json(r, cfg.resolved) for r in results]})
@@ -48,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     print_problem(cfg)
     results = []
     for n in names:
-        if args.theory == "all" and cfg.problem.network.activation != "linear" \
-                and n not in ("nngp", "rescaling"):
-            continue  # the others are linear-only so far
         results.append(solve(cfg.problem, n, seed=args.seed))
     print_results(results)
     return 0
