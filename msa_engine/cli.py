@@ -19,7 +19,10 @@ from . import __version__
 from .errors import Cancelled, MSAError, MSAWarning
 
 # modules contributing subcommands, in help order
-COMMAND_MODULES = ["msa_engine.commands.solve"]
+COMMAND_MODULES = ["msa_engine.commands.solve", "msa_engine.commands.simulate",
+                   "msa_engine.commands.sweep",
+                   "msa_engine.commands.replay", "msa_engine.commands.compare",
+                   "msa_engine.commands.tui"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -393,6 +393,9 @@ def save_session(session: Session, path: str | Path | None = None) -> Path:
     except OSError as exc:
         raise MSAError(f"cannot write session to {str(p.parent)!r}: {exc.strerror or exc}") from None
     try:
+        # mkstemp creates 0600; keep an existing file's mode, else the usual 0644
+        mode = p.stat().st_mode & 0o777 if p.exists() else 0o644
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -1,0 +1,506 @@
+"""The chunked simulation driver: :func:`simulate`, :class:`ChunkRecord`, :class:`SimulationResult`.
+
+A run advances ``chains`` independent chains for ``burn_in + steps`` Langevin
+steps in chunks of ``chunk`` steps (THEORY §7).  Between chunks — never inside
+one — the driver reports a :class:`ChunkRecord` to the callback, writes the
+checkpoint, and honours cancellation.  The random numbers come from numpy
+generators spawned from one ``SeedSequence(seed)`` (initial state, W noise,
+a noise, Metropolis uniforms), each consumed strictly in order, so a run is a
+pure function of its seed and a resumed run replays the uninterrupted one bit
+for bit.
+
+Error bars are honest: every ``*_se`` is ``sd/√ESS`` with the ESS of Vehtari et
+al. (2021) computed from the stored traces (:mod:`msa_engine.diagnostics`), and
+the discrepancies' errors come from the trace of their linearisation, so that
+the correlations between output points are accounted for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .. import diagnostics as diag
+from ..errors import Cancelled, MSAError
+from ..kernels import nngp_kernel
+from ..problem import Problem
+from ..results import TheoryResult
+from . import kernels_numba as kn
+from .langevin import METHODS, TARGET_ACCEPTANCE, FullSampler
+from .marginal import MarginalSampler
+
+SAMPLERS = {"marginal": MarginalSampler, "full": FullSampler}
+CHECKPOINT_VERSION = 1
+ADAPT_RATE = 0.1            # Robbins-Monro gain on log h per step during burn-in
+N_BATCHES = 10              # batches per chain for the batch-means error of Σ_W
+NOISE_BUDGET = 4_000_000    # doubles of Gaussian noise drawn per kernel call
+TRACE_BUDGET = 2 ** 30      # bytes of stored traces before we ask for thinning
+DIAG_SERIES = 32            # output points per set used for the per-chunk R̂/ESS
+RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
+ESS_OK = 100.0
+
+
+# --------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class ChunkRecord:
+    """Progress after one chunk: what a progress bar or a live plot needs.
+
+    ``steps_done``/``steps_total`` count sampler steps (each advances every chain)
+    including burn-in; statistics are NaN until four post-burn-in draws exist.
+    ``acceptance`` is the mean Metropolis acceptance probability over the chunk.
+    """
+
+    stage: str
+    chi: float
+    steps_done: int
+    steps_total: int
+    train_discrepancy: float
+    train_discrepancy_se: float
+    test_discrepancy: float
+    test_discrepancy_se: float
+    rhat_max: float
+    ess_min: float
+    acceptance: float
+    step_size: float
+    steps_per_second: float
+    eta_seconds: float
+    burn_in: bool = False
+    energy: float = float("nan")
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult(TheoryResult):
+    """A simulation's estimates, shaped like a :class:`TheoryResult` (it is one), so
+    that every caller can treat theories and simulations alike.
+
+    ``train_mean_se``/``test_mean_se`` are Monte Carlo standard errors from the
+    ESS.  ``Q = ⟨χ|a|²⟩`` (Rao-Blackwellised).  ``log`` holds the
+    :class:`ChunkRecord` of every chunk; ``traces`` the stored post-burn-in traces
+    (``chains × draws × …``) for :meth:`export_traces`.
+    """
+
+    sampler: str = "marginal"
+    method: str = "mala"
+    chains: int = 0
+    steps: int = 0
+    burn_in: int = 0
+    thin: int = 1
+    step_size: float = float("nan")
+    acceptance: float = float("nan")
+    rhat_max: float = float("nan")
+    ess_min: float = float("nan")
+    steps_per_second: float = float("nan")
+    weight_cov_top_eigenvalue_se: float = float("nan")
+    train_discrepancy_se: float = float("nan")
+    test_discrepancy_se: float = float("nan")
+    Q_se: float = float("nan")
+    autocorr_times: dict = field(default_factory=dict)
+    traces: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def train_discrepancy_corrected(self) -> float:
+        """``mean (y − f̂)²`` overestimates by the mean ``se²``; this subtracts it."""
+        return self.train_discrepancy - float(np.mean(np.square(self.train_mean_se)))
+
+    @property
+    def test_discrepancy_corrected(self) -> float:
+        return self.test_discrepancy - float(np.mean(np.square(self.test_mean_se)))
+
+    def to_json_dict(self) -> dict:
+        out = super().to_json_dict()
+        out.update({
+            "rhat_max": self.rhat_max, "ess_min": self.ess_min,
+            "steps_per_second": self.steps_per_second,
+            "weight_cov_top_eigenvalue_se": self.weight_cov_top_eigenvalue_se,
+            "train_discrepancy_se": self.train_discrepancy_se,
+            "test_discrepancy_se": self.test_discrepancy_se,
+            "train_discrepancy_corrected": self.train_discrepancy_corrected,
+            "test_discrepancy_corrected": self.test_discrepancy_corrected,
+            "Q_se": self.Q_se, "acceptance": self.acceptance, "step_size": self.step_size,
+            "sampler": self.sampler, "method": self.method, "chains": self.chains,
+            "steps": self.steps, "burn_in": self.burn_in, "thin": self.thin,
+            "autocorr_times": dict(self.autocorr_times),
+        })
+        return out
+
+    def export_traces(self, path: str | os.PathLike) -> None:
+        """Write the post-burn-in traces (``chains × draws × …``) to an ``.npz``."""
+        with open(path, "wb") as fh:
+            np.savez(fh, **self.traces)
+
+    def to_inference_data(self):
+        """The traces as an ArviZ ``InferenceData``/``DataTree`` (needs ``arviz``)."""
+        try:
+            import arviz as az  # noqa: PLC0415 - optional
+        except ImportError:
+            raise MSAError("exporting to InferenceData needs arviz (pip install arviz)") from None
+        return az.from_dict({"posterior": dict(self.traces)})
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_int(name: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise MSAError(f"{name} must be an integer >= {minimum} (got {v!r})")
+    if v < minimum:
+        raise MSAError(f"{name} must be an integer >= {minimum} (got {v!r})")
+    return int(v)
+
+
+def _fingerprint(problem: Problem) -> str:
+    h = hashlib.sha256()
+    d = problem.data
+    for arr in (d.X_train, d.y_train, d.X_test, d.y_test):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(json.dumps(problem.network.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _initial_log_step(problem: Problem, ndim: int) -> float:
+    """A stable starting step in whitened units: the data curvature of the read-out
+    is ``λ_max(K₀)/κ`` (THEORY §7), and MALA's optimal step shrinks like ``n^{-1/3}``."""
+    net, data = problem.network, problem.data
+    K0 = net.g_a * nngp_kernel(net.activation, data.X_train, g_w=net.g_w)
+    lam = float(np.linalg.eigvalsh(K0)[-1])
+    return math.log(1.0 / (1.0 + lam / net.kappa) / ndim ** (1.0 / 3.0))
+
+
+def _linear_se(x: np.ndarray, w: np.ndarray) -> float:
+    """MCSE of ``Σ_α w_α x_α`` from its trace: delta-method error bars that keep the
+    correlations between output points (``x`` is ``chains × draws × P``)."""
+    return float(diag.mcse_mean(x @ w))
+
+
+def _discrepancy(x: np.ndarray, y: np.ndarray):
+    """``mean (y − f̄)²`` and its delta-method standard error from the trace ``x``."""
+    fbar = x.mean(axis=(0, 1))
+    D = float(np.mean((y - fbar) ** 2))
+    if x.shape[1] < 4:
+        return D, float("nan")
+    return D, _linear_se(x, 2.0 * (fbar - y) / y.size)
+
+
+def _subset(n: int, k: int = DIAG_SERIES) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
+
+
+def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
+    """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays."""
+    rh, es = [], []
+    for s in series:
+        if s.shape[1] < 4:
+            return float("nan"), float("nan")
+        rh.append(np.atleast_1d(diag.rhat(s)))
+        es.append(np.atleast_1d(diag.ess_bulk(s)))
+        es.append(np.atleast_1d(diag.ess_tail(s)))
+    r = np.concatenate(rh)
+    e = np.concatenate(es)
+    rmax = float(np.nanmax(r)) if np.any(np.isfinite(r)) else float("nan")
+    return rmax, float(np.nanmin(e))
+
+
+# --------------------------------------------------------------------------- the run
+class _Run:
+    """All state of one simulation; everything in ``ARRAYS`` is checkpointed."""
+
+    ARRAYS = ("log_h", "lh_stats", "acc", "acc_burn", "tr_ftr", "tr_fte", "tr_Q", "tr_E",
+              "tr_slow", "vte", "Kacc", "SWb")
+
+    def __init__(self, problem, sampler, chains, steps, burn_in, thin, method, step_size,
+                 seed, chunk):
+        self.problem, self.chains, self.steps = problem, chains, steps
+        self.burn_in, self.thin, self.method, self.seed = burn_in, thin, method, seed
+        self.chunk = chunk
+        self.step_size = step_size
+        self.sampler = SAMPLERS[sampler](problem)
+        net, data = problem.network, problem.data
+        self.X = np.array(data.X_train, dtype=float)
+        self.Xs = np.array(data.X_test, dtype=float)
+        self.y = np.array(data.y_train, dtype=float)
+        u = self.X.T @ self.y
+        if not np.any(u):
+            u = np.eye(data.d)[0]
+        self.u_slow = u / np.linalg.norm(u)
+        self.m_total = steps // thin
+        self.nbatch = max(1, min(N_BATCHES, self.m_total))
+        C, P, Ps, d = chains, data.P, data.P_test, data.d
+        need = 8 * C * self.m_total * (P + Ps + 3) + 8 * C * (self.nbatch * d * d + P * P)
+        if need > TRACE_BUDGET:
+            raise MSAError(f"the traces would need {need / 2**30:.1f} GiB; "
+                           f"thin the chains (thin > {thin}) or run fewer steps")
+        self.total = burn_in + steps
+        self.adaptive = step_size is None
+        self.log_h = np.array([math.log(step_size) if step_size is not None
+                               else _initial_log_step(problem, self.sampler.ndim)])
+        self.lh_stats = np.zeros(2)
+        self.acc = np.zeros(C)
+        self.acc_burn = np.zeros(C)
+        self.tr_ftr = np.zeros((C, self.m_total, P))
+        self.tr_fte = np.zeros((C, self.m_total, Ps))
+        self.tr_Q = np.zeros((C, self.m_total))
+        self.tr_E = np.zeros((C, self.m_total))
+        self.tr_slow = np.zeros((C, self.m_total))
+        self.vte = np.zeros((C, Ps))
+        self.Kacc = np.zeros((C, P, P))
+        self.SWb = np.zeros((C, self.nbatch, d, d))
+        ss = np.random.SeedSequence(seed)
+        g_init, g_w, g_a, g_u = (np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(4))
+        self.rngs = {"W": g_w, "a": g_a, "u": g_u}
+        self.state = self.sampler.init_state(g_init, C)
+        self.e_max = np.abs(self.state["E"]) + 1e3 * self.sampler.ndim + 1e6
+        self.steps_done = 0
+        self.elapsed_before = 0.0
+        self.meta = {"version": CHECKPOINT_VERSION, "sampler": sampler, "method": method,
+                     "chains": C, "steps": steps, "burn_in": burn_in, "thin": thin,
+                     "step_size": step_size, "seed": seed, "problem": _fingerprint(problem)}
+
+    # -- checkpoints ------------------------------------------------------------
+    def save(self, path: Path, elapsed: float) -> None:
+        meta = dict(self.meta, steps_done=self.steps_done, elapsed=elapsed,
+                    rng={k: g.bit_generator.state for k, g in self.rngs.items()})
+        arrays = {k: getattr(self, k) for k in self.ARRAYS}
+        arrays.update({f"state_{k}": v for k, v in self.state.items()})
+        arrays["e_max"] = self.e_max
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise MSAError(f"cannot read checkpoint {str(path)!r}: {exc}") from None
+        mine = {k: self.meta[k] for k in self.meta}
+        theirs = {k: meta.get(k) for k in self.meta}
+        if mine != theirs:
+            diff = ", ".join(f"{k}: {theirs[k]!r} != {mine[k]!r}" for k in mine
+                             if mine[k] != theirs[k])
+            raise MSAError(f"checkpoint {str(path)!r} belongs to a different run ({diff})")
+        for k in self.ARRAYS:
+            getattr(self, k)[...] = arrays[k]
+        for k in self.state:
+            self.state[k][...] = arrays[f"state_{k}"]
+        self.e_max[...] = arrays["e_max"]
+        for k, g in self.rngs.items():
+            g.bit_generator.state = meta["rng"][k]
+        self.steps_done = int(meta["steps_done"])
+        self.elapsed_before = float(meta.get("elapsed", 0.0))
+
+    # -- stepping -----------------------------------------------------------------
+    def advance(self, end: int) -> None:
+        """Advance every chain to global step ``end`` with as few kernel calls as the
+        noise budget and the adaptation boundaries allow."""
+        net = self.problem.network
+        C = self.chains
+        per_step = C * self.sampler.ndim
+        max_sub = max(1, NOISE_BUDGET // per_step)
+        half = self.burn_in // 2
+        mala = self.method == "mala"
+        status = np.zeros(3, dtype=np.int64)
+        while self.steps_done < end:
+            pos = self.steps_done
+            nxt = min(end, pos + max_sub)
+            for b in (half, self.burn_in):
+                if pos < b < nxt:
+                    nxt = b
+            n = nxt - pos
+            noise = {b: self.rngs[b].standard_normal(self.sampler.noise_shape(b, n, C))
+                     for b in self.sampler.noise_blocks}
+            logu = np.log(self.rngs["u"].random((n, C)))
+            adapt = self.adaptive and pos < self.burn_in
+            common = (self.log_h, self.lh_stats, self.acc, self.X, self.Xs, self.y,
+                      self.u_slow, kn.ACT_CODES[net.activation], float(net.g_w),
+                      float(net.g_a), float(net.kappa), float(net.chi), mala, adapt,
+                      adapt and pos >= half, TARGET_ACCEPTANCE[self.method], ADAPT_RATE,
+                      self.e_max, int(pos), int(self.burn_in), int(self.thin),
+                      int(self.m_total), int(self.nbatch))
+            tail = (self.tr_ftr, self.tr_fte, self.tr_Q, self.tr_E, self.tr_slow, self.vte,
+                    self.Kacc, self.SWb, status)
+            self.sampler.advance(self.state, noise, logu, common, tail)
+            if status[0] != kn.OK:
+                what = ("produced NaN or inf" if status[0] == kn.NONFINITE
+                        else "exploded (energy above its divergence threshold)")
+                raise MSAError(
+                    f"simulation diverged at step {int(status[2]) + 1} (chain {int(status[1])}): "
+                    f"the energy {what}; use a smaller step size "
+                    f"(now {math.exp(self.log_h[0]):.3g}, e.g. --step-size "
+                    f"{math.exp(self.log_h[0]) / 4:.2g})")
+            self.steps_done = nxt
+            if nxt == self.burn_in:
+                if self.adaptive and self.lh_stats[1] > 0:
+                    self.log_h[0] = self.lh_stats[0] / self.lh_stats[1]
+                self.acc_burn[...] = self.acc
+
+    @property
+    def m_done(self) -> int:
+        return max(0, self.steps_done - self.burn_in) // self.thin
+
+    # -- estimates -----------------------------------------------------------------
+    def record(self, acc_before: np.ndarray, n_chunk: int, rate: float) -> ChunkRecord:
+        m = self.m_done
+        y, ys = self.y, np.asarray(self.problem.data.y_test)
+        ftr, fte = self.tr_ftr[:, :m], self.tr_fte[:, :m]
+        if m >= 1:
+            Dtr, Dtr_se = _discrepancy(ftr, y)
+            Dte, Dte_se = _discrepancy(fte, ys)
+        else:
+            Dtr = Dtr_se = Dte = Dte_se = float("nan")
+        rh, es = _rhat_ess([ftr[:, :, _subset(y.size)], fte[:, :, _subset(ys.size)],
+                            self.tr_Q[:, :m], self.tr_E[:, :m], self.tr_slow[:, :m]])
+        acc = float(np.sum(self.acc - acc_before) / (self.chains * max(1, n_chunk)))
+        left = self.total - self.steps_done
+        return ChunkRecord(
+            stage="simulate", chi=float(self.problem.network.chi),
+            steps_done=self.steps_done, steps_total=self.total,
+            train_discrepancy=Dtr, train_discrepancy_se=Dtr_se,
+            test_discrepancy=Dte, test_discrepancy_se=Dte_se, rhat_max=rh, ess_min=es,
+            acceptance=acc, step_size=float(math.exp(self.log_h[0])),
+            steps_per_second=rate, eta_seconds=left / rate if rate > 0 else float("nan"),
+            burn_in=self.steps_done <= self.burn_in,
+            energy=float(np.mean(self.state["E"])))
+
+    def result(self, log: tuple, wall: float, rate: float) -> SimulationResult:
+        m = self.m_done
+        if m < 4:
+            raise MSAError(f"too few draws to estimate anything ({m}); "
+                           "run more steps after burn-in (steps >= 4*thin)")
+        net, data = self.problem.network, self.problem.data
+        C = self.chains
+        ftr, fte = self.tr_ftr[:, :m], self.tr_fte[:, :m]
+        Q, E, slow = self.tr_Q[:, :m], self.tr_E[:, :m], self.tr_slow[:, :m]
+        train_mean, test_mean = ftr.mean(axis=(0, 1)), fte.mean(axis=(0, 1))
+        train_se, test_se = diag.mcse_mean(ftr), diag.mcse_mean(fte)
+        n = C * m
+        cond_var = self.vte.sum(axis=0) / n
+        var = cond_var + fte.reshape(n, -1).var(axis=0, ddof=1)
+        Sigma_W = self.SWb.sum(axis=(0, 1)) / n
+        mean_K = self.Kacc.sum(axis=0) / n
+        tbar = (self.y - train_mean) / net.kappa
+        # batch means for the top eigenvalue: the first-order change of λ_top is vᵀ δΣ v
+        counts = np.bincount((np.arange(m) * self.nbatch) // self.m_total,
+                             minlength=self.nbatch)
+        v = np.linalg.eigh(0.5 * (Sigma_W + Sigma_W.T))[1][:, -1]
+        full = counts > 0
+        lam_b = np.einsum("i,cbij,j->cb", v, self.SWb[:, full], v) / counts[full]
+        lam_se = float(lam_b.std(ddof=1) / math.sqrt(lam_b.size)) if lam_b.size > 1 else math.nan
+        _, Dtr_se = _discrepancy(ftr, self.y)
+        _, Dte_se = _discrepancy(fte, np.asarray(data.y_test))
+        rh, es = _rhat_ess([ftr, fte, Q, E, slow])
+        acc = float(np.sum(self.acc - self.acc_burn) / (C * max(1, self.steps)))
+        taus = {"energy": float(diag.autocorr_time(E)), "Q": float(diag.autocorr_time(Q)),
+                "weight_cov_slow_mode": float(diag.autocorr_time(slow)),
+                "train_mean_max": float(np.nanmax(diag.autocorr_time(ftr)))}
+        traces = {"train_mean": ftr.copy(), "test_mean": fte.copy(), "Q": Q.copy(),
+                  "energy": E.copy(), "weight_cov_slow_mode": slow.copy()}
+        converged = bool(np.isfinite(rh) and rh < RHAT_OK and es >= ESS_OK)
+        return SimulationResult(
+            theory=self.sampler.theory, problem=self.problem, train_mean=train_mean,
+            test_mean=test_mean, test_predictive_variance=var, weight_cov=Sigma_W,
+            mean_kernel=mean_K, tbar=tbar, Q=float(Q.mean()), log_evidence=None,
+            train_mean_se=np.asarray(train_se), test_mean_se=np.asarray(test_se),
+            converged=converged, residual=float(rh - 1.0) if np.isfinite(rh) else math.nan,
+            log=log, wall_time=wall, seed=self.seed,
+            sampler=self.sampler.name, method=self.method, chains=C, steps=self.steps,
+            burn_in=self.burn_in, thin=self.thin, step_size=float(math.exp(self.log_h[0])),
+            acceptance=acc, rhat_max=rh, ess_min=es, steps_per_second=rate,
+            weight_cov_top_eigenvalue_se=lam_se, train_discrepancy_se=Dtr_se,
+            test_discrepancy_se=Dte_se, Q_se=float(diag.mcse_mean(Q)),
+            autocorr_times=taus, traces=traces)
+
+
+def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps: int = 2000,
+             burn_in: int = 500, thin: int = 1, method: str = "mala",
+             step_size: float | None = None, seed: int = 0, chunk: int = 200,
+             callback: Optional[Callable[[ChunkRecord], Any]] = None, cancel=None,
+             checkpoint: str | os.PathLike | None = None, resume: bool = False
+             ) -> SimulationResult:
+    """Sample the posterior of THEORY §1 by Langevin dynamics and estimate its observables.
+
+    Parameters
+    ----------
+    sampler : {"marginal", "full"}
+        ``"marginal"`` samples ``W`` with ``a`` integrated out (Rao-Blackwellised,
+        THEORY §7, the default); ``"full"`` samples ``(W, a)``.
+    chains, steps, burn_in, thin : int
+        ``steps`` post-burn-in steps per chain; every ``thin``-th is measured.
+    method : {"mala", "ula"}
+    step_size : float or None
+        Whitened step ``h``; ``None`` adapts it during burn-in to an acceptance target
+        and freezes it afterwards.
+    seed : int
+        Monte Carlo seed (independent of the data seed).
+    chunk : int
+        Steps between callbacks, cancellation checks and checkpoints.
+    callback : callable(ChunkRecord), optional
+        May raise :class:`msa_engine.Cancelled` to stop.
+    cancel : threading.Event, optional
+        Checked between chunks; when set, :class:`Cancelled` is raised (after the
+        checkpoint is written).
+    checkpoint, resume
+        ``.npz`` path written atomically after every chunk; with ``resume`` a run
+        continues from it (bit for bit equal to an uninterrupted run).
+
+    Raises :class:`MSAError` on bad arguments and on divergence (naming the step).
+    """
+    if sampler not in SAMPLERS:
+        raise MSAError(f"sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
+    if method not in METHODS:
+        raise MSAError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
+    chains = _check_int("chains", chains, 1)
+    steps = _check_int("steps", steps, 1)
+    burn_in = _check_int("burn_in", burn_in, 0)
+    thin = _check_int("thin", thin, 1)
+    chunk = _check_int("chunk", chunk, 1)
+    seed = _check_int("seed", seed, 0)
+    if step_size is not None:
+        try:
+            step_size = float(step_size)
+        except (TypeError, ValueError):
+            raise MSAError(f"step_size must be a positive number (got {step_size!r})") from None
+        if not math.isfinite(step_size) or step_size <= 0:
+            raise MSAError(f"step_size must be a positive number (got {step_size!r})")
+    if resume and checkpoint is None:
+        raise MSAError("resume needs a checkpoint path")
+
+    run = _Run(problem, sampler, chains, steps, burn_in, thin, method, step_size, seed, chunk)
+    path = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if resume and path is not None and path.exists():
+        run.load(path)
+    t0 = time.perf_counter()
+    start_steps = run.steps_done
+    log: list[ChunkRecord] = []
+    while run.steps_done < run.total:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("simulation cancelled")
+        acc_before = run.acc.copy()
+        begin = run.steps_done
+        end = min(begin + chunk, run.total)
+        run.advance(end)
+        elapsed = time.perf_counter() - t0
+        rate = (run.steps_done - start_steps) / elapsed if elapsed > 0 else float("nan")
+        rec = run.record(acc_before, end - begin, rate)
+        log.append(rec)
+        if path is not None:
+            run.save(path, run.elapsed_before + elapsed)
+        if callback is not None:
+            callback(rec)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("simulation cancelled")
+    elapsed = time.perf_counter() - t0
+    rate = (run.steps_done - start_steps) / elapsed if elapsed > 0 and run.steps_done > start_steps \
+        else float("nan")
+    return run.result(tuple(log), run.elapsed_before + elapsed, rate)

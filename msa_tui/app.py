@@ -1,0 +1,596 @@
+"""The workbench app: parameter panels, live convergence log, results, plots.
+
+Long computations run in thread workers (``@work(thread=True)``) and report
+only through ``post_message``; every widget and the session are touched on
+the UI thread alone.  Cancelling sets a ``threading.Event`` that the workers'
+callbacks (and the sampler, between chunks) check.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import (DataTable, Footer, Header, ProgressBar, RichLog, Static, TabbedContent,
+                             TabPane, Tab, Tabs)
+from textual.worker import Worker, WorkerState
+
+from msa_engine import Cancelled, MSAError
+
+from . import figures, model
+from .model import FormState, Validated
+from .widgets import ParamForm, PlotView
+
+
+class Record(Message):
+    """A solver iteration or a sampler chunk, from a worker thread."""
+
+    def __init__(self, job: str, record: Any) -> None:
+        super().__init__()
+        self.job, self.record = job, record
+
+
+class ResultReady(Message):
+    def __init__(self, job: str, result: Any, log: list) -> None:
+        super().__init__()
+        self.job, self.result, self.log = job, result, log
+
+
+class Progress(Message):
+    def __init__(self, job: str, done: float, total: float, label: str = "") -> None:
+        super().__init__()
+        self.job, self.done, self.total, self.label = job, done, total, label
+
+
+class JobFailed(Message):
+    """One item of a job failed with an MSAError; the job goes on."""
+
+    def __init__(self, job: str, what: str, error: str) -> None:
+        super().__init__()
+        self.job, self.what, self.error = job, what, error
+
+
+class JobDone(Message):
+    def __init__(self, job: str, summary: str, cancelled: bool = False) -> None:
+        super().__init__()
+        self.job, self.summary, self.cancelled = job, summary, cancelled
+
+
+class MSAApp(App):
+    """``msa tui``: the terminal workbench."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "msa-workbench"
+    BINDINGS = [
+        Binding("r", "run_theories", "Run"),
+        Binding("s", "simulate", "Simulate"),
+        Binding("w", "sweep", "Sweep"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("escape", "cancel", "Cancel", show=False),
+        Binding("ctrl+s", "save", "Save"),
+        Binding("o", "open", "Open"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("p", "next_plot", "Plot", show=False),
+        Binding("t", "toggle_split", "Train/test", show=False),
+        Binding("y", "replay", "Replay", show=False),
+        Binding("e", "export_csv", "CSV", show=False),
+        Binding("1", "tab('tab-setup')", "Setup", show=False),
+        Binding("2", "tab('tab-run')", "Log", show=False),
+        Binding("3", "tab('tab-results')", "Results", show=False),
+        Binding("4", "tab('tab-plots')", "Plots", show=False),
+    ]
+
+    def __init__(self, session_path: str | Path | None = None, *,
+                 session_dir: str | Path | None = None, session: Any = None,
+                 autosave: bool = True) -> None:
+        super().__init__()
+        self.session_path = session_path
+        self.session_dir = Path(session_dir) if session_dir is not None else None
+        self.session = session
+        self.autosave = autosave
+        self.jobs: dict[str, threading.Event] = {}
+        self.job_started: dict[str, float] = {}
+        self.live: list = []            # records of the running job (convergence trace)
+        self.selected: int | None = None
+        self.split = "test"
+        self.ticks = 0
+        self.validated: Validated | None = None
+        self._new_results = 0
+
+    # -- layout ----------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        if self.session is None:
+            try:
+                self.session = model.open_session(self.session_path)
+            except MSAError as exc:
+                self._open_error = str(exc)
+                self.session = model.open_session(None)
+        state = FormState.from_config(model.session_config(self.session))
+        yield Header()
+        with TabbedContent(id="main", initial="tab-setup"):
+            with TabPane("Setup", id="tab-setup"):
+                yield ParamForm(state, id="form")
+            with TabPane("Log", id="tab-run"):
+                yield Static("idle: press r (theories), s (simulate) or w (sweep)", id="run-status")
+                yield ProgressBar(total=1, id="progress", show_eta=False)
+                with Horizontal(id="run-body"):
+                    yield RichLog(id="log", max_lines=5000, wrap=True, markup=False)
+                    yield PlotView(id="live-trace")
+            with TabPane("Results", id="tab-results"):
+                yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="detail")
+            with TabPane("Plots", id="tab-plots"):
+                yield Tabs(*[Tab(figures.TITLES[k], id=f"plot-{k}") for k in figures.FIGURES],
+                           id="plot-tabs")
+                yield PlotView(id="plot")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#results", DataTable)
+        table.add_columns(*model.COLUMNS)
+        self._update_title()
+        self.refresh_results()
+        self.set_interval(0.1, self._tick)
+        if getattr(self, "_open_error", None):
+            self.notify(self._open_error, title="could not open session", severity="error")
+
+    def on_resize(self, event) -> None:
+        self.query_one("#form").set_class(event.size.width >= 110, "-wide")
+        self.query_one("#run-body").set_class(event.size.width >= 100, "-wide")
+
+    def _update_title(self) -> None:
+        name = model.session_name(self.session)
+        n = len(self.session.entries)
+        self.sub_title = f"{name} · {n} result{'s' if n != 1 else ''}"
+
+    def _tick(self) -> None:
+        """A UI heartbeat; while jobs run it shows the elapsed time."""
+        self.ticks += 1
+        if self.jobs and self.ticks % 5 == 0:
+            now = time.monotonic()
+            running = ", ".join(f"{j} {now - self.job_started.get(j, now):.0f}s" for j in self.jobs)
+            self.query_one("#run-status", Static).update(f"running: {running}  (c to cancel)")
+
+    # -- validation --------------------------------------------------------------
+    @on(ParamForm.Edited)
+    def revalidate(self) -> Validated:
+        form = self.query_one(ParamForm)
+        self.validated = model.validate(form.read())
+        form.show_validation(self.validated)
+        return self.validated
+
+    def _checked(self, need_sim: bool = False, need_sweep: bool = False) -> Validated | None:
+        v = self.revalidate()
+        errors = {k: m for k, m in v.errors.items()
+                  if k[0] in ("data", "network") or (need_sim and k[0] == "simulation")
+                  or (need_sweep and k[0] == "sweep")}
+        if errors:
+            (section, key), msg = next(iter(errors.items()))
+            self.notify(f"{section}.{model.LABELS.get(key, key)}: {msg}",
+                        title="cannot run: fix the form", severity="error")
+            self.query_one(TabbedContent).active = "tab-setup"
+            try:
+                self.query_one(f"#f-{section}-{key}").focus()
+            except Exception:
+                pass
+            return None
+        return v
+
+    def _use_config(self, v: Validated) -> None:
+        """Runs go into the current session unless the data or network changed."""
+        cfg = v.config(self.query_one(ParamForm).state)
+        if not model.same_problem(model.session_config(self.session), cfg):
+            had = bool(self.session.entries)
+            self.session = model.new_session(cfg, notes=self.session.notes)
+            if had:
+                self.notify("data or network changed: results go into a new session")
+            self._update_title()
+            self.refresh_results()
+
+    # -- starting jobs -----------------------------------------------------------
+    def _start(self, job: str, label: str, total: float | None) -> threading.Event | None:
+        if job in self.jobs:
+            self.notify(f"{job} already running (c cancels)", severity="warning")
+            return None
+        ev = threading.Event()
+        self.jobs[job] = ev
+        self.job_started[job] = time.monotonic()
+        self.live = []
+        log = self.query_one("#log", RichLog)
+        log.write(f"── {label}")
+        self.query_one("#progress", ProgressBar).update(total=total, progress=0)
+        self.query_one("#run-status", Static).update(f"running: {label}  (c to cancel)")
+        self.query_one(TabbedContent).active = "tab-run"
+        return ev
+
+    def action_run_theories(self) -> None:
+        v = self._checked()
+        if v is None:
+            return
+        from msa_engine.theory import available_theories
+        ticked = self.query_one(ParamForm).state.theories
+        theories = [t for t in ticked if t in available_theories(v.problem.network.activation)]
+        if not theories:
+            self.notify("tick at least one theory available for this activation",
+                        severity="error", title="cannot run")
+            return
+        if len(theories) < len(ticked):
+            self.notify(f"skipping {', '.join(t for t in ticked if t not in theories)}: not "
+                        f"available for {v.problem.network.activation} networks")
+        self._use_config(v)
+        net = v.problem.network
+        ev = self._start("theories", f"theories {', '.join(theories)} at χ={net.chi:.4g}, N={net.N}",
+                         len(theories))
+        if ev is not None:
+            self._theory_worker(v.problem, theories, ev)
+
+    def action_simulate(self) -> None:
+        v = self._checked(need_sim=True)
+        if v is None:
+            return
+        self._use_config(v)
+        o = v.sim_options
+        ev = self._start("simulation", f"simulation {o['sampler']}/{o['method']}: {o['chains']} chains"
+                         f" × {o['steps']} steps at χ={v.problem.network.chi:.4g}", o["steps"])
+        if ev is not None:
+            self._simulation_worker(v.problem, dict(o), ev)
+
+    def action_sweep(self) -> None:
+        v = self._checked(need_sim=self.query_one(ParamForm).state.sweep_simulate, need_sweep=True)
+        if v is None:
+            return
+        theories = self.query_one(ParamForm).state.theories
+        self._use_config(v)
+        sw = v.sweep
+        ev = self._start("sweep", f"sweep over {len(sw['chis'])} χ from {sw['chi_min']:.4g} to "
+                         f"{sw['chi_max']:.4g}" + (" with simulations" if sw["simulate"] else ""),
+                         None)
+        if ev is not None:
+            self._sweep_worker(self.session, sw, theories, v.sim_options, ev)
+
+    def action_cancel(self) -> None:
+        if not self.jobs:
+            return
+        for ev in self.jobs.values():
+            ev.set()
+        self.query_one("#run-status", Static).update("cancelling…")
+        self.notify("cancelling…", severity="warning")
+
+    # -- workers (threads: only post_message from here) ------------------------------
+    def _callback(self, job: str, cancel: threading.Event, sink: list | None = None):
+        def callback(rec):
+            if cancel.is_set():
+                raise Cancelled()
+            if type(rec).__name__ == "SweepProgress":
+                self.post_message(Progress(job, rec.done, rec.total, getattr(rec, "label", "")))
+                return
+            if sink is not None:
+                sink.append(rec)
+            self.post_message(Record(job, rec))
+        return callback
+
+    @work(thread=True, exit_on_error=False, group="compute")
+    def _theory_worker(self, problem, theories: list[str], cancel: threading.Event) -> None:
+        done = 0
+        try:
+            for i, name in enumerate(theories):
+                try:
+                    res = model.run_theory(problem, name, seed=None,
+                                           callback=self._callback("theories", cancel))
+                except MSAError as exc:
+                    self.post_message(JobFailed("theories", name, str(exc)))
+                else:
+                    done += 1
+                    self.post_message(ResultReady("theories", res, list(res.log)))
+                self.post_message(Progress("theories", i + 1, len(theories), name))
+        except Cancelled:
+            self.post_message(JobDone("theories", f"theories cancelled ({done} done)", True))
+            return
+        self.post_message(JobDone("theories", f"theories: {done}/{len(theories)} computed"))
+
+    @work(thread=True, exit_on_error=False, group="compute")
+    def _simulation_worker(self, problem, options: dict, cancel: threading.Event) -> None:
+        chunks: list = []
+        try:
+            res = model.run_simulation(problem, options,
+                                       callback=self._callback("simulation", cancel, chunks),
+                                       cancel=cancel)
+        except Cancelled:
+            self.post_message(JobDone("simulation", "simulation cancelled", True))
+            return
+        except MSAError as exc:
+            self.post_message(JobFailed("simulation", "simulation", str(exc)))
+            self.post_message(JobDone("simulation", "simulation failed"))
+            return
+        self.post_message(ResultReady("simulation", res, chunks))
+        self.post_message(JobDone("simulation", "simulation finished"))
+
+    @work(thread=True, exit_on_error=False, group="compute")
+    def _sweep_worker(self, session, sweep: dict, theories, sim_options, cancel) -> None:
+        try:
+            model.run_sweep(session, sweep, theories, sim_options,
+                            callback=self._callback("sweep", cancel), cancel=cancel)
+        except Cancelled:
+            self.post_message(JobDone("sweep", "sweep cancelled", True))
+            return
+        except MSAError as exc:
+            self.post_message(JobFailed("sweep", "sweep", str(exc)))
+            self.post_message(JobDone("sweep", "sweep stopped"))
+            return
+        self.post_message(JobDone("sweep", f"sweep finished: {len(sweep['chis'])} χ points"))
+
+    # -- worker messages (UI thread) ---------------------------------------------------
+    def on_record(self, msg: Record) -> None:
+        self.query_one("#log", RichLog).write(model.format_record(msg.record))
+        self.live.append(msg.record)
+        rec = model.record_dict(msg.record)
+        if model.is_chunk(rec) and msg.job == "simulation":
+            self.query_one("#progress", ProgressBar).update(
+                total=rec.get("steps_total"), progress=rec.get("steps_done", 0))
+        if len(self.live) % 5 == 1 or model.is_chunk(rec):
+            self.query_one("#live-trace", PlotView).show(figures.convergence(self.live, "Live trace"))
+
+    def on_progress(self, msg: Progress) -> None:
+        self.query_one("#progress", ProgressBar).update(total=msg.total, progress=msg.done)
+        if msg.job == "sweep":
+            self._new_results += 1
+            self.refresh_results()
+            if msg.label:
+                self.query_one("#log", RichLog).write(f"── {msg.label}")
+
+    def on_result_ready(self, msg: ResultReady) -> None:
+        try:
+            self.session.add_result(msg.result, log=[model.record_dict(r) for r in msg.log])
+        except MSAError as exc:
+            self.notify(str(exc), title="result not stored", severity="error")
+            return
+        self._new_results += 1
+        s = self.session.entries[-1].get("summary", {})
+        self.query_one("#log", RichLog).write(
+            f"✓ {self.session.entries[-1].get('name')}: train {model._num(s.get('train_discrepancy'))}"
+            f"  test {model._num(s.get('test_discrepancy'))}")
+        self.selected = len(self.session.entries) - 1
+        self.refresh_results()
+
+    def on_job_failed(self, msg: JobFailed) -> None:
+        self.query_one("#log", RichLog).write(f"✗ {msg.what}: {msg.error}")
+        self.notify(msg.error, title=f"{msg.what} failed", severity="error")
+
+    def on_job_done(self, msg: JobDone) -> None:
+        self._finish(msg.job, msg.summary, msg.cancelled)
+
+    def _finish(self, job: str, summary: str, cancelled: bool = False) -> None:
+        self.jobs.pop(job, None)
+        self.job_started.pop(job, None)
+        self.query_one("#run-status", Static).update(summary)
+        self.query_one("#log", RichLog).write(f"── {summary}")
+        self.notify(summary, severity="warning" if cancelled else "information")
+        self.refresh_results()
+        if self._new_results and not self.jobs:
+            self._new_results = 0
+            if self.autosave:
+                self._save(quiet=True)
+            if not cancelled:
+                self.query_one(TabbedContent).active = "tab-results"
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised something other than MSAError: report it, keep running."""
+        if event.state != WorkerState.ERROR:
+            return
+        err = event.worker.error
+        job = {"_theory_worker": "theories", "_simulation_worker": "simulation",
+               "_sweep_worker": "sweep"}.get(event.worker.name, event.worker.name)
+        self.notify(f"{type(err).__name__}: {err}", title=f"{job}: internal error",
+                    severity="error", timeout=10)
+        self._finish(job, f"{job} failed: {type(err).__name__}: {err}")
+
+    # -- results and plots ------------------------------------------------------------
+    def refresh_results(self) -> None:
+        table = self.query_one("#results", DataTable)
+        entries = list(self.session.entries)
+        table.clear()
+        for i, e in enumerate(entries):
+            table.add_row(*model.entry_row(e), key=str(i))
+        if entries:
+            sel = self.selected if self.selected is not None and self.selected < len(entries) \
+                else len(entries) - 1
+            table.move_cursor(row=sel, animate=False)
+            self.selected = sel
+        self._update_title()
+        self._update_detail()
+        self.refresh_plot()
+
+    @on(DataTable.RowHighlighted, "#results")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.selected = int(event.row_key.value)
+            self._update_detail()
+            self.refresh_plot()
+
+    def _selected_entry(self) -> dict | None:
+        entries = self.session.entries
+        if not entries:
+            return None
+        i = self.selected if self.selected is not None and self.selected < len(entries) else -1
+        return entries[i]
+
+    def _update_detail(self) -> None:
+        e = self._selected_entry()
+        detail = self.query_one("#detail", Static)
+        if e is None:
+            detail.update("no results yet: press r to run the ticked theories")
+            return
+        s = e.get("summary") or {}
+        detail.update(
+            f"{e.get('kind')} {e.get('name')}  χ={model._num(e.get('chi'))} N={e.get('N')}  "
+            f"test loss {model._num(s.get('test_loss'))}  test var {model._num(s.get('test_variance'))}"
+            f"  alignment {model._num(s.get('kernel_alignment'), '.3f')}"
+            f"  excess λ {model._num(s.get('weight_cov_excess'))}  "
+            f"log-evidence {model._num(s.get('log_evidence'))}\n"
+            "↑/↓ select · p next plot · t train/test · y replay log · e export CSV")
+
+    def refresh_plot(self) -> None:
+        try:
+            kind = (self.query_one("#plot-tabs", Tabs).active or "plot-fig2").removeprefix("plot-")
+        except Exception:
+            kind = "fig2"
+        self.query_one("#plot", PlotView).show(self.figure(kind))
+
+    def figure(self, kind: str):
+        e = self._selected_entry()
+        if kind == "fig2":
+            return figures.fig2([("", self.session.entries)], self.split)
+        if kind == "convergence":
+            return figures.convergence(e.get("log") or [] if e else [],
+                                       f"Convergence: {e.get('name')}" if e else "Convergence trace")
+        cfg = model.session_config(self.session)
+        if kind == "spectrum":
+            net = cfg.get("network", {})
+            return figures.spectrum(e, net.get("g_w"), cfg.get("data", {}).get("d"))
+        data = self._data()
+        return figures.predictions(e, None if data is None else data.y_train,
+                                   None if data is None else data.y_test)
+
+    def _data(self):
+        if getattr(self, "_data_cache", (None, None))[0] is not self.session:
+            try:
+                self._data_cache = (self.session, self.session.problem().data)
+            except MSAError:
+                self._data_cache = (self.session, None)
+        return self._data_cache[1]
+
+    @on(Tabs.TabActivated, "#plot-tabs")
+    def _plot_tab(self) -> None:
+        self.refresh_plot()
+
+    def action_next_plot(self) -> None:
+        self.query_one(TabbedContent).active = "tab-plots"
+        self.query_one("#plot-tabs", Tabs).action_next_tab()
+
+    def action_toggle_split(self) -> None:
+        self.split = "train" if self.split == "test" else "test"
+        self.notify(f"discrepancy plot shows the {self.split} set")
+        self.refresh_plot()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    # -- sessions ----------------------------------------------------------------------
+    def _directory(self) -> Path:
+        if self.session_dir is not None:
+            return self.session_dir
+        from msa_engine.sessions import session_dir
+        return Path(session_dir())
+
+    def _save(self, name: str | None = None, quiet: bool = False) -> Path | None:
+        try:
+            path = model.save(self.session, self._directory(), name)
+        except (MSAError, OSError) as exc:
+            self.notify(str(exc), title="save failed", severity="error")
+            return None
+        self._update_title()
+        self.notify(f"{'autosaved' if quiet else 'saved'} to {path}", timeout=3 if quiet else 5)
+        return path
+
+    def action_save(self) -> None:
+        if self.session.path is None:
+            from .screens import NameScreen
+            self.push_screen(NameScreen("Save session as", "my-session"),
+                             lambda name: name and self._save(name))
+        else:
+            self._save()
+
+    def action_save_as(self) -> None:
+        from .screens import NameScreen
+        self.push_screen(NameScreen("Save session as", model.session_name(self.session)),
+                         lambda name: name and self._save(name))
+
+    def action_open(self) -> None:
+        from .screens import SessionBrowser
+        self.push_screen(SessionBrowser(self._directory()), self._browser_done)
+
+    def _browser_done(self, result) -> None:
+        if not result:
+            return
+        action, arg = result
+        if action == "open":
+            self.open_path(arg)
+        elif action == "compare":
+            from .screens import CompareScreen
+            self.push_screen(CompareScreen(arg))
+
+    def open_path(self, path) -> None:
+        if self.jobs:
+            self.notify("wait for (or cancel) the running job first", severity="warning")
+            return
+        try:
+            session = model.open_session(path)
+        except MSAError as exc:
+            self.notify(str(exc), title="could not open session", severity="error")
+            return
+        self.set_session(session)
+        self.notify(f"opened {model.session_name(session)}")
+
+    def set_session(self, session) -> None:
+        self.session = session
+        self.selected = None
+        self.run_worker(self.query_one(ParamForm).load(
+            FormState.from_config(model.session_config(session))), exclusive=False)
+        self.refresh_results()
+
+    def action_compare(self) -> None:
+        self.action_open()
+        self.notify("mark sessions with space, then press m to compare")
+
+    def action_replay(self) -> None:
+        e = self._selected_entry()
+        if e is None or not e.get("log"):
+            self.notify("the selected result has no convergence log", severity="warning")
+            return
+        from .screens import ReplayScreen
+        self.push_screen(ReplayScreen(e))
+
+    def action_help(self) -> None:
+        from .screens import HelpScreen
+        self.push_screen(HelpScreen())
+
+    def action_export_csv(self) -> None:
+        path = self._directory() / f"{model.session_name(self.session)}-results.csv"
+        try:
+            model.write_csv(path, (model.entry_row(e) for e in self.session.entries))
+        except OSError as exc:
+            self.notify(str(exc), title="export failed", severity="error")
+            return
+        self.notify(f"results table written to {path}")
+
+    def get_system_commands(self, screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_, cb in (
+            ("Run theories", "Compute the ticked theories (r)", self.action_run_theories),
+            ("Simulate", "Sample the posterior with the simulation settings (s)", self.action_simulate),
+            ("Sweep χ", "Theories (and simulations) along the χ grid of the Sweep panel (w)",
+             self.action_sweep),
+            ("Cancel", "Cancel running jobs (c)", self.action_cancel),
+            ("Save session", "Save the session (ctrl+s)", self.action_save),
+            ("Save session as…", "Save under a new name", self.action_save_as),
+            ("Open session…", "Browse saved sessions (o)", self.action_open),
+            ("Compare sessions…", "Mark sessions in the browser and compare them",
+             self.action_compare),
+            ("Replay convergence log", "Animate the selected result's log (y)", self.action_replay),
+            ("Export results CSV", "Write the results table as CSV (e)", self.action_export_csv),
+            ("Next plot", "Cycle the plots (p)", self.action_next_plot),
+            ("Help", "Keys and the science in brief (?)", self.action_help),
+        ):
+            yield SystemCommand(title, help_, cb)
+
+
+def run(session: str | None = None, session_dir: str | None = None) -> int:
+    MSAApp(session, session_dir=session_dir).run()
+    return 0

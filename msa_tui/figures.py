@@ -1,0 +1,112 @@
+"""The workbench's figures, built from session entries (plain dicts) as :class:`Plot`s."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .model import is_chunk, record_dict, record_value
+from .plots import Plot, Series
+
+FIGURES = ("fig2", "predictions", "spectrum", "convergence")
+TITLES = {"fig2": "Discrepancy vs χ (Fig. 2)", "predictions": "Predictions vs targets",
+          "spectrum": "Σ_W spectrum", "convergence": "Convergence trace"}
+
+
+def _ok(entries: Iterable[dict]) -> list[dict]:
+    return [e for e in entries if e.get("status", "ok") == "ok" and e.get("summary")]
+
+
+def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> Plot:
+    """Discrepancy against χ (log-log): a line per theory (and width), simulations with
+    error bars.  ``groups`` is ``[(prefix, entries), …]``, one per session compared."""
+    key = f"{which}_discrepancy"
+    series: list[Series] = []
+    for prefix, entries in groups:
+        by: dict[tuple, list] = defaultdict(list)
+        widths = {e.get("N") for e in _ok(entries)}
+        for e in _ok(entries):
+            by[(e.get("kind"), e.get("name"), e.get("N"))].append(e)
+        for (kind, name, N), es in sorted(by.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+            es = sorted(es, key=lambda e: float(e.get("chi") or 0))
+            label = f"{prefix}{'sim ' if kind == 'simulation' else ''}{name}"
+            if len(widths) > 1:
+                label += f" N={N}"
+            xs = [float(e.get("chi") or float("nan")) for e in es]
+            ys = [e["summary"].get(key) for e in es]
+            ses = [e["summary"].get(f"{key}_se") for e in es]
+            sim = kind == "simulation"
+            series.append(Series(label, xs, [float("nan") if y is None else y for y in ys],
+                                 yerr=[s if s is not None else 0.0 for s in ses] if sim else None,
+                                 kind="points" if sim or len(xs) == 1 else "linepoints"))
+    return Plot(series, title=f"{which.capitalize()} discrepancy vs χ (Fig. 2)", xlabel="χ",
+                ylabel=f"{which} discrepancy", xlog=True, ylog=True,
+                empty_message="no results yet: press r (theories), s (simulate) or w (sweep χ)")
+
+
+def predictions(entry: dict | None, y_train: np.ndarray | None, y_test: np.ndarray | None) -> Plot:
+    plot = Plot(title="Predictions vs targets", xlabel="target y", ylabel="posterior mean f̄",
+                diagonal=True, empty_message="no result selected: run a theory (r)")
+    if not entry or not entry.get("summary") or y_test is None:
+        return plot
+    s = entry["summary"]
+    plot.title = f"Predictions vs targets: {entry.get('name')} at χ={float(entry.get('chi') or 0):.4g}"
+    if s.get("test_mean") is not None and len(s["test_mean"]) == len(y_test):
+        plot.series.append(Series("test", list(y_test), s["test_mean"], kind="points",
+                                  yerr=s.get("test_mean_se"), marker="●", color=0))
+    if y_train is not None and s.get("train_mean") is not None and len(s["train_mean"]) == len(y_train):
+        plot.series.append(Series("train", list(y_train), s["train_mean"], kind="points",
+                                  marker="▲", color=1))
+    return plot
+
+
+def spectrum(entry: dict | None, g_w: float | None = None, d: int | None = None) -> Plot:
+    plot = Plot(title="Σ_W spectrum", xlabel="eigenvalue index", ylabel="eigenvalue",
+                empty_message="no result selected: run a theory (r)")
+    if not entry or not entry.get("summary"):
+        return plot
+    s = entry["summary"]
+    ev = [float(v) for v in s.get("weight_cov_eigenvalues") or []]
+    if not ev:
+        return plot
+    idx = list(range(1, len(ev) + 1))
+    plot.series.append(Series("bulk", idx[1:], ev[1:], kind="bars", color=0))
+    plot.series.append(Series("outlier λ_top", idx[:1], ev[:1], kind="points", color=3, marker="◆"))
+    if g_w and d:
+        plot.hlines.append((g_w / d, f"prior g_w/d = {g_w / d:.3g}"))
+    ov = s.get("weight_cov_teacher_overlap")
+    excess = s.get("weight_cov_excess")
+    plot.title = f"Σ_W spectrum: {entry.get('name')} at χ={float(entry.get('chi') or 0):.4g}"
+    plot.notes.append(
+        f"λ_top = {ev[0]:.4g}" + (f"  excess over bulk {excess:+.3g}" if excess is not None else "")
+        + (f"  teacher overlap |v·β̂| = {ov:.3f}" if ov is not None else "  (no teacher direction)"))
+    return plot
+
+
+def convergence(records: Sequence, title: str = "Convergence trace") -> Plot:
+    """Residual per solver iteration (log), or |R̂ − 1| per sampler chunk."""
+    recs = [record_dict(r) for r in records]
+    plot = Plot(title=title, xlabel="iteration", ylog=True,
+                empty_message="no convergence log yet")
+    if not recs:
+        return plot
+    chunks = [r for r in recs if is_chunk(r)]
+    if chunks and len(chunks) == len(recs):
+        plot.xlabel, plot.ylabel = "steps", "|R̂ − 1|"
+        plot.series.append(Series("R̂ − 1", [r.get("steps_done", i) for i, r in enumerate(chunks)],
+                                  [record_value(r) for r in chunks], kind="linepoints"))
+        return plot
+    plot.ylabel = "residual"
+    stages: dict[str, tuple[list, list]] = {}
+    for i, r in enumerate(recs):
+        v = record_value(r)
+        if v is None or is_chunk(r):
+            continue
+        xs, ys = stages.setdefault(str(r.get("stage", "?")), ([], []))
+        xs.append(i)
+        ys.append(max(v, 1e-300))
+    for name, (xs, ys) in stages.items():
+        plot.series.append(Series(name, xs, ys, kind="linepoints" if len(xs) < 40 else "line"))
+    return plot

@@ -1,0 +1,450 @@
+"""The workbench's view of the engine: form values, validation, sessions, table rows.
+
+Nothing here imports textual, so the logic is testable on its own.  All
+validation of data and network fields is the engine's own (``make_data`` and
+``Network.make`` inside ``try/except MSAError``); the message goes to the
+field it names.  Engine modules that other engineers are still writing
+(``msa_engine.sampling``, ``.sessions``, ``.sweep``) are imported inside the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from msa_engine import MSAError, Network, Problem, make_data, solve
+from msa_engine.problem import resolve_chi
+from msa_engine.tasks import TASKS, task_defaults
+from msa_engine.theory import THEORIES
+
+FILE_TASKS = ("npz", "csv")
+FILE_KEYS = ("path", "test_path", "target", "test_fraction", "seed")
+NETWORK_FIELDS = ("activation", "N", "g_w", "g_a", "kappa", "chi")
+SIM_DEFAULTS = {"sampler": "marginal", "method": "mala", "chains": "4", "steps": "2000",
+                "burn_in": "500", "thin": "1", "step_size": "", "seed": "0", "chunk": "200"}
+SWEEP_DEFAULTS = {"chi_min": "standard", "chi_max": "mean-field", "points": "5", "widths": ""}
+SAMPLERS = ("marginal", "full")
+METHODS = ("mala", "ula")
+LABELS = {"d": "d (input dim)", "P": "P (train)", "P_test": "P* (test)", "seed": "seed",
+          "N": "N (width)", "g_w": "g_w (read-in)", "g_a": "g_a (read-out)", "kappa": "κ (noise)",
+          "chi": "χ (scaling)", "chains": "chains", "steps": "steps", "burn_in": "burn-in",
+          "thin": "thin", "step_size": "step size", "chunk": "chunk", "chi_min": "χ from",
+          "chi_max": "χ to", "points": "points", "widths": "widths N",
+          "path": "file", "test_path": "test file", "target": "target column",
+          "test_fraction": "test fraction"}
+
+
+def coerce(text: Any) -> Any:
+    """``"30"`` → 30, ``"0.1"`` → 0.1, ``""`` → None; anything else stays a string
+    so that the engine's own validation names the problem."""
+    if not isinstance(text, str):
+        return text
+    t = text.strip()
+    if not t:
+        return None
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    return t
+
+
+def data_keys(task: str) -> list[str]:
+    if task in FILE_TASKS:
+        return list(FILE_KEYS)
+    return list(task_defaults(task)) + ["seed"]
+
+
+def data_default(task: str, key: str) -> str:
+    if task in FILE_TASKS:
+        return {"test_fraction": "0.5", "seed": "0"}.get(key, "")
+    if key == "seed":
+        return "0"
+    return _fmt_value(task_defaults(task).get(key, ""))
+
+
+def _fmt_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v)) if not isinstance(v, bool) else str(v)
+    return str(v)
+
+
+def chi_text(chi: float, N: int) -> str:
+    if math.isclose(chi, 1.0):
+        return "standard"
+    if math.isclose(chi, float(N)):
+        return "mean-field"
+    return f"{chi:.6g}"
+
+
+def parse_chi(text: str, N: Any) -> float:
+    """χ from "standard", "mean-field", a number, or "γ=1.5" / "gamma=1.5"."""
+    t = (text or "").strip()
+    n = N if isinstance(N, int) and N >= 1 else 1
+    m = re.fullmatch(r"(?:γ|gamma)\s*=?\s*(.*)", t, flags=re.I)
+    if m:
+        return resolve_chi(None, coerce(m.group(1)), n)
+    return resolve_chi(coerce(t) if t else None, None, n)
+
+
+@dataclass
+class FormState:
+    """Raw text of every field, by section; what the widgets show."""
+
+    data: dict[str, str] = field(default_factory=dict)
+    network: dict[str, str] = field(default_factory=dict)
+    theories: list[str] = field(default_factory=lambda: list(THEORIES))
+    simulation: dict[str, str] = field(default_factory=lambda: dict(SIM_DEFAULTS))
+    sweep: dict[str, str] = field(default_factory=lambda: dict(SWEEP_DEFAULTS))
+    sweep_simulate: bool = False
+    data_extra: dict = field(default_factory=dict)   # spec keys without a field (standardize)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FormState":
+        spec = dict(config.get("data", {}))
+        task = spec.get("task", "linear")
+        data = {"task": task}
+        keys = data_keys(task)
+        for key in keys:
+            data[key] = _fmt_value(spec[key]) if key in spec else data_default(task, key)
+        extra = {k: v for k, v in spec.items() if k not in keys and k != "task"}
+        net = dict(config.get("network", {}))
+        N = net.get("N", 100)
+        network = {"activation": net.get("activation", "linear"), "N": _fmt_value(N)}
+        for key in ("g_w", "g_a", "kappa"):
+            network[key] = _fmt_value(net.get(key, 1.0 if key != "kappa" else 0.1))
+        chi = net.get("chi", 1.0)
+        network["chi"] = chi_text(float(chi), int(N)) if isinstance(chi, (int, float)) else str(chi)
+        sim = dict(SIM_DEFAULTS)
+        for key, value in dict(config.get("simulation", {}) or {}).items():
+            if key in sim:
+                sim[key] = _fmt_value(value)
+        return cls(data=data, network=network, simulation=sim, data_extra=extra)
+
+
+@dataclass
+class Validated:
+    errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    problem: Problem | None = None
+    sim_options: dict | None = None
+    sweep: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def first_error(self) -> str:
+        if not self.errors:
+            return ""
+        (section, key), msg = next(iter(self.errors.items()))
+        return f"{section}.{LABELS.get(key, key)}: {msg}"
+
+    def config(self, form: FormState) -> dict:
+        """The session config: resolved data spec and network, plus simulation options."""
+        assert self.problem is not None
+        cfg = {"data": dict(self.problem.data.spec), "network": self.problem.network.to_dict()}
+        if self.sim_options is not None:
+            cfg["simulation"] = {k: v for k, v in self.sim_options.items() if v is not None}
+        return cfg
+
+
+def _field_of(msg: str, keys: Iterable[str], default: str) -> str:
+    keys = list(keys)
+    m = re.search(r"data\.(\w+)", msg)
+    if m and m.group(1) in keys:
+        return m.group(1)
+    first = msg.split(" ", 1)[0]
+    if first in keys:
+        return first
+    if first in ("gamma", "give"):
+        return "chi"
+    if "path" in keys and ("file" in msg or ":" in msg):
+        return "path"
+    return default
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MSAError(f"{name} must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def validate(form: FormState) -> Validated:
+    """Validate every field with the engine; errors are keyed by (section, field)."""
+    out = Validated()
+    task = form.data.get("task", "linear")
+    keys = data_keys(task) if task in TASKS else []
+    spec: dict[str, Any] = {"task": task, **{k: v for k, v in form.data_extra.items()
+                                            if k == "standardize" or task in FILE_TASKS}}
+    for key in keys:
+        v = coerce(form.data.get(key, ""))
+        if v is not None:
+            spec[key] = str(v) if key in ("path", "test_path", "target") else v
+    data = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = make_data(spec)
+        out.warnings += [str(w.message) for w in caught]
+    except MSAError as exc:
+        out.errors[("data", _field_of(str(exc), list(spec) + ["path"], "task"))] = str(exc)
+    net_vals = {k: coerce(form.network.get(k, "")) for k in ("N", "g_w", "g_a", "kappa")}
+    act = form.network.get("activation", "linear")
+    for key, value in net_vals.items():   # each field on its own, so every bad one is named
+        try:
+            Network.make(act, **{key: value})
+        except MSAError as exc:
+            out.errors[("network", key)] = str(exc)
+    network = None
+    try:
+        chi = parse_chi(form.network.get("chi", ""), net_vals["N"])
+        if not any(s == "network" for s, _ in out.errors):
+            network = Network.make(act, chi=chi, **net_vals)
+    except MSAError as exc:
+        out.errors[("network", _field_of(str(exc), NETWORK_FIELDS, "chi"))] = str(exc)
+    if data is not None and network is not None:
+        out.problem = Problem(data, network)
+    out.sim_options = _sim_options(form.simulation, out.errors)
+    out.sweep = _sweep_options(form, network, out.errors)
+    return out
+
+
+def _sim_options(raw: dict, errors: dict) -> dict | None:
+    opts: dict[str, Any] = {"sampler": raw.get("sampler", "marginal"),
+                            "method": raw.get("method", "mala")}
+    for key, minimum in (("chains", 1), ("steps", 1), ("burn_in", 0), ("thin", 1),
+                         ("seed", 0), ("chunk", 1)):
+        try:
+            opts[key] = _int(key.replace("_", "-"), coerce(raw.get(key, SIM_DEFAULTS[key])), minimum)
+        except MSAError as exc:
+            errors[("simulation", key)] = str(exc)
+    step = coerce(raw.get("step_size", ""))
+    if step is None or (isinstance(step, str) and step.lower() == "auto"):
+        opts["step_size"] = None
+    elif isinstance(step, (int, float)) and math.isfinite(step) and step > 0:
+        opts["step_size"] = float(step)
+    else:
+        errors[("simulation", "step_size")] = f"step size must be > 0 or blank for auto (got {step!r})"
+    if "steps" in opts and "burn_in" in opts and opts["burn_in"] >= opts["steps"]:
+        errors[("simulation", "burn_in")] = (
+            f"burn-in must be smaller than steps ({opts['burn_in']} >= {opts['steps']})")
+    if opts["sampler"] not in SAMPLERS:
+        errors[("simulation", "sampler")] = f"sampler must be one of {', '.join(SAMPLERS)}"
+    return None if any(s == "simulation" for s, _ in errors) else opts
+
+
+def _sweep_options(form: FormState, network: Network | None, errors: dict) -> dict | None:
+    if network is None:
+        return None
+    raw, N = form.sweep, network.N
+    out: dict[str, Any] = {"simulate": form.sweep_simulate}
+    for key in ("chi_min", "chi_max"):
+        try:
+            out[key] = parse_chi(raw.get(key, ""), N)
+        except MSAError as exc:
+            errors[("sweep", key)] = str(exc)
+    try:
+        out["points"] = _int("points", coerce(raw.get("points", "5")), 1)
+        if out["points"] > 60:
+            raise MSAError(f"points must be <= 60 (got {out['points']})")
+    except MSAError as exc:
+        errors[("sweep", "points")] = str(exc)
+    widths = []
+    for tok in re.split(r"[,\s]+", raw.get("widths", "").strip()):
+        if not tok:
+            continue
+        try:
+            widths.append(Network.make("linear", N=coerce(tok)).N)
+        except MSAError as exc:
+            errors[("sweep", "widths")] = str(exc)
+    out["widths"] = widths or None
+    if any(s == "sweep" for s, _ in errors):
+        return None
+    n, lo, hi = out["points"], out["chi_min"], out["chi_max"]
+    out["chis"] = [lo] if n == 1 else [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+    return out
+
+
+# -- engine calls (module attributes, so tests can substitute them) ----------
+
+def run_theory(problem: Problem, theory: str, seed=None, callback=None):
+    return solve(problem, theory, seed=seed, callback=callback)
+
+
+def run_simulation(problem: Problem, options: dict, callback=None, cancel=None):
+    from msa_engine.sampling import simulate
+    return simulate(problem, callback=callback, cancel=cancel, **options)
+
+
+def run_sweep(session, sweep: dict, theories, sim_options, callback=None, cancel=None):
+    from msa_engine.sweep import run_sweep as engine_sweep
+    return engine_sweep(session, sweep["chis"], widths=sweep["widths"], theories=tuple(theories),
+                        simulate=sweep["simulate"], sim_options=sim_options,
+                        callback=callback, cancel=cancel, autosave=False)
+
+
+# -- sessions ----------------------------------------------------------------
+
+def new_session(config: dict, notes: str = ""):
+    from msa_engine.sessions import Session
+    return Session.new(config, notes=notes)
+
+
+def session_config(session) -> dict:
+    return session.config
+
+
+def open_session(path: str | Path | None):
+    """``path`` or the bundled default session, or a new one from the default config."""
+    from msa_engine import sessions
+    from msa_engine.config import load_config
+    if path is not None:
+        return sessions.load_session(path)
+    try:
+        default = sessions.default_session_path()
+        if default is not None and Path(default).is_file():
+            return sessions.load_session(default)
+    except MSAError:
+        pass
+    return new_session(load_config(None).resolved)
+
+
+def is_bundled(path) -> bool:
+    if path is None:
+        return False
+    from msa_engine.sessions import bundled_sessions
+    try:
+        return Path(path).resolve() in {Path(p).resolve() for p in bundled_sessions()}
+    except MSAError:
+        return False
+
+
+def session_name(session) -> str:
+    return Path(session.path).stem if session.path else f"{session.name} (unsaved)"
+
+
+def _stem(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", text.strip()).strip("-.") or "session"
+
+
+def save(session, directory: Path | None, name: str | None = None) -> Path:
+    """Save ``session``: to ``name`` in ``directory`` if given, else where it came from
+    (a bundled session is copied into ``directory``), else a fresh name."""
+    from msa_engine.sessions import save_session, session_dir
+    directory = Path(directory) if directory is not None else Path(session_dir())
+    path = session.path
+    if name:
+        stem = _stem(name.removesuffix(".json"))
+        target = directory / f"{stem}.json"
+    elif path is None:
+        stem = _stem(session.name)
+        target, i = directory / f"{stem}.json", 1
+        while target.exists():
+            i += 1
+            target = directory / f"{stem}-{i}.json"
+    elif is_bundled(path):
+        target = directory / Path(path).name
+    else:
+        target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(save_session(session, target))
+
+
+def same_problem(a: dict, b: dict) -> bool:
+    """Whether two configs describe the same data and network up to χ and N."""
+    def key(cfg):
+        net = {k: v for k, v in cfg.get("network", {}).items() if k not in ("chi", "N")}
+        return cfg.get("data", {}), net
+    return key(a) == key(b)
+
+
+# -- rows and records -----------------------------------------------------------
+
+COLUMNS = ("kind", "name", "χ", "N", "train disc.", "±", "test disc.", "±", "Q", "λ_top",
+           "teacher ∠", "status")
+
+
+def _num(v, spec: str = ".4g") -> str:
+    if v is None:
+        return "–"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return format(f, spec) if math.isfinite(f) else "–"
+
+
+def entry_row(entry: dict) -> tuple[str, ...]:
+    s = entry.get("summary") or {}
+    status = entry.get("status", "ok")
+    if status != "ok" and entry.get("error"):
+        status = f"{status}: {entry['error']}"
+    return ("sim" if entry.get("kind") == "simulation" else "theory", str(entry.get("name", "?")),
+            _num(entry.get("chi")), _num(entry.get("N"), ".0f"),
+            _num(s.get("train_discrepancy")), _num(s.get("train_discrepancy_se"), ".2g"),
+            _num(s.get("test_discrepancy")), _num(s.get("test_discrepancy_se"), ".2g"),
+            _num(s.get("Q")), _num(s.get("weight_cov_top_eigenvalue")),
+            _num(s.get("weight_cov_teacher_overlap"), ".3f"), status)
+
+
+def write_csv(path: str | Path, rows: Iterable[tuple], columns=COLUMNS, prefix=()) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(prefix) + list(columns))
+        for r in rows:
+            w.writerow(list(r))
+    return path
+
+
+def record_dict(rec: Any) -> dict:
+    if isinstance(rec, dict):
+        return rec
+    if hasattr(rec, "to_dict"):
+        return rec.to_dict()
+    import dataclasses
+    if dataclasses.is_dataclass(rec):
+        return dataclasses.asdict(rec)
+    return dict(vars(rec))
+
+
+def is_chunk(rec: dict) -> bool:
+    return "steps_done" in rec
+
+
+def format_record(rec: Any) -> str:
+    r = record_dict(rec)
+    chi = _num(r.get("chi"), ".4g")
+    if is_chunk(r):
+        eta = r.get("eta_seconds")
+        return (f"{r.get('stage', 'sample'):<8} χ={chi:<7} {r.get('steps_done')}/{r.get('steps_total')}"
+                f"  train {_num(r.get('train_discrepancy'))}±{_num(r.get('train_discrepancy_se'), '.2g')}"
+                f"  test {_num(r.get('test_discrepancy'))}±{_num(r.get('test_discrepancy_se'), '.2g')}"
+                f"  R̂ {_num(r.get('rhat_max'), '.3f')}  ESS {_num(r.get('ess_min'), '.0f')}"
+                f"  acc {_num(r.get('acceptance'), '.2f')}  {_num(r.get('steps_per_second'), '.0f')} st/s"
+                f"  ETA {_num(eta, '.0f')}s")
+    return (f"{r.get('stage', '?'):<9} χ={chi:<7} it {r.get('iteration', 0):>4}"
+            f"  residual {_num(r.get('residual'), '.3e')}  step {_num(r.get('step'), '.2e')}"
+            f"  damping {_num(r.get('damping'), '.2f')}")
+
+
+def record_value(rec: dict) -> float | None:
+    """The quantity a convergence trace follows: the residual, or a chunk's R̂ − 1."""
+    if is_chunk(rec):
+        v = rec.get("rhat_max")
+        return None if v is None else abs(float(v) - 1.0) or 1e-12
+    v = rec.get("residual")
+    return None if v is None else float(v)

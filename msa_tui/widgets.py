@@ -1,0 +1,207 @@
+"""Widgets: the plot view and the parameter form."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+
+from msa_engine.problem import ACTIVATIONS
+from msa_engine.tasks import TASKS
+from msa_engine.theory import THEORIES
+
+from . import model
+from .model import LABELS, FormState, Validated
+from .plots import DEFAULT_PALETTE, Plot, render
+
+
+def theme_palette(app) -> tuple[list[str], str | None]:
+    """Series colours and the axis colour from the app's current theme."""
+    try:
+        th = app.current_theme
+    except Exception:  # no app yet (rendering outside a running app)
+        return list(DEFAULT_PALETTE), None
+    cols = [th.primary, th.warning, th.success, th.error, th.accent, th.secondary]
+    palette = [c for i, c in enumerate(cols) if c and c not in cols[:i]]
+    return palette + [c for c in DEFAULT_PALETTE if c not in palette], th.foreground
+
+
+class PlotView(Widget):
+    """Draws a :class:`Plot` to fit the widget; redraws on resize and on theme change."""
+
+    DEFAULT_CSS = "PlotView { height: 1fr; min-height: 8; }"
+
+    def __init__(self, plot: Plot | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.plot = plot or Plot()
+
+    def show(self, plot: Plot) -> None:
+        self.plot = plot
+        self.refresh()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", lambda _t: self.refresh(), init=False)
+
+    def render(self):
+        palette, axis = theme_palette(self.app)
+        return render(self.plot, self.size.width, self.size.height, palette, axis)
+
+
+def field_row(section: str, key: str, value: str, placeholder: str = "") -> Vertical:
+    return Vertical(
+        Horizontal(Label(LABELS.get(key, key), classes="field-label"),
+                   Input(value, placeholder=placeholder, id=f"f-{section}-{key}", compact=True,
+                         select_on_focus=False),
+                   classes="field"),
+        Static("", id=f"err-{section}-{key}", classes="field-error"),
+        classes="field-row")
+
+
+def select_row(section: str, key: str, label: str, options, value) -> Horizontal:
+    return Horizontal(Label(label, classes="field-label"),
+                      Select([(o, o) for o in options], value=value, allow_blank=False,
+                             id=f"f-{section}-{key}", compact=True),
+                      classes="field")
+
+
+class ParamForm(VerticalScroll):
+    """Data/task, network & scaling, theories, simulation and sweep panels."""
+
+    class Edited(Message):
+        """Some field changed; the app re-validates."""
+
+    def __init__(self, state: FormState, **kwargs):
+        super().__init__(**kwargs)
+        self.state = state
+
+    def compose(self) -> ComposeResult:
+        st = self.state
+        task = st.data.get("task", "linear")
+        with Vertical(id="panel-data", classes="panel") as p:
+            p.border_title = "Data / task"
+            yield select_row("data", "task", "task", TASKS, task)
+            yield Static("", id="err-data-task", classes="field-error")
+            with Vertical(id="data-fields"):
+                for key in model.data_keys(task):
+                    yield field_row("data", key, st.data.get(key, model.data_default(task, key)))
+        with Vertical(id="panel-network", classes="panel") as p:
+            p.border_title = "Network & scaling"
+            yield select_row("network", "activation", "activation", ACTIVATIONS,
+                             st.network.get("activation", "linear"))
+            for key in ("N", "g_w", "g_a", "kappa", "chi"):
+                yield field_row("network", key, st.network.get(key, ""),
+                                placeholder="standard | mean-field | number | γ=1.5"
+                                if key == "chi" else "")
+            with Horizontal(classes="presets"):
+                yield Button("standard χ=1", id="preset-standard", compact=True)
+                yield Button("mean-field χ=N", id="preset-mean-field", compact=True)
+                yield Button("γ=1.5", id="preset-gamma", compact=True)
+            yield Static("", id="gamma-view")
+        with Vertical(id="panel-theories", classes="panel") as p:
+            p.border_title = "Theories"
+            for name in THEORIES:
+                yield Checkbox(name, name in st.theories, id=f"th-{name}", compact=True)
+        with Vertical(id="panel-simulation", classes="panel") as p:
+            p.border_title = "Simulation"
+            yield select_row("simulation", "sampler", "sampler", model.SAMPLERS,
+                             st.simulation.get("sampler", "marginal"))
+            yield select_row("simulation", "method", "method", model.METHODS,
+                             st.simulation.get("method", "mala"))
+            for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
+                yield field_row("simulation", key, st.simulation.get(key, ""),
+                                placeholder="auto" if key == "step_size" else "")
+        with Vertical(id="panel-sweep", classes="panel") as p:
+            p.border_title = "Sweep (w)"
+            for key in ("chi_min", "chi_max", "points", "widths"):
+                yield field_row("sweep", key, st.sweep.get(key, ""),
+                                placeholder="current N" if key == "widths" else "")
+            yield Checkbox("simulate at each point", st.sweep_simulate, id="sweep-simulate",
+                           compact=True)
+
+    # -- reading and writing -------------------------------------------------
+    def read(self) -> FormState:
+        st = FormState()
+        task = self.query_one("#f-data-task", Select).value
+        st.data = {"task": task}
+        for inp in self.query("#data-fields Input").results(Input):
+            st.data[inp.id.removeprefix("f-data-")] = inp.value
+        st.network = {"activation": self.query_one("#f-network-activation", Select).value}
+        for key in ("N", "g_w", "g_a", "kappa", "chi"):
+            st.network[key] = self.query_one(f"#f-network-{key}", Input).value
+        st.theories = [n for n in THEORIES if self.query_one(f"#th-{n}", Checkbox).value]
+        st.simulation = {k: self.query_one(f"#f-simulation-{k}", Select).value
+                         for k in ("sampler", "method")}
+        for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
+            st.simulation[key] = self.query_one(f"#f-simulation-{key}", Input).value
+        st.simulation["chunk"] = self.state.simulation.get("chunk", "200")
+        st.sweep = {k: self.query_one(f"#f-sweep-{k}", Input).value
+                    for k in ("chi_min", "chi_max", "points", "widths")}
+        st.sweep_simulate = self.query_one("#sweep-simulate", Checkbox).value
+        st.data_extra = self.state.data_extra
+        self.state = st
+        return st
+
+    async def load(self, state: FormState) -> None:
+        """Show ``state`` (e.g. a freshly opened session's config)."""
+        self.state = state
+        task_sel = self.query_one("#f-data-task", Select)
+        with task_sel.prevent(Select.Changed):
+            task_sel.value = state.data.get("task", "linear")
+        await self.rebuild_data_fields(state.data.get("task", "linear"), state.data)
+        with self.query_one("#f-network-activation", Select).prevent(Select.Changed):
+            self.query_one("#f-network-activation", Select).value = state.network.get(
+                "activation", "linear")
+        for key in ("N", "g_w", "g_a", "kappa", "chi"):
+            self.query_one(f"#f-network-{key}", Input).value = state.network.get(key, "")
+        for key in ("sampler", "method"):
+            self.query_one(f"#f-simulation-{key}", Select).value = state.simulation.get(
+                key, model.SIM_DEFAULTS[key])
+        for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
+            self.query_one(f"#f-simulation-{key}", Input).value = state.simulation.get(key, "")
+        self.post_message(self.Edited())
+
+    async def rebuild_data_fields(self, task: str, values: dict | None = None) -> None:
+        box = self.query_one("#data-fields")
+        old = {**{inp.id.removeprefix("f-data-"): inp.value
+                  for inp in box.query(Input).results(Input)}, **(values or {})}
+        await box.remove_children()
+        await box.mount_all([field_row("data", k, old.get(k) or model.data_default(task, k))
+                             for k in model.data_keys(task)])
+
+    def show_validation(self, v: Validated) -> None:
+        for err in self.query(".field-error").results(Static):
+            section, key = err.id.removeprefix("err-").split("-", 1)
+            msg = v.errors.get((section, key))
+            err.update(f"✗ {msg}" if msg else "")
+            err.display = bool(msg)
+            try:
+                self.query_one(f"#f-{section}-{key}").set_class(bool(msg), "bad")
+            except Exception:  # the field was just rebuilt
+                pass
+        net = v.problem.network if v.problem is not None else None
+        view = self.query_one("#gamma-view", Static)
+        if net is not None:
+            regime = ("standard" if abs(net.chi - 1) < 1e-12 else
+                      "mean-field" if abs(net.chi - net.N) < 1e-9 * net.N else "intermediate")
+            view.update(f"χ = {net.chi:.6g}   γ = {net.gamma:.3f}   ({regime}; χ = N^(γ−1))")
+        else:
+            view.update("χ, γ: fix the network fields")
+
+    # -- events --------------------------------------------------------------
+    async def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "f-data-task":
+            await self.rebuild_data_fields(str(event.value))
+        self.post_message(self.Edited())
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.post_message(self.Edited())
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.post_message(self.Edited())
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        chi = self.query_one("#f-network-chi", Input)
+        chi.value = {"preset-standard": "standard", "preset-mean-field": "mean-field",
+                     "preset-gamma": "γ=1.5"}.get(event.button.id or "", chi.value)

@@ -1,0 +1,62 @@
+"""msa_engine.diagnostics against ArviZ (arviz-stats) on shared arrays, and on AR(1) chains
+whose autocorrelation time is known in closed form."""
+
+import numpy as np
+import pytest
+
+from msa_engine import diagnostics as D
+
+az = pytest.importorskip("arviz_stats.base").array_stats
+
+
+def _arrays():
+    rng = np.random.default_rng(7)
+    iid = rng.standard_normal((4, 300))
+    walk = np.cumsum(rng.standard_normal((4, 501)), axis=1) * 0.1 + rng.standard_normal((4, 501))
+    shifted = rng.standard_normal((3, 400)) + np.array([0.0, 0.0, 0.8])[:, None]
+    heavy = rng.standard_cauchy((2, 250))
+    ties = rng.integers(0, 4, size=(4, 200)).astype(float)
+    return {"iid": iid, "walk": walk, "shifted": shifted, "heavy": heavy, "ties": ties}
+
+
+@pytest.mark.parametrize("name", list(_arrays()))
+def test_matches_arviz(name):
+    x = _arrays()[name]
+    assert D.rhat(x) == pytest.approx(float(az.rhat(x)), rel=1e-10)
+    assert D.ess_bulk(x) == pytest.approx(float(az.ess(x, method="bulk")), rel=1e-10)
+    assert D.ess_mean(x) == pytest.approx(float(az.ess(x, method="mean")), rel=1e-10)
+    assert D.ess_tail(x) == pytest.approx(float(az.ess(x, method="tail", prob=(0.05, 0.95))),
+                                          rel=1e-10)
+    assert D.mcse_mean(x) == pytest.approx(float(az.mcse(x, method="mean")), rel=1e-10)
+
+
+def test_vectorised_over_trailing_axes():
+    rng = np.random.default_rng(3)
+    x = np.cumsum(rng.standard_normal((3, 200, 4, 2)), axis=1) * 0.2 + rng.standard_normal((3, 200, 4, 2))
+    r, e = D.rhat(x), D.ess_tail(x)
+    assert r.shape == e.shape == (4, 2)
+    for i in range(4):
+        for j in range(2):
+            assert r[i, j] == pytest.approx(float(az.rhat(x[:, :, i, j])), rel=1e-10)
+            assert e[i, j] == pytest.approx(
+                float(az.ess(x[:, :, i, j], method="tail", prob=(0.05, 0.95))), rel=1e-10)
+
+
+def test_ar1_autocorrelation_time():
+    # AR(1) with coefficient rho has tau = (1 + rho) / (1 - rho) = 9 for rho = 0.8
+    rng = np.random.default_rng(11)
+    rho, C, n = 0.8, 4, 20000
+    x = np.zeros((C, n))
+    eps = rng.standard_normal((C, n)) * np.sqrt(1 - rho ** 2)
+    x[:, 0] = rng.standard_normal(C)
+    for t in range(1, n):
+        x[:, t] = rho * x[:, t - 1] + eps[:, t]
+    assert D.autocorr_time(x) == pytest.approx(9.0, rel=0.1)
+    assert D.rhat(x) < 1.01
+
+
+def test_rhat_flags_unmixed_chains():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 500)) + np.arange(4)[:, None]
+    assert D.rhat(x) > 1.5
+    assert np.isnan(D.rhat(x[:1]))

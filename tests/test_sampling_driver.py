@@ -1,0 +1,124 @@
+"""The chunked driver: seeds, checkpoints and resume, callbacks, cancellation,
+divergence, step-size adaptation and the ULA bias (issue 3)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import msa_engine as msa
+from msa_engine import Cancelled, MSAError
+from msa_engine.sampling import ChunkRecord, SimulationResult, simulate
+from msa_engine.results import TheoryResult
+
+from .conftest import linear_problem
+
+SMALL = dict(chains=3, steps=300, burn_in=100, chunk=100)
+
+
+@pytest.fixture(scope="module")
+def prob():
+    return linear_problem(N=40, chi=4.0, d=10, P=12, P_test=8)
+
+
+def test_same_seed_identical_different_seeds_independent(prob):
+    a = simulate(prob, seed=3, **SMALL)
+    b = simulate(prob, seed=3, **SMALL)
+    c = simulate(prob, seed=4, **SMALL)
+    assert isinstance(a, SimulationResult) and isinstance(a, TheoryResult)
+    assert np.array_equal(a.traces["train_mean"], b.traces["train_mean"])
+    assert np.array_equal(a.weight_cov, b.weight_cov)
+    assert not np.array_equal(a.traces["train_mean"], c.traces["train_mean"])
+    # independent: the two runs' chain-mean deviations are uncorrelated (z-test on r)
+    ea, ec = a.traces["energy"].ravel(), c.traces["energy"].ravel()
+    r = np.corrcoef(ea, ec)[0, 1]
+    n_eff = min(a.ess_min, c.ess_min)
+    assert abs(r) < 4.5 / np.sqrt(n_eff)
+    # the chains within one run start from independent prior draws
+    assert not np.allclose(a.traces["energy"][0], a.traces["energy"][1])
+
+
+def test_resume_equals_uninterrupted(prob, tmp_path):
+    ck = tmp_path / "run.npz"
+    full = simulate(prob, seed=5, sampler="full", **SMALL)
+    seen = []
+
+    def stop_after_two(rec):
+        seen.append(rec)
+        if len(seen) == 2:
+            raise Cancelled("test")
+
+    with pytest.raises(Cancelled):
+        simulate(prob, seed=5, sampler="full", checkpoint=ck, callback=stop_after_two, **SMALL)
+    assert ck.exists() and not (tmp_path / "run.npz.tmp").exists()
+    resumed = simulate(prob, seed=5, sampler="full", checkpoint=ck, resume=True, **SMALL)
+    for k in full.traces:
+        assert np.array_equal(full.traces[k], resumed.traces[k]), k
+    assert np.array_equal(full.weight_cov, resumed.weight_cov)
+    assert np.array_equal(full.test_predictive_variance, resumed.test_predictive_variance)
+    assert full.step_size == resumed.step_size and full.acceptance == resumed.acceptance
+    # a checkpoint of another run is refused
+    with pytest.raises(MSAError, match="different run"):
+        simulate(prob, seed=6, sampler="full", checkpoint=ck, resume=True, **SMALL)
+
+
+def test_callback_records_and_cancel_event(prob, tmp_path):
+    recs = []
+    res = simulate(prob, seed=1, callback=recs.append, **SMALL)
+    assert len(recs) == 4 and all(isinstance(r, ChunkRecord) for r in recs)
+    assert [r.steps_done for r in recs] == [100, 200, 300, 400]
+    assert recs[-1].steps_total == 400 and recs[0].stage == "simulate"
+    assert recs[0].burn_in and np.isnan(recs[0].train_discrepancy)   # no draws yet
+    assert not recs[1].burn_in and np.isfinite(recs[1].train_discrepancy)
+    last = recs[-1]
+    assert last.train_discrepancy == pytest.approx(res.train_discrepancy)
+    assert last.train_discrepancy_se > 0 and last.rhat_max > 0.9 and last.ess_min > 0
+    assert set(last.to_dict()) >= {"stage", "chi", "steps_done", "steps_total", "rhat_max",
+                                   "ess_min", "acceptance", "step_size", "steps_per_second",
+                                   "eta_seconds", "time", "train_discrepancy_se"}
+    assert res.log == tuple(recs)
+    ev = threading.Event()
+    ck = tmp_path / "c.npz"
+
+    def set_event(rec):
+        ev.set()
+
+    with pytest.raises(Cancelled):
+        simulate(prob, seed=1, callback=set_event, cancel=ev, checkpoint=ck, **SMALL)
+    assert ck.exists()   # the checkpoint is written before the cancellation
+
+
+def test_divergence_names_step_and_suggests_smaller_step(prob):
+    with pytest.raises(MSAError, match=r"diverged at step \d+ .*smaller step size"):
+        simulate(prob, method="ula", sampler="full", step_size=50.0, steps=200, burn_in=0,
+                 chains=2)
+
+
+@pytest.mark.parametrize("kw,match", [({"sampler": "hmc"}, "sampler"),
+                                      ({"method": "nuts"}, "method"),
+                                      ({"chains": 0}, "chains"),
+                                      ({"step_size": -1.0}, "step_size"),
+                                      ({"resume": True}, "checkpoint")])
+def test_bad_arguments(prob, kw, match):
+    with pytest.raises(MSAError, match=match):
+        simulate(prob, **kw)
+
+
+def test_mala_acceptance_and_ula_bias_shrinks_with_step():
+    # Σ_W's trace is sensitive to the discretisation: ULA's stationary width in the
+    # prior-dominated directions is 1/(1 - h/4) too large (whitened units)
+    p = linear_problem(N=60, chi=1.0, d=20, P=10, P_test=5)
+    exact = np.trace(msa.solve(p, "exact").weight_cov)
+    kw = dict(sampler="marginal", chains=4, steps=1500, burn_in=300, seed=2, thin=3)
+    auto = simulate(p, **kw)
+    assert 0.45 < auto.acceptance < 0.8
+    bias = {}
+    for h in (0.8, 0.2):
+        r = simulate(p, method="ula", step_size=h, **kw)
+        bias[h] = np.trace(r.weight_cov) / exact - 1
+    mala_bias = np.trace(auto.weight_cov) / exact - 1
+    print("ULA relative bias of tr Σ_W:", bias, "MALA (adapted step", auto.step_size, "):",
+          mala_bias, "acceptance", auto.acceptance)
+    assert bias[0.8] > 0.1
+    assert 0 < bias[0.2] < 0.5 * bias[0.8]
+    assert abs(mala_bias) < 0.2 * bias[0.8]

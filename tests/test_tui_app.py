@@ -1,0 +1,262 @@
+"""Pilot tests of the workbench's flows (``App.run_test``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from textual.widgets import DataTable, Input, Static, TabbedContent
+
+from msa_engine.sessions import save_session
+from msa_tui import model
+from msa_tui.app import MSAApp
+
+from .tui_support import isolated, make_app, run_async, set_field, settle, tick_only  # noqa: F401
+
+
+def errors_of(app):
+    return [n for n in app._notifications if n.severity == "error"]
+
+
+@run_async
+async def test_set_parameters_and_run_theory(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await set_field(pilot, app, "f-network-N", "50")
+        await set_field(pilot, app, "f-network-chi", "γ=1.5")
+        tick_only(app, "nngp", "one-loop")
+        await pilot.pause()
+        gamma = str(app.query_one("#gamma-view", Static).render())
+        assert "γ = 1.500" in gamma
+        await pilot.press("r")
+        await settle(pilot, app)
+        names = [e["name"] for e in app.session.entries]
+        assert names == ["nngp", "one-loop"]
+        assert all(e["N"] == 50 and abs(e["chi"] - 50 ** 0.5) < 1e-9 for e in app.session.entries)
+        assert app.query_one("#results", DataTable).row_count == 2
+        assert app.query_one(TabbedContent).active == "tab-results"
+        assert not errors_of(app)
+
+
+@run_async
+async def test_invalid_value_refused(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await set_field(pilot, app, "f-network-kappa", "-0.1")
+        err = app.query_one("#err-network-kappa", Static)
+        assert err.display and "kappa must be > 0" in str(err.render())
+        assert app.query_one("#f-network-kappa").has_class("bad")
+        await pilot.press("escape")  # nothing to cancel: harmless
+        app.set_focus(None)
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.session.entries == []
+        assert not app.jobs
+        assert any("cannot run" in (n.title or "") for n in errors_of(app))
+        assert app.focused is app.query_one("#f-network-kappa", Input)
+        # a data field, validated by make_data, and a simulation field
+        await set_field(pilot, app, "f-data-P", "0")
+        assert "data.P must be >= 1" in str(app.query_one("#err-data-P", Static).render())
+        await set_field(pilot, app, "f-simulation-burn_in", "5000")
+        assert "burn-in must be smaller" in str(
+            app.query_one("#err-simulation-burn_in", Static).render())
+        # fixing the value clears the message
+        await set_field(pilot, app, "f-network-kappa", "0.1")
+        assert not app.query_one("#err-network-kappa", Static).display
+
+
+async def start_long_simulation(pilot, app):
+    """Start a simulation far too long to finish and wait for its first chunk."""
+    await set_field(pilot, app, "f-simulation-steps", "100000")
+    await set_field(pilot, app, "f-simulation-thin", "50")
+    await pilot.press("s")
+    deadline = time.monotonic() + 60
+    while not app.live and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert app.live, "no sampler chunk arrived"
+    assert "simulation" in app.jobs
+
+
+@run_async
+async def test_simulate_and_cancel(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_long_simulation(pilot, app)
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert not app.jobs
+        assert app.session.entries == []
+        assert any("cancelled" in str(n.message) for n in app._notifications)
+        assert "simulation cancelled" in str(app.query_one("#run-status", Static).render())
+
+
+@run_async
+async def test_timer_ticks_during_simulation(isolated):
+    """numba kernels release the GIL: the UI's heartbeat keeps ticking."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_long_simulation(pilot, app)
+        before, t0 = app.ticks, time.monotonic()
+        await pilot.pause(1.0)
+        elapsed = time.monotonic() - t0
+        assert "simulation" in app.jobs, "the simulation should still be running"
+        assert app.ticks - before >= 0.5 * elapsed / 0.1, (app.ticks - before, elapsed)
+        await pilot.press("c")
+        await settle(pilot, app)
+
+
+@run_async
+async def test_simulation_result_stored(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await set_field(pilot, app, "f-simulation-steps", "400")
+        await set_field(pilot, app, "f-simulation-burn_in", "100")
+        await set_field(pilot, app, "f-simulation-chains", "2")
+        await pilot.press("s")
+        await settle(pilot, app)
+        [entry] = app.session.entries
+        assert entry["kind"] == "simulation" and entry["summary"]["train_discrepancy_se"] > 0
+        row = app.query_one("#results", DataTable).get_row_at(0)
+        assert row[0] == "sim" and row[5] != "–"
+
+
+@run_async
+async def test_sweep(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        tick_only(app, "nngp", "tree")
+        await set_field(pilot, app, "f-sweep-points", "3")
+        await pilot.press("w")
+        await settle(pilot, app)
+        got = sorted((e["name"], round(e["chi"], 6)) for e in app.session.entries)
+        assert got == [("nngp", 1.0), ("nngp", 10.0), ("nngp", 100.0),
+                       ("tree", 1.0), ("tree", 10.0), ("tree", 100.0)]
+        plot = app.figure("fig2")
+        assert {s.label for s in plot.series} == {"nngp", "tree"} and plot.xlog
+        await pilot.press("4")
+        await pilot.pause()
+        assert "Fig. 2" in str(app.query_one("#plot").render())
+
+
+@run_async
+async def test_save_then_reopen(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "nngp", "exact")
+        await pilot.press("r")
+        await settle(pilot, app)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one(Input).value = "mine"
+        await pilot.press("enter")
+        await pilot.pause()
+        rows = [app.query_one("#results", DataTable).get_row_at(i) for i in range(2)]
+    path = isolated / "mine.json"
+    assert path.is_file()
+    again = MSAApp(path, session_dir=isolated, autosave=False)
+    async with again.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = again.query_one("#results", DataTable)
+        assert [table.get_row_at(i) for i in range(table.row_count)] == rows
+        assert again.query_one("#f-network-chi", Input).value == "mean-field"
+
+
+def _saved_sessions(directory, chis: dict):
+    """Save one session per ``name: chi``, each with nngp and tree results."""
+    from msa_engine import solve
+    from msa_engine.config import load_config
+    for name, chi in chis.items():
+        cfg = load_config(None).resolved
+        cfg["network"]["chi"] = chi
+        s = model.new_session(cfg)
+        for theory in ("nngp", "tree"):
+            s.add_result(solve(s.problem(), theory))
+        save_session(s, directory / f"{name}.json")
+
+
+@run_async
+async def test_compare_two_sessions(isolated):
+    _saved_sessions(isolated, {"a-standard": 1.0, "b-meanfield": 100.0})
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "SessionBrowser"
+        await pilot.press("space", "down", "space", "m")
+        await pilot.pause()
+        screen = app.screen
+        assert screen.__class__.__name__ == "CompareScreen"
+        tables = screen.query(DataTable)
+        assert len(tables) == 2 and all(t.row_count == 2 for t in tables)
+        labels = {s.label for s in screen.query_one("#compare-plot").plot.series}
+        assert labels == {"a-standard: nngp", "a-standard: tree", "b-meanfield: nngp",
+                          "b-meanfield: tree"}
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ != "CompareScreen"
+
+
+@run_async
+async def test_browser_open_and_delete(isolated):
+    _saved_sessions(isolated, {"keep": 1.0, "drop": 100.0})
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        await pilot.press("d")        # first row: drop.json (sorted)
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert not (isolated / "drop.json").exists()
+        await pilot.press("enter")   # opens keep.json
+        await pilot.pause()
+        await pilot.pause()
+        assert app.session.path.name == "keep.json"
+        assert app.query_one("#f-network-chi", Input).value == "standard"
+
+
+@run_async
+async def test_worker_error_notifies_and_app_survives(isolated, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model, "run_theory", boom)
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert any("boom" in str(n.message) for n in errors_of(app))
+        assert not app.jobs
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "tab-results"
+        assert app.is_running
+
+
+@run_async
+async def test_replay_and_export(isolated):
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "tree")
+        await pilot.press("r")
+        await settle(pilot, app)
+        await pilot.press("e")
+        await pilot.pause()
+        csv_text = next(isolated.glob("*-results.csv")).read_text()
+        assert csv_text.splitlines()[0].startswith("kind,name") and "tree" in csv_text
+        await pilot.press("y")
+        await pilot.pause()
+        screen = app.screen
+        assert screen.__class__.__name__ == "ReplayScreen"
+        await pilot.press("plus", "plus")
+        assert screen.speed == 4
+        await pilot.pause(0.5)
+        assert 0 < screen.pos <= len(screen.records)
+        await pilot.press("escape")
+
+
+def test_engine_cli_does_not_import_textual():
+    code = ("import sys, msa_engine.cli as c; c.build_parser(); "
+            "assert not any(m.startswith(('textual', 'msa_tui')) for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)

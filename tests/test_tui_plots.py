@@ -1,0 +1,67 @@
+"""The hand-written plots and the form model, without a running app."""
+
+from __future__ import annotations
+
+from msa_engine.config import load_config
+from msa_tui import figures, model
+from msa_tui.plots import Plot, Series, fmt_tick, render
+
+
+def test_log_plot_with_error_bars_fits_its_box():
+    p = Plot([Series("one-loop", [1, 10, 100], [0.2, 0.05, 0.01], kind="linepoints"),
+              Series("sim", [1, 10, 100], [0.19, 0.06, 0.011], yerr=[0.01, 0.01, 0.002],
+                     kind="points")], title="Fig. 2", xlabel="χ", xlog=True, ylog=True)
+    for w, h in ((78, 18), (40, 10)):
+        lines = render(p, w, h).plain.split("\n")
+        assert len(lines) <= h and all(len(line) <= w for line in lines)
+    text = render(p, 78, 18).plain
+    assert "┬" in text and "10" in text and "100" in text and "● one-loop" in text
+    assert "χ (log)" in text
+
+
+def test_empty_and_tiny_plots_say_so():
+    assert "nothing" in render(Plot(empty_message="nothing here"), 60, 10).plain
+    assert "too small" in render(Plot([Series("a", [1, 2], [1, 2])]), 15, 4).plain
+
+
+def test_fmt_tick():
+    assert [fmt_tick(v) for v in (0, 0.2, 100, 1e-5, 12345)] == ["0", "0.2", "100", "1e-5", "1e4"]
+
+
+def test_form_round_trip_and_engine_validation():
+    cfg = load_config(None).resolved
+    st = model.FormState.from_config(cfg)
+    assert st.network["chi"] == "mean-field"
+    v = model.validate(st)
+    assert v.ok and v.problem.network.chi == 100 and model.same_problem(cfg, v.config(st))
+    st.network["g_a"] = "abc"
+    st.data["d"] = "2.5"
+    st.network["chi"] = "γ=3"
+    v = model.validate(st)
+    assert v.errors[("network", "g_a")].startswith("g_a must be a number")
+    assert "data.d must be an integer" in v.errors[("data", "d")]
+    assert "gamma must lie in [1, 2]" in v.errors[("network", "chi")]
+    assert not v.ok and v.problem is None
+
+
+def test_gamma_and_sweep_grid():
+    st = model.FormState.from_config(load_config(None).resolved)
+    st.network["chi"] = "gamma=1.5"
+    st.sweep.update(points="3", chi_min="1", chi_max="mean-field")
+    v = model.validate(st)
+    assert abs(v.problem.network.chi - 10) < 1e-9
+    assert [round(c, 6) for c in v.sweep["chis"]] == [1, 10, 100]
+
+
+def test_fig2_groups_sessions_and_theories():
+    entries = [{"kind": "theory", "name": "tree", "chi": c, "N": 100, "status": "ok",
+                "summary": {"test_discrepancy": 0.2 / c}} for c in (1, 10)]
+    entries.append({"kind": "simulation", "name": "sim-marginal", "chi": 10, "N": 100,
+                    "status": "ok", "summary": {"test_discrepancy": 0.02,
+                                                "test_discrepancy_se": 0.001}})
+    entries.append({"kind": "theory", "name": "exact", "chi": 10, "N": 100, "status": "failed",
+                    "summary": None, "error": "nope"})
+    plot = figures.fig2([("A: ", entries)])
+    assert [s.label for s in plot.series] == ["A: sim sim-marginal", "A: tree"]
+    assert plot.series[0].yerr == [0.001] and plot.xlog and plot.ylog
+    assert model.entry_row(entries[-1])[-1] == "failed: nope"

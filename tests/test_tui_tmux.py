@@ -1,0 +1,55 @@
+"""End to end in a real terminal: ``msa tui`` under tmux, press r, see results, quit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+def _capture(name: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                          text=True).stdout
+
+
+def _wait_for(name: str, predicate, timeout: float = 60.0) -> str:
+    deadline, screen = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        screen = _capture(name)
+        if predicate(screen):
+            return screen
+        time.sleep(0.25)
+    raise AssertionError(f"timed out; screen was:\n{screen}")
+
+
+def test_tmux_run_and_quit(tmp_path):
+    name = f"msa-tui-{os.getpid()}"
+    rc_file = tmp_path / "rc"
+    msa = Path(sys.executable).with_name("msa")
+    cmd = f"{msa if msa.exists() else 'msa'} tui --session-dir {tmp_path / 'sessions'}"
+    env = {"TERM": "xterm-256color", "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    shell = f"cd {tmp_path} && env {exports} {cmd}; echo $? > {rc_file}; sleep 30"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", shell],
+                   check=True)
+    try:
+        _wait_for(name, lambda s: "Run" in s and "Network & scaling" in s)
+        subprocess.run(["tmux", "send-keys", "-t", name, "r"], check=True)
+        screen = _wait_for(name, lambda s: "train disc." in s and "one-loop" in s)
+        assert "Traceback" not in screen
+        subprocess.run(["tmux", "send-keys", "-t", name, "C-q"], check=True)
+        deadline = time.monotonic() + 20
+        while not rc_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rc_file.read_text().strip() == "0"
+        assert "Traceback" not in _capture(name)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
