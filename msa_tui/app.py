@@ -24,7 +24,9 @@ from textual.worker import Worker, WorkerState
 
 from msa_engine import Cancelled, MSAError
 
-from . import figures, model
+from msa_engine import figures
+
+from . import model
 from .model import FormState, Validated
 from .widgets import ParamForm, PlotView
 

@@ -22,6 +22,7 @@ from msa_engine import MSAError, Network, Problem, make_data, solve
 from msa_engine.problem import resolve_chi
 from msa_engine.tasks import TASKS, task_defaults
 from msa_engine.theory import THEORIES
+from msa_engine.figures import is_chunk, record_dict, record_value  # noqa: F401  (re-exported)
 
 FILE_TASKS = ("npz", "csv")
 FILE_KEYS = ("path", "test_path", "target", "test_fraction", "seed")
@@ -410,21 +411,6 @@ def write_csv(path: str | Path, rows: Iterable[tuple], columns=COLUMNS, prefix=(
     return path
 
 
-def record_dict(rec: Any) -> dict:
-    if isinstance(rec, dict):
-        return rec
-    if hasattr(rec, "to_dict"):
-        return rec.to_dict()
-    import dataclasses
-    if dataclasses.is_dataclass(rec):
-        return dataclasses.asdict(rec)
-    return dict(vars(rec))
-
-
-def is_chunk(rec: dict) -> bool:
-    return "steps_done" in rec
-
-
 def format_record(rec: Any) -> str:
     r = record_dict(rec)
     chi = _num(r.get("chi"), ".4g")
@@ -439,12 +425,3 @@ def format_record(rec: Any) -> str:
     return (f"{r.get('stage', '?'):<9} χ={chi:<7} it {r.get('iteration', 0):>4}"
             f"  residual {_num(r.get('residual'), '.3e')}  step {_num(r.get('step'), '.2e')}"
             f"  damping {_num(r.get('damping'), '.2f')}")
-
-
-def record_value(rec: dict) -> float | None:
-    """The quantity a convergence trace follows: the residual, or a chunk's R̂ − 1."""
-    if is_chunk(rec):
-        v = rec.get("rhat_max")
-        return None if v is None else abs(float(v) - 1.0) or 1e-12
-    v = rec.get("residual")
-    return None if v is None else float(v)

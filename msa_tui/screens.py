@@ -13,7 +13,9 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, R
 
 from msa_engine import MSAError
 
-from . import figures, model
+from msa_engine import figures
+
+from . import model
 from .widgets import PlotView
 
 HELP = """\

@@ -14,7 +14,7 @@ from msa_engine.theory import THEORIES
 
 from . import model
 from .model import LABELS, FormState, Validated
-from .plots import DEFAULT_PALETTE, Plot, render
+from msa_engine.plots import DEFAULT_PALETTE, Plot, render
 
 
 def theme_palette(app) -> tuple[list[str], str | None]:

@@ -260,7 +260,7 @@ def test_replay_prints_plot_and_log_summary(tmp_path, cfg_path, capsys):
     path = save_session(s, tmp_path / "s.json")
     assert main(["replay", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "test discrepancy against χ" in out and "convergence log:" in out
+    assert "Test discrepancy vs χ (Fig. 2)" in out and "convergence log:" in out
     assert main(["replay", str(path), "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert len(obj["rows"]) == 25 and obj["log_summary"]["theory_iterations"] > 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from msa_engine.config import load_config
-from msa_tui import figures, model
-from msa_tui.plots import Plot, Series, fmt_tick, render
+from msa_engine import figures
+from msa_engine.plots import Plot, Series, fmt_tick, render
+from msa_tui import model
 
 
 def test_log_plot_with_error_bars_fits_its_box():
@@ -62,6 +63,6 @@ def test_fig2_groups_sessions_and_theories():
     entries.append({"kind": "theory", "name": "exact", "chi": 10, "N": 100, "status": "failed",
                     "summary": None, "error": "nope"})
     plot = figures.fig2([("A: ", entries)])
-    assert [s.label for s in plot.series] == ["A: sim sim-marginal", "A: tree"]
+    assert [s.label for s in plot.series] == ["A: sim-marginal", "A: tree"]
     assert plot.series[0].yerr == [0.001] and plot.xlog and plot.ylog
     assert model.entry_row(entries[-1])[-1] == "failed: nope"

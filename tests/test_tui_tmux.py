@@ -14,8 +14,12 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
 
+# a private server socket: other tmux users on the machine cannot disturb the test
+TMUX = ["tmux", "-L", f"msa-test-{os.getpid()}"]
+
+
 def _capture(name: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+    return subprocess.run([*TMUX, "capture-pane", "-p", "-t", name], capture_output=True,
                           text=True).stdout
 
 
@@ -38,18 +42,18 @@ def test_tmux_run_and_quit(tmp_path):
            "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     exports = " ".join(f"{k}={v}" for k, v in env.items())
     shell = f"cd {tmp_path} && env {exports} {cmd}; echo $? > {rc_file}; sleep 30"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", shell],
+    subprocess.run([*TMUX, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", shell],
                    check=True)
     try:
         _wait_for(name, lambda s: "Run" in s and "Network & scaling" in s)
-        subprocess.run(["tmux", "send-keys", "-t", name, "r"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", name, "r"], check=True)
         screen = _wait_for(name, lambda s: "train disc." in s and "one-loop" in s)
         assert "Traceback" not in screen
-        subprocess.run(["tmux", "send-keys", "-t", name, "C-q"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", name, "C-q"], check=True)
         deadline = time.monotonic() + 20
         while not rc_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert rc_file.read_text().strip() == "0"
         assert "Traceback" not in _capture(name)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run([*TMUX, "kill-server"], capture_output=True)

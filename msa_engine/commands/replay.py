@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
-
 from ..sessions import load_session
 
 
@@ -38,22 +36,10 @@ def log_summary(session) -> dict:
 
 
 def discrepancy_plot(session, which: str = "test", width: int = 78, height: int = 18):
-    from ..textplot import Series, render
-    groups = defaultdict(list)
-    for r in session.sweep_rows():
-        groups[(r["name"], r["N"])].append(r)
-    widths = {N for _, N in groups}
-    series = []
-    for (name, N), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        rows.sort(key=lambda r: r["chi"])
-        label = name if len(widths) == 1 else f"{name} N={N}"
-        err = [r[f"{which}_discrepancy_se"] or 0.0 for r in rows]
-        series.append(Series(label, [r["chi"] for r in rows],
-                             [r[f"{which}_discrepancy"] for r in rows],
-                             yerr=err if any(err) else None,
-                             connect=not name.startswith("sim")))
-    return render(series, width=width, height=height, title=f"{which} discrepancy against χ",
-                  xlabel="χ (log)", ylabel=f"{which} discrepancy (log)")
+    """The paper's Fig. 2 for this session, drawn as the TUI draws it."""
+    from ..figures import fig2
+    from ..plots import render
+    return render(fig2([("", session.entries)], which), width, height)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,13 +1,16 @@
-"""The workbench's figures, built from session entries (plain dicts) as :class:`Plot`s."""
+"""The workbench's figures, built from session entries (plain dicts) as :class:`Plot`s.
+
+Shared by the TUI (braille rendering, :mod:`msa_engine.plots`), ``msa replay`` and
+``msa export`` (matplotlib), so that every front end draws the same numbers.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .model import is_chunk, record_dict, record_value
 from .plots import Plot, Series
 
 FIGURES = ("fig2", "predictions", "spectrum", "convergence")
@@ -31,7 +34,8 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
             by[(e.get("kind"), e.get("name"), e.get("N"))].append(e)
         for (kind, name, N), es in sorted(by.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
             es = sorted(es, key=lambda e: float(e.get("chi") or 0))
-            label = f"{prefix}{'sim ' if kind == 'simulation' else ''}{name}"
+            sim_tag = "sim " if kind == "simulation" and not str(name).startswith("sim") else ""
+            label = f"{prefix}{sim_tag}{name}"
             if len(widths) > 1:
                 label += f" N={N}"
             xs = [float(e.get("chi") or float("nan")) for e in es]
@@ -110,3 +114,27 @@ def convergence(records: Sequence, title: str = "Convergence trace") -> Plot:
     for name, (xs, ys) in stages.items():
         plot.series.append(Series(name, xs, ys, kind="linepoints" if len(xs) < 40 else "line"))
     return plot
+
+
+def record_dict(rec: Any) -> dict:
+    if isinstance(rec, dict):
+        return rec
+    if hasattr(rec, "to_dict"):
+        return rec.to_dict()
+    import dataclasses
+    if dataclasses.is_dataclass(rec):
+        return dataclasses.asdict(rec)
+    return dict(vars(rec))
+
+
+def is_chunk(rec: dict) -> bool:
+    return "steps_done" in rec
+
+
+def record_value(rec: dict) -> float | None:
+    """The quantity a convergence trace follows: the residual, or a chunk's R̂ − 1."""
+    if is_chunk(rec):
+        v = rec.get("rhat_max")
+        return None if v is None else abs(float(v) - 1.0) or 1e-12
+    v = rec.get("residual")
+    return None if v is None else float(v)

@@ -1,0 +1,76 @@
+"""Cold and warm start: time to the first ``msa solve`` result and to an interactive
+TUI screen, each in a fresh interpreter (as a user starting the tool).
+
+Not a test: ``python -m benchmarks.bench_startup [--repeat 5]``.  "Cold" runs with
+an empty numba cache directory (``NUMBA_CACHE_DIR`` pointed at a new folder), "warm"
+repeats with it filled.  The TUI is measured from process start to its first
+screen being mounted and idle (headless, 120×40), which includes opening the
+bundled default session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TUI_SCRIPT = r"""
+import asyncio, sys
+from msa_tui.app import MSAApp
+
+async def main():
+    app = MSAApp(autosave=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        print("READY", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _time(cmd: list[str], env: dict, marker: str | None = None) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    dt = time.perf_counter() - t0
+    if out.returncode != 0 or (marker and marker not in out.stdout):
+        raise RuntimeError(f"{cmd} failed: {out.stderr[-2000:]}")
+    return dt
+
+
+def measure(repeat: int = 3) -> dict:
+    cache = tempfile.mkdtemp(prefix="msa-numba-cache-")
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    solve = [sys.executable, "-m", "msa_engine", "solve", "--theory", "one-loop", "--json"]
+    simulate = [sys.executable, "-m", "msa_engine", "simulate", "--json", "--steps", "200",
+                "--burn-in", "100"]
+    from msa_engine.config import bundled_config_path
+    simulate.insert(4, bundled_config_path())
+    tui = [sys.executable, "-c", TUI_SCRIPT]
+    rec = {"solve_cold_s": _time(solve, env), "simulate_cold_s": _time(simulate, env)}
+    rec["solve_warm_s"] = statistics.median(_time(solve, env) for _ in range(repeat))
+    rec["simulate_warm_s"] = statistics.median(_time(simulate, env) for _ in range(repeat))
+    rec["tui_interactive_s"] = statistics.median(_time(tui, env, "READY") for _ in range(repeat))
+    return rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rec = measure(args.repeat)
+    if args.json:
+        print(json.dumps(rec))
+    else:
+        for k, v in rec.items():
+            print(f"{k:20s} {v:7.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
