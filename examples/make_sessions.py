@@ -17,13 +17,18 @@ RUNS = [
     ("ising-linear-sweep.json", "examples/ising_sweep.toml", "1,3,10,30,N", True),
     ("pair-standard.json", "examples/pair_standard.toml", "1", True),
     ("pair-mean-field.json", "examples/pair_mean_field.toml", "N", True),
+    ("hermite-erf-sweep.json", "examples/hermite_erf_sweep.toml", "1,10,N", True),
 ]
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    """Regenerate every shipped session, or only those named on the command line."""
+    only = set((sys.argv[1:] if argv is None else argv))
     OUT.mkdir(exist_ok=True)
     PKG.mkdir(parents=True, exist_ok=True)
     for name, cfg, chis, simulate in RUNS:
+        if only and name not in only:
+            continue
         target = OUT / name
         target.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "msa_engine", "sweep", str(ROOT / cfg), "--chi", chis,

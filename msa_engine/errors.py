@@ -13,8 +13,12 @@ class MSAError(ValueError):
     """A clear, one-line problem with the user's input or with a computation.
 
     The message names the offending field or quantity and, where possible,
-    what to do about it (``kappa must be > 0 (got -0.1)``).
+    what to do about it (``kappa must be > 0 (got -0.1)``).  It is always one
+    line: line breaks quoted from the input (a key named ``"a\nb"``) are escaped.
     """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"), *args)
 
 
 class Cancelled(Exception):

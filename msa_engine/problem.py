@@ -134,6 +134,8 @@ class Network:
 
 
 def _as_matrix(name: str, a: Any) -> np.ndarray:
+    if isinstance(a, np.ndarray) and np.iscomplexobj(a):
+        raise MSAError(f"{name} must be real (got complex values)")
     try:
         arr = np.array(a, dtype=float)
     except (TypeError, ValueError):
@@ -150,6 +152,8 @@ def _as_matrix(name: str, a: Any) -> np.ndarray:
 
 
 def _as_vector(name: str, a: Any) -> np.ndarray:
+    if isinstance(a, np.ndarray) and np.iscomplexobj(a):
+        raise MSAError(f"{name} must be real (got complex values)")
     try:
         arr = np.array(a, dtype=float)
     except (TypeError, ValueError):

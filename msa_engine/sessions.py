@@ -113,6 +113,16 @@ class Session:
         s._problem_cache[None] = data
         return s
 
+    def payload(self) -> dict:
+        """What a worker needs to rebuild the problem: config, data (or spec), checksum."""
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+                "config": copy.deepcopy(self.config), "data": self.doc.get("data"),
+                "data_sha256": self.doc.get("data_sha256"), "entries": [], "name": self.name}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "Session":
+        return cls(copy.deepcopy(payload))
+
     # -- accessors ---------------------------------------------------------
     @property
     def name(self) -> str:
@@ -222,16 +232,21 @@ class Session:
         rows = []
         data = self.data()
         for e in self.find():
-            s = e["summary"]
-            rows.append({"name": e["name"], "kind": e["kind"], "chi": e["chi"], "N": e["N"],
-                         "train_discrepancy": s.get("train_discrepancy"),
-                         "test_discrepancy": s.get("test_discrepancy"),
-                         "train_discrepancy_se": discrepancy_se(
-                             data.y_train, s["train_mean"], s.get("train_mean_se")),
-                         "test_discrepancy_se": discrepancy_se(
-                             data.y_test, s["test_mean"], s.get("test_mean_se")),
-                         "Q": s.get("Q"),
-                         "weight_cov_top_eigenvalue": s.get("weight_cov_top_eigenvalue")})
+            try:
+                s = e["summary"]
+                rows.append({
+                    "name": e["name"], "kind": e["kind"], "chi": e["chi"], "N": e["N"],
+                    "train_discrepancy": s.get("train_discrepancy"),
+                    "test_discrepancy": s.get("test_discrepancy"),
+                    "train_discrepancy_se": discrepancy_se(
+                        data.y_train, s["train_mean"], s.get("train_mean_se")),
+                    "test_discrepancy_se": discrepancy_se(
+                        data.y_test, s["test_mean"], s.get("test_mean_se")),
+                    "Q": s.get("Q"),
+                    "weight_cov_top_eigenvalue": s.get("weight_cov_top_eigenvalue")})
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise MSAError(f"session {self.name!r}: entry {e['name']} at chi = {e['chi']:g} "
+                               f"has a malformed summary ({type(exc).__name__}: {exc})") from None
         rows.sort(key=lambda r: (r["N"], r["kind"], r["name"], r["chi"]))
         return rows
 
@@ -277,7 +292,8 @@ def discrepancy_se(y: np.ndarray, mean, se) -> float:
     if se is None:
         return 0.0
     r, se = np.asarray(y) - np.asarray(mean, float), np.asarray(se, float)
-    return float(2.0 / r.size * np.sqrt(np.sum(r ** 2 * se ** 2)))
+    with np.errstate(over="ignore", invalid="ignore"):   # absurd numbers in a hand-edited file
+        return float(2.0 / r.size * np.sqrt(np.sum(r ** 2 * se ** 2)))
 
 
 def _default_name(config: dict) -> str:
@@ -343,9 +359,17 @@ def session_from_dict(doc: Any, source: str = "<session>") -> Session:
         raise MSAError(f"{source}: cannot migrate schema version {version} ({exc})") from None
     if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("entries"), list):
         raise MSAError(f"{source}: malformed session (config or entries missing)")
+    if not isinstance(doc["config"].get("network"), dict) or \
+            not isinstance(doc["config"].get("data", {}), dict):
+        raise MSAError(f"{source}: malformed session (config.network or config.data is not a table)")
     for i, e in enumerate(doc["entries"]):
         if not isinstance(e, dict) or not {"kind", "name", "chi", "N"} <= set(e):
             raise MSAError(f"{source}: malformed entry {i}")
+        if not (isinstance(e["chi"], (int, float)) and not isinstance(e["chi"], bool)
+                and math.isfinite(e["chi"]) and e["chi"] > 0
+                and isinstance(e["N"], int) and not isinstance(e["N"], bool) and e["N"] >= 1
+                and isinstance(e["kind"], str) and isinstance(e["name"], str)):
+            raise MSAError(f"{source}: malformed entry {i} (kind, name, chi or N)")
         if e.get("status", "ok") == "ok" and not isinstance(e.get("summary"), dict):
             raise MSAError(f"{source}: entry {i} has no summary")
     return Session(doc)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import Cancelled, MSAError
 from .problem import Problem
+from .resources import check_sweep
 from .sessions import Session, _chi_key, entry_from_result, save_session
 from .theory import ANNEALED, anneal, available_theories, check_theory, chi_grid, solve
 
@@ -188,7 +189,8 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
               theories: Iterable[str] = DEFAULT_THEORIES, simulate: bool = False,
               sim_options: dict | None = None, callback=None,
               cancel: threading.Event | None = None, autosave: bool = True,
-              path=None, seed: int = 0, autosave_interval: float = 0.5) -> Session:
+              path=None, seed: int = 0, autosave_interval: float = 0.5,
+              executor=None) -> Session:
     """Run (or resume) a sweep, merging every completed point into ``session``.
 
     ``callback`` receives solver :class:`IterationRecord` s, sampler chunk
@@ -198,6 +200,10 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     ``autosave_interval`` seconds between theory points, so that a killed
     sweep loses at most that much work.  A failing task is recorded in the
     session with its error, and the other tasks go on.
+
+    ``executor`` runs the tasks (:mod:`msa_engine.executors`): by default in
+    this process, in order, with live solver and sampler records; a local
+    process pool or Dask stream whole tasks back as they complete.
     """
     available = available_theories(session.problem().network.activation)
     theories = [t for t in (check_theory(t) for t in theories) if t in available]
@@ -210,6 +216,8 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     if path is not None:
         session.path = path
     tasks = plan_tasks(session, chis, widths, theories, simulate, sim_options, seed)
+    if tasks:   # refuse a sweep whose largest point would not fit, before it starts
+        check_sweep(session.problem(), widths, theories, simulate, sim_options)
     total = sum(task_points(t) for t in tasks)
     done = 0
 
@@ -230,25 +238,30 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
             callback(SweepProgress(done, total, f"{entry['name']} N={entry['N']} "
                                    f"χ={entry['chi']:.4g}", time.time()))
 
-    save()
-    for task in tasks:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled()
-        try:
-            execute_task(session, task, callback, on_point, cancel)
-        except Cancelled:
-            save()
-            raise
-        except MSAError as exc:
-            chis_left = task["chis"] if task["kind"] == "theory-chain" else [task["chi"]]
-            for c in chis_left:
-                if task["kind"] == "theory-chain" and session.find("theory", task["theory"], c, task["N"]):
-                    continue
-                session.add_failure("theory" if task["kind"] == "theory-chain" else "simulation",
-                                    task.get("theory") or f"sim-{task['options'].get('sampler', 'marginal')}",
-                                    c, task["N"], str(exc))
+    def task_done(task, entries, error):
+        nonlocal done
+        for entry in entries:
+            on_point(entry)
+        if error is None:
+            return
+        kind = "theory" if task["kind"] == "theory-chain" else "simulation"
+        name = task.get("theory") or f"sim-{task['options'].get('sampler', 'marginal')}"
+        for c in (task["chis"] if kind == "theory" else [task["chi"]]):
+            if not session.find(kind, name, c, task["N"]):
+                session.add_failure(kind, name, c, task["N"], error)
                 done += 1
-            save()
+        save()
+
+    from .executors import SerialExecutor
+    executor = executor or SerialExecutor()
+    session.doc["sweep"]["executor"] = {"kind": executor.name, "workers": executor.workers}
+    save()
+    try:
+        executor.run(session, tasks, task_done, callback, cancel)
+    except Cancelled:
+        save()
+        raise
+    session.doc["sweep"]["executor"]["workers"] = executor.workers
     session.doc["sweep"]["completed"] = True
     save()
     return session

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from .errors import MSAError, MSAWarning
 from .problem import Data
+from .resources import check_data
 
 TASKS = ("linear", "ising", "hermite", "xor", "npz", "csv")
 
@@ -133,14 +135,18 @@ _COMMON_KEYS = {"task", "seed", "standardize", "path", "test_path", "target", "t
 def _load_npz(spec: dict, base_dir: Path | None):
     path = _resolve_path(spec, "path", base_dir)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):   # a bare .npy array
+            raise MSAError(f"{path}: not an .npz archive (np.savez) of X_train, y_train, "
+                           "X_test, y_test")
+        with z:
             missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in z]
             if missing:
                 raise MSAError(f"{path}: missing array(s) {', '.join(missing)}")
             arrays = {k: np.array(z[k]) for k in z.files}
     except MSAError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise MSAError(f"cannot read {path}: {exc}") from None
     return (arrays["X_train"], arrays["y_train"], arrays["X_test"], arrays["y_test"],
             arrays.get("teacher"))
@@ -162,6 +168,8 @@ def _read_csv(path: Path, target: str | None):
     if not rows:
         raise MSAError(f"{path}: no data rows")
     width = len(rows[0])
+    if header is not None and len(header) != width:
+        raise MSAError(f"{path}: the header has {len(header)} columns but the rows have {width}")
     if width < 2:
         raise MSAError(f"{path}: need at least one feature column and a target column")
     try:
@@ -246,6 +254,7 @@ def make_data(spec: dict, base_dir: str | Path | None = None) -> Data:
             else:
                 kwargs[key] = _float(spec, key, default)
         kwargs["seed"] = _int(spec, "seed", 0, minimum=0)
+        check_data(kwargs["P"] + kwargs["P_test"], kwargs["d"])   # before allocating
         X, y, teacher = fn(**kwargs)
         P = kwargs["P"]
         Xtr, ytr, Xte, yte = X[:P], y[:P], X[P:], y[P:]
@@ -278,7 +287,8 @@ def make_data(spec: dict, base_dir: str | Path | None = None) -> Data:
 
 def check_target_scale(y: np.ndarray) -> None:
     """Warn when the targets are far from O(1) (THEORY §8)."""
-    rms = float(np.sqrt(np.mean(np.square(y))))
+    with np.errstate(over="ignore"):       # |y| ~ 1e154 and above: rms = inf, still warned
+        rms = float(np.sqrt(np.mean(np.square(y))))
     lo, hi = _TARGET_SCALE_WINDOW
     if rms > 0 and not lo <= rms <= hi:
         warnings.warn(

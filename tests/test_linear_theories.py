@@ -231,5 +231,5 @@ def test_nonlinear_rescaling_uses_kernel_without_g_a():
     for act in ("erf", "relu"):
         pb = msa.Problem(data, msa.Network(act, N=10**7, g_w=1.5, g_a=0.8, kappa=0.05))
         assert rms(msa.solve(pb, "rescaling").test_mean, msa.solve(pb, "nngp").test_mean) < 1e-5
-        with pytest.raises(msa.MSAError, match="linear networks only"):
-            msa.solve(pb, "tree")
+        with pytest.raises(msa.MSAError, match="exists only for linear networks"):
+            msa.solve(pb, "exact")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import MSAError
+from ..executors import make_executor
 from ..sessions import Session, load_session, save_session, session_dir
 from ..sweep import DEFAULT_THEORIES, SweepProgress, parse_chis, run_sweep
 
@@ -40,6 +41,15 @@ def register(sub) -> None:
     p.add_argument("--out", help="session file to write (default: sessions dir / NAME.json)")
     p.add_argument("--resume", metavar="SESSION", help="continue an interrupted sweep session")
     p.add_argument("--name", help="session name")
+    ex = p.add_argument_group("execution (default: a local process pool, one worker per core)")
+    ex.add_argument("--workers", type=int, default=None,
+                    help="local pool size; 1 runs in this process with live solver output")
+    ex.add_argument("--dask", metavar="local[:WORKERS]",
+                    help="run on a Dask LocalCluster (needs the distributed extra)")
+    ex.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="run on a running Dask scheduler (e.g. a SLURM cluster via dask-jobqueue)")
+    ex.add_argument("--retries", type=int, default=2,
+                    help="retries of a task whose worker is lost (default 2)")
     p.add_argument("--json", action="store_true", help="print the session summary as JSON")
     p.set_defaults(func=run)
 
@@ -88,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(rec, SweepProgress):
                 progress.update(bar, completed=rec.done, total=rec.total, description=rec.label)
 
-        run_sweep(session, chis, widths, theories, simulate, opts, callback=callback,
-                  path=out, seed=seed)
+        executor = make_executor(args.workers, args.dask, args.scheduler, args.retries)
+        try:
+            run_sweep(session, chis, widths, theories, simulate, opts, callback=callback,
+                      path=out, seed=seed, executor=executor)
+        finally:
+            if hasattr(executor, "close"):
+                executor.close()
     path = save_session(session, out)
     failed = [e for e in session.entries if e.get("status") != "ok"]
     if args.json:

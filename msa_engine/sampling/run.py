@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -32,6 +33,7 @@ from .. import diagnostics as diag
 from ..errors import Cancelled, MSAError
 from ..kernels import nngp_kernel
 from ..problem import Problem
+from ..resources import check_simulation
 from ..results import TheoryResult
 from . import kernels_numba as kn
 from .langevin import METHODS, TARGET_ACCEPTANCE, FullSampler
@@ -137,8 +139,11 @@ class SimulationResult(TheoryResult):
 
     def export_traces(self, path: str | os.PathLike) -> None:
         """Write the post-burn-in traces (``chains × draws × …``) to an ``.npz``."""
-        with open(path, "wb") as fh:
-            np.savez(fh, **self.traces)
+        try:
+            with open(path, "wb") as fh:
+                np.savez(fh, **self.traces)
+        except OSError as exc:
+            raise MSAError(f"cannot write traces to {str(path)!r}: {exc.strerror or exc}") from None
 
     def to_inference_data(self):
         """The traces as an ArviZ ``InferenceData``/``DataTree`` (needs ``arviz``)."""
@@ -273,32 +278,43 @@ class _Run:
         arrays.update({f"state_{k}": v for k, v in self.state.items()})
         arrays["e_max"] = self.e_max
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise MSAError(f"cannot write checkpoint {str(path)!r}: "
+                           f"{exc.strerror or exc}") from None
 
     def load(self, path: Path) -> None:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise MSAError(f"cannot read checkpoint {str(path)!r}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise MSAError(f"cannot read checkpoint {str(path)!r}: malformed metadata")
         mine = {k: self.meta[k] for k in self.meta}
         theirs = {k: meta.get(k) for k in self.meta}
         if mine != theirs:
             diff = ", ".join(f"{k}: {theirs[k]!r} != {mine[k]!r}" for k in mine
                              if mine[k] != theirs[k])
             raise MSAError(f"checkpoint {str(path)!r} belongs to a different run ({diff})")
-        for k in self.ARRAYS:
-            getattr(self, k)[...] = arrays[k]
-        for k in self.state:
-            self.state[k][...] = arrays[f"state_{k}"]
-        self.e_max[...] = arrays["e_max"]
-        for k, g in self.rngs.items():
-            g.bit_generator.state = meta["rng"][k]
-        self.steps_done = int(meta["steps_done"])
-        self.elapsed_before = float(meta.get("elapsed", 0.0))
+        try:
+            for k in self.ARRAYS:
+                getattr(self, k)[...] = arrays[k]
+            for k in self.state:
+                self.state[k][...] = arrays[f"state_{k}"]
+            self.e_max[...] = arrays["e_max"]
+            for k, g in self.rngs.items():
+                g.bit_generator.state = meta["rng"][k]
+            self.steps_done = int(meta["steps_done"])
+            self.elapsed_before = float(meta.get("elapsed", 0.0))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise MSAError(f"checkpoint {str(path)!r} is incomplete or corrupted ({exc})") from None
 
     # -- stepping -----------------------------------------------------------------
     def advance(self, end: int) -> None:
@@ -476,6 +492,7 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
     if resume and checkpoint is None:
         raise MSAError("resume needs a checkpoint path")
 
+    check_simulation(problem, sampler, chains, steps, thin)   # before allocating (issue 8)
     run = _Run(problem, sampler, chains, steps, burn_in, thin, method, step_size, seed, chunk)
     path = Path(checkpoint).expanduser() if checkpoint is not None else None
     if resume and path is not None and path.exists():

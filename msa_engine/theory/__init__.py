@@ -15,10 +15,29 @@ import numpy as np
 
 from ..errors import MSAError
 from ..problem import Problem
+from ..resources import check_solve
 from ..results import Callback, IterationRecord, TheoryResult
 from .exact import exact
 from .gp import Spectral
-from .linear import nngp, one_loop, rescaling, tree
+from . import linear as _linear, nonlinear as _nonlinear
+from .linear import nngp, rescaling
+
+
+def tree(problem: Problem, **kw) -> TheoryResult:
+    """MSA tree level: closed form for linear networks, tilted-measure MCMC otherwise."""
+    if problem.network.activation == "linear":
+        return _linear.tree(problem, **kw)
+    kw.pop("tol", None)
+    return _nonlinear.tree(problem, **kw)
+
+
+def one_loop(problem: Problem, **kw) -> TheoryResult:
+    """MSA one loop: closed form for linear networks, tilted-measure MCMC otherwise."""
+    if problem.network.activation == "linear":
+        return _linear.one_loop(problem, **kw)
+    kw.pop("tol", None)
+    return _nonlinear.one_loop(problem, **kw)
+
 
 THEORIES: dict[str, Callable[..., TheoryResult]] = {
     "nngp": nngp,
@@ -36,7 +55,7 @@ def available_theories(activation: str) -> tuple[str, ...]:
     """The theories implemented for an activation (the rest raise MSAError)."""
     if activation == "linear":
         return tuple(THEORIES)
-    return ("nngp", "rescaling")
+    return ("nngp", "rescaling", "tree", "one-loop")
 
 
 def check_theory(name: str) -> str:
@@ -57,7 +76,8 @@ def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.
 
 
 def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callback = None,
-           sp: Spectral | None = None, tbar0: np.ndarray | None = None) -> list[TheoryResult]:
+           sp: Spectral | None = None, tbar0: np.ndarray | None = None,
+           seed: int | None = None) -> list[TheoryResult]:
     """Solve ``theory`` at each χ of ``chis`` in order, warm-starting each saddle.
 
     Every solver iteration is reported through ``callback`` (an
@@ -72,9 +92,12 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
     for chi in chis:
         p = problem.with_chi(float(chi))
         try:
-            res = fn(p, sp=sp, callback=callback, tbar0=tbar)
+            res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed)
         except MSAError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
+        except np.linalg.LinAlgError as exc:
+            raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: singular linear system "
+                           f"({exc}); increase kappa") from None
         if not res.converged:
             if theory == "one-loop":
                 hint = (f"the one loop is an expansion in 1/N at fixed P and needs N well above "
@@ -85,7 +108,7 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
             raise MSAError(
                 f"{theory} did not converge at chi = {float(chi):.6g} "
                 f"(residual {res.residual:.3g}); {hint}")
-        out.append(res)
+        out.append(_require_finite(res))
         if theory in ANNEALED:
             tbar = res.tbar
     return out
@@ -98,11 +121,24 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     Saddle-point theories (``tree``, ``one-loop``) are annealed from χ = 1
     along a geometric grid of ratio ``anneal_factor`` (THEORY §4: iterating
     straight from the NNGP at large χ can land on an unphysical branch).
-    ``seed`` seeds Monte Carlo only; deterministic theories record it.
+    ``seed`` seeds Monte Carlo only (the tilted-measure chains of non-linear ``tree`` and
+    ``one-loop``, which anneal internally with persistent chains); deterministic
+    theories record it.
     """
     theory = check_theory(theory)
+    check_solve(problem, theory)        # refuse before allocating (issue 8)
     t0 = time.perf_counter()
     sp = Spectral.of(problem)
+    if theory in ANNEALED and problem.network.activation != "linear":
+        res = THEORIES[theory](problem, sp=sp, callback=callback, seed=seed,
+                               anneal_factor=anneal_factor)
+        if not res.converged:
+            raise MSAError(
+                f"{theory} did not converge at chi = {problem.network.chi:.6g}: the "
+                f"self-consistency residual on fresh samples is {res.residual:.3g} "
+                f"(mean z² {res.extras.get('residual_z2', float('nan')):.3g}); use a finer "
+                "annealing grid or more chains")
+        return _replace(_require_finite(res), seed=seed, wall_time=time.perf_counter() - t0)
     if theory in ANNEALED:
         if theory == "one-loop":
             # anneal the tree saddle, then switch on the loop at the target χ
@@ -117,9 +153,24 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
             res = path[-1]
             log = sum((r.log for r in path), ())
     else:
-        res = THEORIES[theory](problem, sp=sp, callback=callback)
+        try:
+            res = _require_finite(THEORIES[theory](problem, sp=sp, callback=callback))
+        except np.linalg.LinAlgError as exc:
+            raise MSAError(f"{theory}: singular linear system ({exc}); increase kappa") from None
         log = res.log
     return _replace(res, seed=seed, log=log, wall_time=time.perf_counter() - t0)
+
+
+def _require_finite(res: TheoryResult) -> TheoryResult:
+    """Never return a number that looks valid but is not (issue 8)."""
+    bad = [name for name in ("train_mean", "test_mean", "test_predictive_variance",
+                             "weight_cov", "Q")
+           if getattr(res, name) is not None and not np.all(np.isfinite(getattr(res, name)))]
+    if bad:
+        raise MSAError(f"{res.theory} produced NaN or inf ({', '.join(bad)}) at chi = "
+                       f"{res.problem.network.chi:.6g} (residual {res.residual:.3g}); the problem "
+                       "is numerically ill-conditioned: increase kappa or rescale the data")
+    return res
 
 
 def _replace(res: TheoryResult, **changes) -> TheoryResult:

@@ -1,0 +1,244 @@
+"""Executors for sweeps: in process, a local process pool, or Dask distributed.
+
+A sweep is a list of independent tasks (:mod:`msa_engine.sweep`): a whole
+annealing chain over the χ grid for one (N, theory), or one simulation.
+Each executor runs them and streams their entries back as they complete, so
+the driver merges them into the session and autosaves.  Seeds derive from
+the grid point, never from the worker, and every task runs the same code, so
+all executors give the same numbers.
+
+Failure handling: a task whose worker dies is retried up to ``retries``
+times; a task that raises :class:`MSAError` (a genuine numerical failure) is
+not retried, and its completed points are kept.  Points that still fail are
+recorded in the session with their error; every other point is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Callable
+
+from .errors import Cancelled, MSAError
+
+TaskDone = Callable[[dict, list, "str | None"], None]   # (task, entries, error)
+
+
+def run_task_standalone(payload: dict, task: dict) -> dict:
+    """Run one sweep task in a worker from a self-contained payload.
+
+    Returns ``{"entries": [...], "error": None | str}``; an ``MSAError`` inside a
+    theory chain keeps the points completed before it.
+    """
+    from .sessions import Session
+    from .sweep import execute_task
+    session = Session.from_payload(payload)
+    entries: list = []
+    try:
+        execute_task(session, task, on_point=entries.append)
+    except MSAError as exc:
+        return {"entries": entries, "error": str(exc)}
+    return {"entries": entries, "error": None}
+
+
+class SerialExecutor:
+    """In this process, in order: live solver iterations and sampler chunks reach the
+    callback, and cancellation works inside a task.  The default of the API and TUI."""
+
+    name = "serial"
+    workers = 1
+
+    def run(self, session, tasks: list, done: TaskDone, callback=None,
+            cancel: threading.Event | None = None) -> None:
+        from .sweep import execute_task
+        for task in tasks:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            entries: list = []
+
+            def on_point(entry, _task=task, _entries=entries):
+                _entries.append(entry)
+                done(_task, [entry], None)
+            try:
+                execute_task(session, task, callback, on_point, cancel)
+            except MSAError as exc:
+                done(task, [], str(exc))
+
+
+class LocalPoolExecutor:
+    """A local process pool (no setup).  Workers are started with ``spawn`` so that a
+    pool created from a threaded program (the TUI) is safe."""
+
+    name = "local-pool"
+
+    def __init__(self, workers: int | None = None, retries: int = 2):
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+        self.retries = int(retries)
+        self.pool = None                      # the current pool (tests kill its workers)
+
+    def _new_pool(self):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return self.pool
+
+    def worker_pids(self) -> list[int]:
+        procs = getattr(self.pool, "_processes", None) or {}
+        return list(procs)
+
+    def run(self, session, tasks: list, done: TaskDone, callback=None,
+            cancel: threading.Event | None = None) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+        payload = session.payload()
+        attempts = {i: 0 for i in range(len(tasks))}
+        pending = list(range(len(tasks)))
+        while pending:
+            pool = self._new_pool()
+            futures = {pool.submit(run_task_standalone, payload, tasks[i]): i for i in pending}
+            pending = []
+            broken = False
+            try:
+                while futures:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled()
+                    finished, _ = wait(list(futures), timeout=0.2, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        i = futures.pop(fut)
+                        try:
+                            out = fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            attempts[i] += 1
+                            if attempts[i] > self.retries:
+                                done(tasks[i], [], f"worker lost {attempts[i]} times; giving up")
+                            else:
+                                pending.append(i)
+                            continue
+                        except Exception as exc:   # an unexpected error inside the task
+                            done(tasks[i], [], f"{type(exc).__name__}: {exc}")
+                            continue
+                        done(tasks[i], out["entries"], out["error"])
+                    if broken:
+                        # the pool is unusable: every unfinished task is retried
+                        for fut, i in futures.items():
+                            attempts[i] += 1
+                            if attempts[i] > self.retries:
+                                done(tasks[i], [], f"worker lost {attempts[i]} times; giving up")
+                            else:
+                                pending.append(i)
+                        futures = {}
+            except Cancelled:
+                # running tasks cannot be cancelled inside a process pool: stop the workers
+                self._terminate_workers()
+                raise
+            finally:
+                pool.shutdown(wait=not broken and not (cancel is not None and cancel.is_set()),
+                              cancel_futures=True)
+
+    def _terminate_workers(self) -> None:
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+
+
+class DaskExecutor:
+    """Dask distributed: ``local[:WORKERS]`` starts a LocalCluster, ``tcp://HOST:PORT``
+    connects to a running scheduler (for example one started on a SLURM login node by
+    dask-jobqueue).  Needs the ``distributed`` extra."""
+
+    name = "dask"
+
+    def __init__(self, address: str = "local", retries: int = 2):
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise MSAError("Dask is not installed: pip install 'msa-workbench[distributed]'") from None
+        self.address = address
+        self.retries = int(retries)
+        self.client = None
+        self.cluster = None
+        self.workers = None
+
+    def _connect(self):
+        from distributed import Client, LocalCluster
+        if self.address.startswith("local"):
+            n = self.address.partition(":")[2]
+            try:
+                n = int(n) if n else (os.cpu_count() or 1)
+            except ValueError:
+                raise MSAError(f"--dask local[:WORKERS]: {n!r} is not a number") from None
+            if n < 1:
+                raise MSAError(f"--dask local[:WORKERS] needs WORKERS >= 1 (got {n})")
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, silence_logs=40)
+            self.client = Client(self.cluster)
+            self.workers = n
+        else:
+            try:
+                self.client = Client(self.address, timeout=15)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise MSAError(f"cannot connect to the Dask scheduler {self.address}: {exc}") from None
+            self.workers = len(self.client.scheduler_info().get("workers", {}))
+        return self.client
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        self.client = self.cluster = None
+
+    def run(self, session, tasks: list, done: TaskDone, callback=None,
+            cancel: threading.Event | None = None) -> None:
+        from distributed import as_completed
+        client = self.client or self._connect()
+        payload = client.scatter(session.payload(), broadcast=True)
+        tag = uuid.uuid4().hex[:8]
+        futures = {client.submit(run_task_standalone, payload, t, key=f"msa-{tag}-{i}",
+                                 pure=False, retries=self.retries): i
+                   for i, t in enumerate(tasks)}
+        try:
+            ac = as_completed(list(futures))
+            while not ac.is_empty():
+                if cancel is not None and cancel.is_set():
+                    client.cancel(list(futures))
+                    raise Cancelled()
+                batch = ac.next_batch(block=False) if ac.has_ready() else []
+                if not batch:
+                    time.sleep(0.05)
+                    continue
+                for fut in batch:
+                    i = futures[fut]
+                    try:
+                        out = fut.result()
+                    except Exception as exc:   # KilledWorker after repeated losses, etc.
+                        done(tasks[i], [], f"{type(exc).__name__}: {exc}")
+                        continue
+                    done(tasks[i], out["entries"], out["error"])
+        finally:
+            if cancel is not None and cancel.is_set():
+                client.cancel(list(futures))
+
+
+def make_executor(workers: int | None = None, dask: str | None = None,
+                  scheduler: str | None = None, retries: int = 2):
+    """The executor for the CLI flags: ``--scheduler`` > ``--dask`` > ``--workers``."""
+    if scheduler:
+        if not scheduler.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
+            raise MSAError(f"--scheduler must look like tcp://HOST:PORT (got {scheduler!r})")
+        return DaskExecutor(scheduler, retries)
+    if dask:
+        if not dask.startswith("local"):
+            raise MSAError(f"--dask must be local or local:WORKERS (got {dask!r}); "
+                           "use --scheduler tcp://HOST:PORT for a running cluster")
+        return DaskExecutor(dask, retries)
+    if workers is not None and workers < 1:
+        raise MSAError(f"--workers must be >= 1 (got {workers})")
+    if workers == 1:
+        return SerialExecutor()
+    return LocalPoolExecutor(workers, retries)

@@ -1,0 +1,616 @@
+"""MSA tree level and one loop for non-linear (erf, ReLU) networks, by stochastic
+self-consistency on MCMC samples of the tilted single-neuron measure (THEORY §4, §6).
+
+Tree level.  ``t̄ = (K(t̄) + κI)⁻¹ y`` with ``K(t̄) = g_a E_t̄[φφᵀ]``.  Each iteration draws
+FRESH samples from persistent MALA chains (:mod:`.tilted`) at the current ``t̄`` and takes
+a damped Newton step ``t̄ ← t̄ + α H⁻¹ r``, ``r = y − (K + κ)t̄``,
+``H = κ + K + (g_a²χ/N) Cov((t̄·φ)φ, (t̄·φ)φ)`` (the Jacobian of ``(K(t̄)+κ)t̄``).  The
+saddle is annealed along a geometric χ grid from the NNGP (χ = 1, t̄ = NNGP t̄), the
+chains following it.  At the target, iterations stop when the Newton step is consistent
+with its Monte Carlo error; the last iterates are averaged, and the outputs are measured
+on a fresh sample set at that point, with the fixed point linearised:
+
+    train = y − κ(t̄ + δ),   test = K* t̄ + J* δ,   δ = H⁻¹ r,
+    J* = K* + (g_a²χ/N) Cov((t̄·φ)φ*, (t̄·φ)φ),
+
+so the reported mean predictor does not inherit the noise of the iterates to first
+order.  Every ``*_se`` is a delete-one-group jackknife over independent groups of chains
+(the theory's own Monte Carlo error).  ``residual`` is ``|r|/|y|`` on that fresh set,
+``extras["residual_z2"]`` the mean of ``(r_α/se_α)²``: ≈ 1 when the saddle is consistent
+with zero residual.
+
+Control variate.  With ``v = exp(−(c/2)s²)`` the tilted samples reweighted by ``v``
+estimate prior averages, whose value for ``E[φφᵀ]`` is the analytic NNGP kernel.  So
+``E_t̄[G] ≈ Ê_t̄[G] − β(Ê_0[G] − k)`` is unbiased (up to the self-normalisation), and
+for a weak tilt (standard scaling) its error is far below ``Var(G)/n``.  ``β ∈ {0, 1}``
+is chosen per kernel by the smaller jackknife variance.
+
+One loop.  ``Γ = F + ½ log det H``.  Its gradient needs ``∂H/∂t̄``, i.e. tilted covariances
+with up to six powers of φ, estimated on the same samples:
+
+    ∂_γ ½log det H = ½[g_a c Cov(q, sφ_γ) + b(2E[s q φ_γ] + c Cov(s²q, sφ_γ)
+                      − 2E[φ_γ ρ] − 2c Cov(s ρ, s φ_γ))]
+
+with ``s = t̄·φ``, ``c = g_aχ/N``, ``b = g_a c``, ``M = H⁻¹``, ``q = φᵀMφ``, ``m = E[sφ]``,
+``ρ = φᵀMm`` (our derivation).  The saddle ``t̄₁`` of Γ is found by quasi-Newton steps
+``t̄ ← t̄ + α H⁻¹ ∇Γ/χ`` with fresh samples each iteration.  The test mean averages
+``G(t) = (−i/χ) g_a E_t[φ*(t·φ)]`` over the fluctuations of t (covariance ``χH⁻¹``):
+
+    f̄* = g_a E[φ*s] − (3/2) g_a a E[φ* s q] − (g_a a c/2) E[φ* s³ q]
+         + g_a E[φ*s]((a/2)E[q] + (ac/2)E[s²q] − ac mᵀMm)
+         + a g_a E[φ*φᵀ]Mm + a c g_a E[φ* s² φᵀ]Mm,       a = g_a/N
+
+(our derivation: the second-order term of ``G(iχt̄ + δ)`` in real ``δ``, averaged over
+``δ ~ N(0, χH⁻¹)``; for φ(h) = h it reproduces the closed-form linear one loop, which the
+tests check).
+Reweighting the samples of ``t̄`` to a nearby ``t̄'`` (:func:`reweight`) estimates the
+same quantities without resampling; its effective sample size is monitored and is
+used to check the gradient against finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MSAError
+from ..problem import Problem
+from ..results import Callback, IterationRecord, TheoryResult
+from .gp import Spectral, gp_mean
+from .tilted import TiltedSampler
+
+DEFAULTS = {
+    "chains": 256,         # persistent MALA chains
+    "groups": 16,          # independent replicas (blocks of chains) for standard errors
+    "draws": 48,           # kept states per chain per iteration while annealing
+    "final_draws": 192,    # kept states per chain per iteration at the target
+    "thin": 2,
+    "burn_in": 30,         # steps after each t̄ update while iterating
+    "final_burn_in": 200,  # ... at full sample size (≈10 autocorrelation times of s²)
+    "damping": 0.8,
+    "anneal_factor": 2.0,
+    "maxiter": 25,
+    "average": 4,          # iterates averaged at the target
+    "stop_z2": 2.0,        # stop when mean (step/se)² is below this
+}
+RESIDUAL_Z2_MAX = 9.0      # fresh-sample residual (mean z²) above this: not converged
+
+
+# --------------------------------------------------------------------------- estimates
+class _Samples:
+    """Per-sample arrays for samples ``Z`` (chains × draws × m) at (t̄, c), grouped."""
+
+    def __init__(self, sampler: TiltedSampler, Z: np.ndarray, tbar: np.ndarray, c: float,
+                 groups: int, weights: np.ndarray | None = None, test: bool = True):
+        g = sampler.geom
+        nc, D, m = Z.shape
+        if nc % groups:
+            raise MSAError(f"chains ({nc}) must be a multiple of groups ({groups})")
+        self.Z = Z.reshape(-1, m)
+        self.Phi = g.phi(self.Z)
+        self.Phis = g.phi_star(self.Z) if test else None
+        self.s = self.Phi @ tbar
+        T = 0.5 * c * self.s ** 2
+        self.v = np.exp(-(T - T.min()))
+        self.w = np.ones(self.Z.shape[0]) if weights is None else weights
+        self.G = groups
+        self.bounds = [(k * nc // groups * D, (k + 1) * nc // groups * D) for k in range(groups)]
+        self.tbar, self.c, self.geom = tbar, c, g
+
+    def sums(self, A: np.ndarray, B: np.ndarray | None = None) -> np.ndarray:
+        """Group sums of ``w·A`` (vector per sample) or ``(w·A)ᵀB``: shape (G, ...)."""
+        out = []
+        for lo, hi in self.bounds:
+            wa = self.w[lo:hi, None] * A[lo:hi] if A.ndim == 2 else self.w[lo:hi] * A[lo:hi]
+            out.append(wa.sum(axis=0) if B is None else wa.T @ B[lo:hi])
+        return np.array(out)
+
+
+class _Jack:
+    """Group sums → full and delete-one-group means."""
+
+    def __init__(self, S: _Samples):
+        self.S = S
+        self.n = S.sums(np.ones(S.Z.shape[0]))
+        self.tot_n = self.n.sum()
+        self._sums: dict = {}
+
+    def add(self, name: str, A, B=None):
+        self._sums[name] = self.S.sums(A, B)
+
+    def mean(self, name: str, drop: int | None = None):
+        s = self._sums[name]
+        if drop is None:
+            return s.sum(axis=0) / self.tot_n
+        return (s.sum(axis=0) - s[drop]) / (self.tot_n - self.n[drop])
+
+    def ratio(self, num: str, den: str, drop: int | None = None):
+        return self.mean(num, drop) / self.mean(den, drop)
+
+
+def jackknife(fn, G: int):
+    """``fn(drop)`` for drop in None, 0..G−1 → (full value, jackknife SE) for arrays."""
+    full = fn(None)
+    reps = [fn(g) for g in range(G)]
+    if isinstance(full, dict):
+        se = {}
+        for k in full:
+            r = np.array([rep[k] for rep in reps], dtype=float)
+            se[k] = np.sqrt((G - 1) / G * np.sum((r - r.mean(axis=0)) ** 2, axis=0))
+        return full, se
+    r = np.array(reps, dtype=float)
+    return full, np.sqrt((G - 1) / G * np.sum((r - r.mean(axis=0)) ** 2, axis=0))
+
+
+class _Estimator:
+    """Tilted averages at one (t̄, χ) from one sample set, with jackknife errors."""
+
+    def __init__(self, problem: Problem, sp: Spectral, S: _Samples, full: bool = True):
+        net = problem.network
+        self.problem, self.sp, self.S = problem, sp, S
+        self.g_a, self.kappa, self.chi, self.N = net.g_a, net.kappa, net.chi, net.N
+        self.c = S.c
+        self.y = np.asarray(problem.data.y_train, float)
+        self.tbar = S.tbar
+        J = self.J = _Jack(S)
+        Phi, Phis, s = S.Phi, S.Phis, S.s
+        J.add("PP", Phi, Phi)
+        J.add("v", S.v)
+        J.add("vPP", S.v[:, None] * Phi, Phi)
+        J.add("sP", s[:, None] * Phi)
+        J.add("s2PP", (s * s)[:, None] * Phi, Phi)
+        kernels = [("PP", sp.k)]
+        if full:   # the test-point and weight statistics (not needed while iterating)
+            J.add("SP", Phis, Phi)
+            J.add("vSP", S.v[:, None] * Phis, Phi)
+            J.add("sS", s[:, None] * Phis)
+            J.add("s2SP", (s * s)[:, None] * Phis, Phi)
+            J.add("s2", s * s)
+            J.add("ZZ", S.Z, S.Z)
+            kernels.append(("SP", sp.k_star))
+        # control-variate choice (β ∈ {0, 1}) per kernel, by jackknife variance
+        self.beta = {}
+        for key, k0 in kernels:
+            var = []
+            for b in (0.0, 1.0):
+                _, se = jackknife(lambda drop: self._kernel(key, k0, b, drop), S.G)
+                var.append(float(np.sum(se ** 2)))
+            self.beta[key] = 1.0 if var[1] < var[0] else 0.0
+        self.ess_prior = float(S.v.sum() ** 2 / np.sum(S.v ** 2))
+
+    def _kernel(self, key, k0, beta, drop):
+        plain = self.J.mean(key, drop)
+        if beta == 0.0:
+            return plain
+        return plain - beta * (self.J.ratio("v" + key, "v", drop) - k0)
+
+    def K(self, drop=None):
+        return self.g_a * self._kernel("PP", self.sp.k, self.beta["PP"], drop)
+
+    def Ks(self, drop=None):
+        return self.g_a * self._kernel("SP", self.sp.k_star, self.beta["SP"], drop)
+
+    def H(self, drop=None, K=None):
+        J, P = self.J, self.y.size
+        K = self.K(drop) if K is None else K
+        m = J.mean("sP", drop)
+        cov = J.mean("s2PP", drop) - np.outer(m, m)
+        H = self.kappa * np.eye(P) + K + self.g_a * self.c * cov
+        return 0.5 * (H + H.T)
+
+    def Jstar(self, drop=None, Ks=None):
+        J = self.J
+        Ks = self.Ks(drop) if Ks is None else Ks
+        cov = J.mean("s2SP", drop) - np.outer(J.mean("sS", drop), J.mean("sP", drop))
+        return Ks + self.g_a * self.c * cov
+
+    # -- tree level ---------------------------------------------------------------
+    def tree_step(self, drop=None):
+        K = self.K(drop)
+        r = self.y - (K + self.kappa * np.eye(self.y.size)) @ self.tbar
+        return {"r": r, "delta": np.linalg.solve(self.H(drop, K), r)}
+
+    def tree_outputs(self, drop=None):
+        K, Ks = self.K(drop), self.Ks(drop)
+        t = self.tbar
+        r = self.y - K @ t - self.kappa * t
+        delta = np.linalg.solve(self.H(drop, K), r)
+        train = self.y - self.kappa * (t + delta)
+        test = Ks @ t + self.Jstar(drop, Ks) @ delta
+        SW = self.S.geom.weight_cov(self.J.mean("ZZ", drop))
+        return {"train": train, "test": test, "r": r, "delta": delta,
+                "Q": self.g_a * (1.0 + self.c * self.J.mean("s2", drop)),
+                **_weight_summary(SW, self.problem)}
+
+    # -- one loop -----------------------------------------------------------------
+    def loop_setup(self):
+        """Per-sample pieces of the one loop at the full-sample H (held fixed in the jackknife)."""
+        S, J = self.S, self.J
+        self.M = np.linalg.inv(self.H())
+        self.M = 0.5 * (self.M + self.M.T)
+        m = J.mean("sP")
+        self.Mm = self.M @ m
+        Phi, Phis, s = S.Phi, S.Phis, S.s
+        q = np.einsum("ij,jk,ik->i", Phi, self.M, Phi)
+        rho = Phi @ self.Mm
+        J.add("q", q)
+        J.add("sq", s * q)
+        J.add("s2q", s * s * q)
+        J.add("qsP", (q * s)[:, None] * Phi)
+        J.add("s3qP", (q * s ** 3)[:, None] * Phi)
+        J.add("rhoP", rho[:, None] * Phi)
+        J.add("s2rhoP", (rho * s * s)[:, None] * Phi)
+        J.add("srho", s * rho)
+        if "SP" in J._sums:
+            J.add("sqS", (s * q)[:, None] * Phis)
+            J.add("s3qS", (q * s ** 3)[:, None] * Phis)
+
+    def loop_gradient(self, drop=None):
+        """``∂_t̄ ½ log det H`` (see the module docstring)."""
+        J, g_a, c = self.J, self.g_a, self.c
+        b = g_a * c
+        E = lambda k: J.mean(k, drop)
+        sP = E("sP")
+        cov_q = E("qsP") - E("q") * sP
+        cov_s2q = E("s3qP") - E("s2q") * sP
+        cov_srho = E("s2rhoP") - E("srho") * sP
+        return 0.5 * (g_a * c * cov_q
+                      + b * (2 * E("qsP") + c * cov_s2q - 2 * E("rhoP") - 2 * c * cov_srho))
+
+    def loop_step(self, drop=None):
+        K = self.K(drop)
+        t = self.tbar
+        grad = self.y - self.kappa * t - K @ t + self.loop_gradient(drop) / self.chi
+        return {"grad": grad, "delta": np.linalg.solve(self.H(drop, K), grad)}
+
+    def loop_test(self, drop=None, Ks=None):
+        J, g_a, c = self.J, self.g_a, self.c
+        a = g_a / self.N
+        E = lambda k: J.mean(k, drop)
+        Ks = self.Ks(drop) if Ks is None else Ks
+        m = E("sP")
+        N0 = Ks @ self.tbar
+        mMm = float(m @ self.Mm)
+        s2SP = E("s2SP")
+        return (N0 - 1.5 * g_a * a * E("sqS") - 0.5 * g_a * a * c * E("s3qS")
+                + N0 * (0.5 * a * E("q") + 0.5 * a * c * E("s2q") - a * c * mMm)
+                + a * Ks @ self.Mm + a * c * g_a * s2SP @ self.Mm)
+
+    def loop_outputs(self, drop=None):
+        K, Ks = self.K(drop), self.Ks(drop)
+        t = self.tbar
+        st = self.loop_step(drop)
+        delta = st["delta"]
+        train = self.y - self.kappa * (t + delta)
+        test = self.loop_test(drop, Ks) + self.Jstar(drop, Ks) @ delta
+        SW = self.S.geom.weight_cov(self.J.mean("ZZ", drop))
+        return {"train": train, "test": test, "r": st["grad"], "delta": delta,
+                "Q": self.g_a * (1.0 + self.c * self.J.mean("s2", drop)),
+                **_weight_summary(SW, self.problem)}
+
+    # -- predictive variance (GP with the adapted kernels) ----------------------------
+    def predictive_variance(self, Zs_sq: np.ndarray) -> np.ndarray:
+        K, Ks = self.K(), self.Ks()
+        A = K + self.kappa * np.eye(self.y.size)
+        quad = np.einsum("ij,ji->i", Ks, np.linalg.solve(A, Ks.T))
+        return np.maximum(self.g_a * Zs_sq - quad, 0.0) / self.chi
+
+
+def _weight_summary(SW: np.ndarray, problem: Problem) -> dict:
+    evals, evecs = np.linalg.eigh(SW)
+    top = evecs[:, -1]
+    d = problem.data.d
+    out = {"SW": SW, "lam_top": evals[-1],
+           "excess": evals[-1] / (problem.network.g_w / d) - 1.0}
+    teacher = problem.data.teacher
+    if teacher is not None:
+        out["teacher_overlap"] = abs(top @ teacher) / np.linalg.norm(teacher)
+    return out
+
+
+def reweight(S: _Samples, sampler: TiltedSampler, tbar_new: np.ndarray, c: float) -> tuple:
+    """Importance weights taking samples of ``p_t̄`` to ``p_t̄'`` and their relative ESS."""
+    s_new = S.Phi @ tbar_new
+    logw = 0.5 * c * (s_new ** 2 - S.s ** 2)
+    w = np.exp(logw - logw.max())
+    w /= w.mean()
+    return w, float(w.sum() ** 2 / np.sum(w ** 2) / w.size)
+
+
+# --------------------------------------------------------------------------- the solver
+@dataclass
+class _State:
+    sampler: TiltedSampler
+    tbar: np.ndarray
+    log: list
+
+
+def _opts(options: dict) -> dict:
+    o = dict(DEFAULTS)
+    for k, v in options.items():
+        if k in o and v is not None:
+            o[k] = v
+    if o["chains"] % o["groups"]:
+        raise MSAError(f"chains ({o['chains']}) must be a multiple of groups ({o['groups']})")
+    return o
+
+
+def _c(problem: Problem) -> float:
+    net = problem.network
+    return net.g_a * net.chi / net.N
+
+
+def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
+             maxiter: int, min_iter: int, stage: str, callback: Callback,
+             loop: bool = False, burn_in: int | None = None):
+    """Damped stochastic Newton at one χ until the step is consistent with MC noise.
+
+    Returns the list of Newton targets ``t̄ + δ`` of the iterations (for averaging).
+    """
+    net = problem.network
+    c = _c(problem)
+    ynorm = max(float(np.linalg.norm(problem.data.y_train)), 1e-300)
+    targets = []
+    # a warm start from a smaller χ can lie outside the region where the measure
+    # exists (c grows with χ): shrink it towards the NNGP point t̄ = 0 until it does
+    for _ in range(60):
+        try:
+            st.sampler.check(st.tbar, c)
+            break
+        except MSAError:
+            st.tbar = 0.5 * st.tbar
+    first = None
+    for it in range(1, maxiter + 1):
+        Z = st.sampler.sample(st.tbar, c, draws, o["thin"],
+                              o["burn_in"] if burn_in is None else burn_in)
+        S = _Samples(st.sampler, Z, st.tbar, c, o["groups"], test=False)
+        est = _Estimator(problem, sp, S, full=False)
+        if loop:
+            est.loop_setup()
+            full, se = jackknife(est.loop_step, o["groups"])
+            r = full["grad"]
+        else:
+            full, se = jackknife(est.tree_step, o["groups"])
+            r = full["r"]
+        delta, dse = full["delta"], se["delta"]
+        z2 = float(np.mean((delta / np.maximum(dse, 1e-300)) ** 2))
+        targets.append(st.tbar + delta)
+        alpha = o["damping"]
+        new = None
+        while alpha > 1e-3:
+            trial = st.tbar + alpha * delta
+            try:
+                st.sampler.check(trial, c)
+                new = trial
+                break
+            except MSAError:
+                alpha *= 0.5
+        rec = IterationRecord(stage, net.chi, len(st.log) + 1,
+                              float(np.linalg.norm(r)) / ynorm,
+                              step=float(alpha * np.linalg.norm(delta)), damping=alpha)
+        st.log.append(rec)
+        if callback:
+            callback(rec)
+        if new is None:
+            raise MSAError("no damped step keeps the ReLU tilted measure normalisable")
+        first = rec.residual if first is None else first
+        if rec.residual > 50 * max(first, 1e-3) or not np.all(np.isfinite(delta)):
+            raise MSAError(
+                f"the {stage} iteration diverged at chi = {net.chi:.4g} (residual "
+                f"{rec.residual:.3g}): the tilted measure is close to non-normalisable or "
+                "its samples do not resolve it; increase kappa or use a finer chi grid")
+        done = it >= min_iter and z2 < o["stop_z2"]
+        st.tbar = new
+        if done:
+            return targets, True
+    return targets, False
+
+
+def _final(problem: Problem, sp: Spectral, st: _State, o: dict, loop: bool):
+    c = _c(problem)
+    Z = st.sampler.sample(st.tbar, c, o["final_draws"], o["thin"], o["final_burn_in"])
+    S = _Samples(st.sampler, Z, st.tbar, c, o["groups"])
+    est = _Estimator(problem, sp, S)
+    if loop:
+        est.loop_setup()
+        full, se = jackknife(est.loop_outputs, o["groups"])
+    else:
+        full, se = jackknife(est.tree_outputs, o["groups"])
+    var = est.predictive_variance(st.sampler.geom.phi_star_sq(S.Z).mean(axis=0))
+    return est, full, se, var
+
+
+def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
+            extra=None) -> TheoryResult:
+    y = problem.data.y_train
+    r, rse = full["r"], se["r"]
+    res = float(np.linalg.norm(r) / max(np.linalg.norm(y), 1e-300))
+    res_se = float(np.sqrt(np.sum((r * rse) ** 2)) / max(np.linalg.norm(r), 1e-300)
+                   / max(np.linalg.norm(y), 1e-300))
+    extras = {
+        "residual_se": res_se,
+        "residual_z2": float(np.mean((r / np.maximum(rse, 1e-300)) ** 2)),
+        "weight_cov_top_eigenvalue_se": float(se["lam_top"]),
+        "weight_cov_excess_se": float(se["excess"]),
+        "Q_se": float(se["Q"]),
+        "control_variate": dict(est.beta),
+        "prior_ess_fraction": est.ess_prior / est.S.Z.shape[0],
+        "acceptance": st.sampler.acceptance,
+        "samples": int(est.S.Z.shape[0]),
+        "chains": o["chains"], "groups": o["groups"],
+    }
+    if "teacher_overlap" in full:
+        extras["weight_cov_teacher_overlap_se"] = float(se["teacher_overlap"])
+    if st.sampler.relu_bound is not None:
+        extras["relu_tilt_bound"] = st.sampler.relu_bound
+    if extra:
+        extras.update(extra)
+    # a saddle whose fresh-sample residual is far outside its own error bars is not one
+    extras["steps_converged"] = bool(converged)
+    converged = bool(extras["residual_z2"] < RESIDUAL_Z2_MAX)
+    return TheoryResult(
+        theory, problem, full["train"], full["test"], var, full["SW"], est.K(), st.tbar.copy(),
+        Q=float(full["Q"]), log_evidence=None, train_mean_se=se["train"],
+        test_mean_se=se["test"], converged=converged, residual=res, log=tuple(st.log),
+        wall_time=time.perf_counter() - t0, seed=seed, extras=extras)
+
+
+def _anneal_tree(problem, sp, st, o, callback, chi_from, warm):
+    from . import chi_grid
+    target = problem.network.chi
+    grid = chi_grid(target, o["anneal_factor"], start=chi_from)
+    if warm:
+        grid = grid[1:] if grid.size > 1 else grid
+    for chi in grid[:-1]:
+        p = problem.with_chi(float(chi))
+        _iterate(p, sp, st, o, o["draws"], 3, 1, "tree", callback)
+
+
+def _start(problem: Problem, sp: Spectral, tbar0, seed, o):
+    sampler = TiltedSampler(problem, chains=o["chains"], seed=seed)
+    if tbar0 is None:
+        tbar = gp_mean(sp, problem.network.g_a, problem.network.kappa)[2]
+        return _State(sampler, tbar, []), 1.0, False
+    tbar = np.array(tbar0, dtype=float)
+    c = _c(problem)
+    # a warm start outside the region where the ReLU measure exists: shrink towards 0
+    for _ in range(60):
+        try:
+            sampler.check(tbar, c)
+            break
+        except MSAError:
+            tbar = 0.5 * tbar
+    # burn the chains in on the way from the prior to the warm start's tilt
+    for f in (0.25, 0.5, 0.75):
+        sampler.sample(f * tbar, c, 4, 1, o["burn_in"])
+    return _State(sampler, tbar, []), problem.network.chi, True
+
+
+def _solve_saddle(problem, sp, st, o, callback, loop=False):
+    """Iterate at the target χ, then average the last Newton targets at full sample size."""
+    stage = "one-loop" if loop else "tree"
+    _iterate(problem, sp, st, o, o["draws"], o["maxiter"], 2, stage, callback, loop=loop)
+    targets, conv = _iterate(problem, sp, st, o, o["final_draws"], max(o["average"], 2) + 4,
+                             max(o["average"], 2), stage, callback, loop=loop,
+                             burn_in=o["final_burn_in"])
+    k = min(len(targets), o["average"])
+    st.tbar = np.mean(targets[-k:], axis=0)
+    return conv
+
+
+def _theory(name, problem, sp, callback, tbar0, seed, options):
+    t0 = time.perf_counter()
+    o = _opts(options)
+    sp = sp or Spectral.of(problem)
+    st, chi_from, warm = _start(problem, sp, tbar0, seed, o)
+    loop = name == "one-loop"
+    if not warm:
+        _anneal_tree(problem, sp, st, o, callback, chi_from, False)
+        if loop:
+            _solve_saddle(problem, sp, st, o, callback)
+    conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
+    est, full, se, var = _final(problem, sp, st, o, loop=loop)
+    return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0)
+
+
+def tree(problem: Problem, sp: Spectral | None = None, callback: Callback = None,
+         tbar0: np.ndarray | None = None, seed: int | None = None, **options) -> TheoryResult:
+    """MSA tree level for erf/ReLU networks (see the module docstring).
+
+    Without ``tbar0`` the saddle is annealed from the NNGP at χ = 1; with it the chains
+    are burnt in at this χ from the warm start.  ``options`` override :data:`DEFAULTS`.
+    """
+    return _theory("tree", problem, sp, callback, tbar0, seed, options)
+
+
+def one_loop(problem: Problem, sp: Spectral | None = None, callback: Callback = None,
+             tbar0: np.ndarray | None = None, seed: int | None = None,
+             **options) -> TheoryResult:
+    """MSA one loop for erf/ReLU networks: the saddle of Γ = F + ½ log det H, test-mean
+    correction included (see the module docstring).  Without ``tbar0`` the tree saddle
+    is annealed first; with it the loop starts from the warm start."""
+    return _theory("one-loop", problem, sp, callback, tbar0, seed, options)
+
+
+# --------------------------------------------------------------------------- diagnostics
+def fresh_residual(problem: Problem, tbar: np.ndarray, seed: int = 12345,
+                   sp: Spectral | None = None, **options) -> dict:
+    """The tree-level self-consistency residual ``r = y − (K(t̄)+κ)t̄`` at a given ``t̄``,
+    measured on fresh MCMC samples (chains burnt in from the prior), with its SE."""
+    o = _opts(options)
+    sp = sp or Spectral.of(problem)
+    st, _, _ = _start(problem, sp, tbar, seed, o)
+    c = _c(problem)
+    for _ in range(3):   # settle the preconditioner and step size
+        st.sampler.sample(st.tbar, c, o["draws"], o["thin"], o["burn_in"])
+    Z = st.sampler.sample(st.tbar, c, o["final_draws"], o["thin"], o["final_burn_in"])
+    est = _Estimator(problem, sp, _Samples(st.sampler, Z, st.tbar, c, o["groups"]))
+    full, se = jackknife(est.tree_step, o["groups"])
+    r, rse = full["r"], se["r"]
+    y = problem.data.y_train
+    return {"residual": float(np.linalg.norm(r) / np.linalg.norm(y)),
+            "z2": float(np.mean((r / np.maximum(rse, 1e-300)) ** 2)), "r": r, "se": rse}
+
+
+def prior_importance_tree(problem: Problem, n_samples: int = 50_000, seed: int = 0,
+                          maxiter: int = 100, tol: float = 1e-10) -> TheoryResult:
+    """THE TRAP of THEORY §6, kept for the test that shows it: the tree level with tilted
+    averages from ONE fixed set of prior samples, importance-weighted by the tilt.
+
+    On that fixed set the averages are smooth functions of t̄, so damped Newton (with the
+    exact Jacobian of the reweighted map) converges to a solution that is self-consistent
+    on its own samples; when the tilt pushes the measure into the prior's tail it is
+    wrong, which a fresh sample set exposes (:func:`fresh_residual`).  Annealed along
+    the same χ grid as the shipped solver.  Not a shipped theory.
+    """
+    from . import chi_grid
+    t0 = time.perf_counter()
+    net, data = problem.network, problem.data
+    sp = Spectral.of(problem)
+    g = TiltedSampler(problem, chains=1, seed=seed).geom
+    Z = np.random.default_rng(seed).standard_normal((n_samples, g.m))
+    Phi, Phis = g.phi(Z), g.phi_star(Z)
+    y = np.asarray(data.y_train, float)
+    I = np.eye(y.size)
+    tbar = gp_mean(sp, net.g_a, net.kappa)[2]
+    log = []
+
+    def moments(t, cc):
+        s = Phi @ t
+        lw = 0.5 * cc * s * s
+        w = np.exp(lw - lw.max())
+        w /= w.sum()
+        K = net.g_a * (Phi * w[:, None]).T @ Phi
+        m = (Phi * (w * s)[:, None]).sum(axis=0)
+        cov = (Phi * (w * s * s)[:, None]).T @ Phi - np.outer(m, m)
+        return w, K, K + net.kappa * I + net.g_a * cc * cov, y - (K + net.kappa * I) @ t
+
+    for chi in chi_grid(net.chi):
+        cc = net.g_a * chi / net.N
+        w, K, H, r = moments(tbar, cc)
+        res = float(np.linalg.norm(r) / np.linalg.norm(y))
+        for it in range(maxiter):
+            if res < tol:
+                break
+            step = np.linalg.solve(H, r)
+            alpha = 1.0
+            while alpha > 1e-6:
+                w2, K2, H2, r2 = moments(tbar + alpha * step, cc)
+                res2 = float(np.linalg.norm(r2) / np.linalg.norm(y))
+                if res2 < res:
+                    break
+                alpha *= 0.5
+            if res2 >= res:
+                break
+            tbar, w, K, H, r, res = tbar + alpha * step, w2, K2, H2, r2, res2
+        log.append(IterationRecord("tree-prior-is", float(chi), it + 1, res))
+    Ks = net.g_a * (Phis * w[:, None]).T @ Phi
+    SW = g.weight_cov((Z * w[:, None]).T @ Z)
+    return TheoryResult(
+        "tree-prior-is", problem, K @ tbar, Ks @ tbar, np.zeros(data.P_test), SW, K, tbar,
+        converged=res < 1e-6, residual=res, log=tuple(log),
+        wall_time=time.perf_counter() - t0, seed=seed,
+        extras={"ess": float(1.0 / np.sum(w ** 2))})
