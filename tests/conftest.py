@@ -1,3 +1,8 @@
+import os
+import signal
+import subprocess
+import time
+
 import numpy as np
 import pytest
 
@@ -25,3 +30,21 @@ def rms(a, b):
 @pytest.fixture
 def problem():
     return linear_problem()
+
+
+def run_and_kill_9(cmd, ready, timeout=180.0, poll=0.05):
+    """Start ``cmd`` in its own process group, wait until ``ready()`` is true, then
+    SIGKILL the whole group (workers included), as a crash or an OOM killer would."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not ready():
+            time.sleep(poll)
+        assert proc.poll() is None, "the run finished before it could be killed; enlarge it"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc

@@ -70,9 +70,10 @@ def test_dask_local_cluster_equals_local_pool(reference):
 
 def test_cli_scheduler_address(tmp_path, reference):
     from distributed import LocalCluster
-    import tomli_w  # noqa: F401  (only to skip cleanly where missing)
     cfg = tmp_path / "c.toml"
-    cfg.write_text(tomli_w.dumps(CONFIG))
+    cfg.write_text("\n".join(
+        f"[{table}]\n" + "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in vals.items())
+        for table, vals in CONFIG.items()) + "\n")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         out = tmp_path / "s.json"

@@ -27,6 +27,8 @@ from msa_engine.cli import main
 from msa_engine.sessions import Session, load_session, save_session
 from msa_engine.sweep import run_sweep
 
+from .conftest import run_and_kill_9
+
 CONFIG = """
 [data]
 task = "linear"
@@ -372,21 +374,10 @@ def test_kill_9_mid_simulation_checkpoint_loads_and_resume_completes(tmp_path):
     ck = tmp_path / "run.npz"
     cmd = [sys.executable, "-m", "msa_engine", "simulate", str(cfg), "--checkpoint", str(ck),
            "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline, done = time.time() + 180, None
-        while time.time() < deadline:
-            done = _checkpoint_steps(ck) if ck.exists() else None
-            if done is not None and done >= 2000:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "simulation finished before it could be killed; enlarge it"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    def ready():
+        done = _checkpoint_steps(ck) if ck.exists() else None
+        return done is not None and done >= 2000
+    proc = run_and_kill_9(cmd, ready, poll=0.02)
     assert proc.returncode == -signal.SIGKILL
     killed_at = _checkpoint_steps(ck)
     assert killed_at is not None and 2000 <= killed_at < 6000       # the last autosave loads

@@ -3,10 +3,8 @@ resume, replay --rerun and compare (issue: sessions and the headless CLI)."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,8 @@ from msa_engine.config import load_config
 from msa_engine.sessions import (SCHEMA_VERSION, Session, load_session, save_session,
                                  session_dir)
 from msa_engine.sweep import run_sweep
+
+from .conftest import run_and_kill_9
 
 SMALL = """
 [data]
@@ -188,26 +188,14 @@ def test_kill_9_mid_sweep_leaves_loadable_session_and_resume_completes(tmp_path)
     cfg = tmp_path / "big.toml"
     cfg.write_text(BIG)
     out = tmp_path / "killed.json"
-    proc = subprocess.Popen(_sweep_cmd(cfg, out), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        n = 0
-        while time.time() < deadline:
-            if out.exists():
-                try:
-                    n = len(load_session(out).entries)
-                except msa.MSAError:
-                    pytest.fail("autosaved session was not loadable mid-sweep")
-                if n >= 10:
-                    break
-            time.sleep(0.05)
-        assert proc.poll() is None, "sweep finished before it could be killed; enlarge it"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    def ready():
+        if not out.exists():
+            return False
+        try:
+            return len(load_session(out).entries) >= 10
+        except msa.MSAError:
+            pytest.fail("autosaved session was not loadable mid-sweep")
+    run_and_kill_9(_sweep_cmd(cfg, out), ready, timeout=120)
     partial = load_session(out)
     assert 10 <= len(partial.entries) < 160
     assert all(e["status"] == "ok" and e["summary"] for e in partial.entries)
