@@ -133,40 +133,34 @@ class Network:
                 "g_a": self.g_a, "kappa": self.kappa, "chi": self.chi}
 
 
-def _as_matrix(name: str, a: Any) -> np.ndarray:
+def _as_array(name: str, a: Any, ndim: int) -> np.ndarray:
+    """A finite, non-empty float array of ``ndim`` dimensions (1-D input becomes a
+    column for matrices; a single row or column becomes a vector)."""
     if isinstance(a, np.ndarray) and np.iscomplexobj(a):
         raise MSAError(f"{name} must be real (got complex values)")
     try:
         arr = np.array(a, dtype=float)
     except (TypeError, ValueError):
         raise MSAError(f"{name} must be numeric") from None
-    if arr.ndim == 1:
+    if ndim == 2 and arr.ndim == 1:
         arr = arr[:, None]
-    if arr.ndim != 2:
-        raise MSAError(f"{name} must be a 2-D array (got shape {arr.shape})")
+    elif ndim == 1 and arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != ndim:
+        raise MSAError(f"{name} must be a {ndim}-D array (got shape {arr.shape})")
     if arr.size == 0:
-        raise MSAError(f"{name} is empty (shape {arr.shape})")
+        raise MSAError(f"{name} is empty" + (f" (shape {arr.shape})" if ndim == 2 else ""))
     if not np.all(np.isfinite(arr)):
         raise MSAError(f"{name} contains NaN or inf")
     return arr
+
+
+def _as_matrix(name: str, a: Any) -> np.ndarray:
+    return _as_array(name, a, 2)
 
 
 def _as_vector(name: str, a: Any) -> np.ndarray:
-    if isinstance(a, np.ndarray) and np.iscomplexobj(a):
-        raise MSAError(f"{name} must be real (got complex values)")
-    try:
-        arr = np.array(a, dtype=float)
-    except (TypeError, ValueError):
-        raise MSAError(f"{name} must be numeric") from None
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise MSAError(f"{name} must be a 1-D array (got shape {arr.shape})")
-    if arr.size == 0:
-        raise MSAError(f"{name} is empty")
-    if not np.all(np.isfinite(arr)):
-        raise MSAError(f"{name} contains NaN or inf")
-    return arr
+    return _as_array(name, a, 1)
 
 
 @dataclass(frozen=True, eq=False)
