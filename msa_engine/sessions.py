@@ -38,9 +38,6 @@ SCHEMA_VERSION = 2
 SUFFIX = ".json"
 DEFAULT_SESSION = "ising-linear-sweep.json"
 
-_KNOWN_TOP = {"schema", "schema_version", "name", "created", "modified", "versions", "config",
-              "data", "data_sha256", "entries", "sweep", "notes"}
-
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -47,7 +47,7 @@ class SweepProgress:
                 "time": self.time}
 
 
-def parse_chis(text: str | Sequence, widths: Sequence[int]) -> list:
+def parse_chis(text: str | Sequence) -> list:
     """χ values from ``"1,3,10,N"``: numbers, or ``N``/``mean-field`` for χ = N."""
     items = text.split(",") if isinstance(text, str) else list(text)
     out = []

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         session = load_session(args.resume)
         spec = session.sweep or {}
-        chis = spec.get("chis") or parse_chis(args.chi, [])
+        chis = spec.get("chis") or parse_chis(args.chi)
         widths = spec.get("widths")
         theories = spec.get("theories") or DEFAULT_THEORIES
         simulate = spec.get("simulate", False)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             raise MSAError("sweep needs a CONFIG (or --resume SESSION)")
         cfg = load_config(args.config)
         widths = _int_list(args.width, "--width") if args.width else None
-        chis = parse_chis(args.chi, widths or [cfg.problem.network.N])
+        chis = parse_chis(args.chi)
         theories = [t.strip() for t in args.theories.split(",") if t.strip()]
         simulate, seed = args.simulate, args.seed
         opts = sim_options(args, cfg.resolved.get("simulation", {}))
