@@ -22,7 +22,8 @@ from .errors import Cancelled, MSAError, MSAWarning
 COMMAND_MODULES = ["msa_engine.commands.solve", "msa_engine.commands.simulate",
                    "msa_engine.commands.sweep",
                    "msa_engine.commands.replay", "msa_engine.commands.compare",
-                   "msa_engine.commands.export", "msa_engine.commands.tui"]
+                   "msa_engine.commands.export", "msa_engine.commands.tui",
+                   "msa_engine.commands.bench"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,6 @@ rescaling theory uses ``Q k`` (THEORY §6: using ``g_a k`` there would count
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf as _erf
 
 from .errors import MSAError
 from .problem import ACTIVATIONS
@@ -22,7 +21,8 @@ def activation(name: str, h: np.ndarray) -> np.ndarray:
     if name == "linear":
         return np.asarray(h, dtype=float)
     if name == "erf":
-        return _erf(h)
+        from scipy.special import erf   # scipy costs 0.5 s of startup; import on use (issue 7)
+        return erf(h)
     if name == "relu":
         return np.maximum(h, 0.0)
     raise MSAError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {name!r})")

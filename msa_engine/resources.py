@@ -153,19 +153,18 @@ def estimate_solve(P: int, P_test: int, d: int, theory: str) -> int:
 
 def estimate_simulation(P: int, P_test: int, d: int, N: int, sampler: str, chains: int,
                         steps: int, thin: int) -> int:
-    """Bytes for a simulation: chains·N·d for the state and its gradient, the Gaussian
-    noise of one kernel call, the traces chains·draws·(P + P*) with the copies made for
+    """Bytes for a simulation: chains·N·d for the state and its gradient, the kernels'
+    per-chain scratch, the traces chains·draws·(P + P*) with the copies made for
     the result and its diagnostics, the per-chain accumulators chains·(P² + 10 d²) and
     the per-step temporaries."""
-    from .sampling.run import N_BATCHES, NOISE_BUDGET   # lazy: run imports this module
+    from .sampling.run import N_BATCHES, workspace_doubles   # lazy: run imports this module
 
     P, Ps, d, N, C = int(P), int(P_test), int(d), int(N), int(chains)
     ndim = N * d + (N if sampler == "full" else 0)
     m = max(int(steps) // max(int(thin), 1), 0)
     nbatch = max(1, min(N_BATCHES, m))
-    blocks = 2 if sampler == "full" else 1
     n = (3 * C * ndim                                  # W (and a), their gradients, init
-         + blocks * max(NOISE_BUDGET, C * ndim)        # noise of one kernel call
+         + workspace_doubles(P, N, d, sampler, C)      # the kernels' per-chain scratch
          + 3 * C * m * (P + Ps + 3)                    # traces, result copies, diagnostics
          + C * (P * P + nbatch * d * d + Ps)           # accumulators
          + 4 * N * d + 4 * (P + Ps) * N + 5 * P * P)   # per-step and initial-step temporaries

@@ -75,10 +75,12 @@ class ParamForm(VerticalScroll):
     def __init__(self, state: FormState, **kwargs):
         super().__init__(**kwargs)
         self.state = state
+        self._built_task: str | None = None     # the task whose data fields are mounted
 
     def compose(self) -> ComposeResult:
         st = self.state
         task = st.data.get("task", "linear")
+        self._built_task = task
         with Vertical(id="panel-data", classes="panel") as p:
             p.border_title = "Data / task"
             yield select_row("data", "task", "task", TASKS, task)
@@ -169,6 +171,7 @@ class ParamForm(VerticalScroll):
         await box.remove_children()
         await box.mount_all([field_row("data", k, old.get(k) or model.data_default(task, k))
                              for k in model.data_keys(task)])
+        self._built_task = task
 
     def show_validation(self, v: Validated) -> None:
         for err in self.query(".field-error").results(Static):
@@ -191,7 +194,9 @@ class ParamForm(VerticalScroll):
 
     # -- events --------------------------------------------------------------
     async def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "f-data-task":
+        # every Select reports its initial value once mounted: rebuilding the data
+        # fields for the task they already show cost 3 remounts at startup (issue 7)
+        if event.select.id == "f-data-task" and str(event.value) != self._built_task:
             await self.rebuild_data_fields(str(event.value))
         self.post_message(self.Edited())
 

@@ -9,21 +9,24 @@ import math
 import numpy as np
 
 import msa_engine as msa
+from msa_engine import diagnostics as diag
 from msa_engine.sampling.run import _Run
 
 G_W, G_A = 1.5, 0.8
 N = 100
+Z_ORDER = 3.0      # an ordering of two theories must hold by this many standard errors
 
 
-def hermite_problem(activation="erf", chi=float(N), P_test=40, d=10, P=16, kappa=0.05):
+def hermite_problem(activation="erf", chi=float(N), P_test=40, d=10, P=16, kappa=0.05,
+                    g_w=G_W, g_a=G_A):
     data = msa.make_data({"task": "hermite", "d": d, "P": P, "P_test": P_test, "seed": 0})
-    return msa.Problem(data, msa.Network.make(activation, N=N, g_w=G_W, g_a=G_A,
+    return msa.Problem(data, msa.Network.make(activation, N=N, g_w=g_w, g_a=g_a,
                                               kappa=kappa, chi=chi))
 
 
-def xor_problem(chi=float(N)):
+def xor_problem(chi=float(N), g_w=G_W, g_a=G_A):
     data = msa.make_data({"task": "xor", "d": 10, "P": 40, "P_test": 40, "seed": 0})
-    return msa.Problem(data, msa.Network.make("relu", N=N, g_w=G_W, g_a=G_A, kappa=0.05,
+    return msa.Problem(data, msa.Network.make("relu", N=N, g_w=g_w, g_a=g_a, kappa=0.05,
                                               chi=chi))
 
 
@@ -66,3 +69,31 @@ def rms_error(theory, sim, which="test"):
     b = getattr(sim, f"{which}_mean")
     se2 = getattr(theory, f"{which}_mean_se") ** 2 + getattr(sim, f"{which}_mean_se") ** 2
     return math.sqrt(max(float(np.mean((a - b) ** 2 - se2)), 0.0))
+
+
+def _msd(theory, sim):
+    """D and the pieces of its error: D depends on the simulation through
+    ``−(2/P*) (f − f_sim)·δf_sim`` and on the theory through ``(2/P*) (f − f_sim)·δf``."""
+    d = theory.test_mean - sim.test_mean
+    D = float(np.mean(d ** 2 - theory.test_mean_se ** 2 - sim.test_mean_se ** 2))
+    return D, 2.0 * d / d.size
+
+
+def _theory_var(theory, a):
+    reps = theory.extras.get("test_mean_jackknife")
+    if reps is None:            # deterministic theory (NNGP, rescaling)
+        assert np.all(theory.test_mean_se == 0)
+        return 0.0
+    proj = reps @ a
+    G = proj.size
+    return float((G - 1) / G * np.sum((proj - proj.mean()) ** 2))
+
+
+def difference(th_a, th_b, sim):
+    """``D_a − D_b`` and its standard error."""
+    Da, ga = _msd(th_a, sim)
+    Db, gb = _msd(th_b, sim)
+    # simulation: one functional of the per-draw test means, with its own ESS
+    u = sim.traces["test_mean"] @ (ga - gb)
+    var = float(diag.mcse_mean(u)) ** 2 + _theory_var(th_a, ga) + _theory_var(th_b, gb)
+    return Da - Db, float(np.sqrt(var))

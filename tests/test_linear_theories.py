@@ -233,3 +233,56 @@ def test_nonlinear_rescaling_uses_kernel_without_g_a():
         assert rms(msa.solve(pb, "rescaling").test_mean, msa.solve(pb, "nngp").test_mean) < 1e-5
         with pytest.raises(msa.MSAError, match="exists only for linear networks"):
             msa.solve(pb, "exact")
+
+
+@pytest.mark.parametrize("chi", [1.0, "mean-field"])
+def test_spectral_tree_matches_the_dense_generic_newton(chi):
+    """The O(P) eigenbasis Newton that `tree` uses (issue 7) lands on the saddle of the
+    dense reference solver, which builds K(t̄) from the Gaussian tilted covariance and
+    solves with the P×P Jacobian of THEORY §4; both annealed along the same χ grid."""
+    from msa_engine.theory import chi_grid, linear as lin
+    pb = linear_problem(N=100, chi=chi, d=12, P=30)   # d < P: a singular kernel as well
+    sp = Spectral.of(pb)
+    t_dense = t_spec = None
+    for c in chi_grid(pb.network.chi):
+        p = pb.with_chi(float(c))
+        t_dense, _, res_dense, _ = lin.solve_tree(p, t_dense)
+        tau, _, res_spec, _ = lin.solve_tree_spectral(p, sp, t_spec)
+        t_spec = sp.U @ tau
+        assert res_dense < 1e-12 and res_spec < 1e-12
+    assert np.max(np.abs(t_spec - t_dense)) < 1e-9 * np.max(np.abs(t_dense))
+    res = msa.solve(pb, "tree")
+    assert res.converged and res.extras["tilted_residual"] < 1e-10
+    assert np.max(np.abs(res.tbar - t_dense)) < 1e-9 * np.max(np.abs(t_dense))
+    # Σ_w by Sherman–Morrison (what `tree` reports) against the tilted precision's inverse
+    meas = lin.GaussianTiltedMeasure(pb)
+    S_chol = meas.covariance(res.tbar)
+    S_sm, Sv = meas.covariance_rank_one(res.tbar)
+    assert np.max(np.abs(S_sm - S_chol)) < 1e-12 * np.max(np.abs(S_chol))
+    assert np.allclose(Sv, S_chol @ (pb.data.X_train.T @ res.tbar), rtol=1e-12, atol=0)
+    assert np.max(np.abs(res.weight_cov - S_chol)) < 1e-12 * np.max(np.abs(S_chol))
+    with pytest.raises(msa.MSAError, match="not positive definite"):
+        meas.covariance_rank_one(10.0 * res.tbar / math.sqrt(meas.c * float(res.tbar @ sp.k @ res.tbar)))
+
+
+@pytest.mark.parametrize("theory", ["exact", "rescaling", "tree", "one-loop"])
+def test_low_rank_eigendecomposition_matches_dense_eigh(theory):
+    """The QR route for the rank-d linear kernel (used at large P, d ≤ P/2) against
+    numpy's dense eigh: same spectrum and the same results for every linear theory."""
+    from msa_engine.theory import THEORIES
+    pb = linear_problem(N=80, chi="mean-field", d=8, P=40, P_test=10)
+    lo, de = Spectral.of(pb, low_rank=True), Spectral.of(pb, low_rank=False)
+    assert np.allclose(lo.U @ np.diag(lo.lam) @ lo.U.T, lo.k, atol=1e-12 * lo.lam[-1])
+    assert np.allclose(lo.U.T @ lo.U, np.eye(40), atol=1e-12)
+    assert np.allclose(lo.lam, de.lam, atol=1e-12 * de.lam[-1])
+    assert np.count_nonzero(lo.lam == 0.0) == 40 - 8
+
+    def run(sp):
+        if theory in ("tree", "one-loop"):
+            return msa.anneal(pb, theory, msa.chi_grid(pb.network.chi), sp=sp)[-1]
+        return THEORIES[theory](pb, sp=sp)
+    a, b = run(lo), run(de)
+    for key in ("train_mean", "test_mean", "test_predictive_variance", "weight_cov"):
+        x, y = getattr(a, key), getattr(b, key)
+        assert np.max(np.abs(x - y)) < 1e-9 * max(1.0, np.max(np.abs(y))), key
+    assert a.Q == pytest.approx(b.Q, rel=1e-10)

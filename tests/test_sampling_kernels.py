@@ -9,6 +9,7 @@ import pytest
 import msa_engine as msa
 from msa_engine.sampling import kernels_numba as kn
 from msa_engine.sampling import reference as ref
+from msa_engine.sampling.rng_numba import replay
 from msa_engine.sampling.run import _Run
 
 from .conftest import G_A, G_W
@@ -75,25 +76,25 @@ def test_energies_match_reference():
 
 @pytest.mark.parametrize("sampler,method,act", [("marginal", "mala", "erf"),
                                                 ("marginal", "ula", "relu"),
+                                                ("marginal", "mala", "linear"),  # Woodbury
                                                 ("full", "mala", "linear"),
                                                 ("full", "ula", "erf")])
 def test_chunk_matches_reference_step_for_step(sampler, method, act):
     p = tiny(act)
     steps, h = 6, 0.3
     run = _Run(p, sampler, 3, steps, 0, 1, method, h, 42, 100)
+    if sampler == "marginal":   # P > d: the linear marginal step takes the Woodbury form
+        assert run.sampler.uses_woodbury == (act == "linear")
     state0 = copy.deepcopy(run.state)
-    rng_states = {k: copy.deepcopy(g.bit_generator.state) for k, g in run.rngs.items()}
+    rng0 = run.rng.copy()
     run.advance(steps)
-    # replay the very same random numbers through the reference
-    gens = {}
-    for k, st in rng_states.items():
-        g = np.random.Generator(np.random.PCG64())
-        g.bit_generator.state = st
-        gens[k] = g
-    noise = gens["W"].standard_normal(run.sampler.noise_shape("W", steps, 3))
-    noise_a = (gens["a"].standard_normal(run.sampler.noise_shape("a", steps, 3))
-               if sampler == "full" else None)
-    logu = np.log(gens["u"].random((steps, 3)))
+    # regenerate the very same random numbers (per-chain streams) for the reference,
+    # which wants them as (steps, chains, ...)
+    N, d = p.network.N, p.data.d
+    nw, na, u = replay(rng0, steps, N * d, N if sampler == "full" else 0)
+    noise = nw.reshape(3, steps, N, d).transpose(1, 0, 2, 3)
+    noise_a = na.transpose(1, 0, 2) if sampler == "full" else None
+    logu = np.log(u).T
     obs, alphas = ref.run_steps(state0, noise, logu, p, sampler=sampler,
                                 mala=method == "mala", h=h, u_slow=run.u_slow, noise_a=noise_a)
     np.testing.assert_allclose(run.state["W"], state0["W"], rtol=1e-9, atol=1e-12)
@@ -106,7 +107,12 @@ def test_chunk_matches_reference_step_for_step(sampler, method, act):
         np.testing.assert_allclose(run.tr_Q[:, k], Q, rtol=1e-9)
         np.testing.assert_allclose(run.tr_slow[:, k], slow, rtol=1e-9)
     np.testing.assert_allclose(run.vte, sum(o[2] for o in obs), rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(run.Kacc, sum(o[3] for o in obs), rtol=1e-9)
+    Kacc = run.Kacc
+    if sampler == "marginal" and run.sampler.uses_woodbury:   # ⟨K⟩ comes from Σ WᵀW/N
+        X = p.data.X_train
+        Kacc = p.network.g_a * np.einsum("pi,cbij,qj->cpq", X, run.SWb, X)
+        assert not np.any(run.Kacc)
+    np.testing.assert_allclose(Kacc, sum(o[3] for o in obs), rtol=1e-9)
     np.testing.assert_allclose(run.SWb.sum(axis=1), sum(o[4] for o in obs), rtol=1e-9)
     assert np.sum(run.acc) / 3 == pytest.approx(sum(alphas), rel=1e-9)
     if method == "mala":   # the test has teeth: some proposals were rejected, some accepted

@@ -4,12 +4,26 @@ Every kernel is ``@njit(cache=True, nogil=True)``: no ``parallel``/``prange``, s
 Python threads (the TUI runs a theory solve next to a simulation) can call them at
 the same time without sharing a threading layer; the GIL is released for the whole
 chunk.  All chains of a run are advanced by one call for a whole chunk of steps, so
-there is no Python in the inner loop.
+there is no Python in the inner loop; the driver may split the chains between
+Python threads (chains are independent once the step size is frozen).
 
-Randomness is *not* drawn here: the driver passes the Gaussian increments and the
-log-uniforms of the Metropolis test in, drawn from seeded numpy generators.  That
-makes runs reproducible, checkpoints trivial (the generator state is the only RNG
-state) and lets ``reference.py`` replay the very same steps in plain numpy.
+Speed (issue 7): every matrix product is a BLAS call (``np.dot`` with an ``out``
+buffer on contiguous float64 arrays), the elementwise work is fused into single
+loops, and all per-step arrays live in per-chain workspaces allocated once by the
+sampler, so a step allocates nothing of size ``P×N`` or ``N×d``.  The linear full
+sampler never forms ``XWᵀ``: with ``φ(h) = h``, ``f = X(Wᵀa)`` and
+``∂E/∂W = (χ/κ) a (Xᵀr)ᵀ + (d/g_w)W`` cost ``O((P+N)d)`` instead of ``O(PNd)``.
+The marginal sampler keeps ``Φ, K, (K+κI)⁻¹, t`` of each chain's current state
+(double-buffered: the proposal is built in the other buffer and an acceptance
+flips the index), so measuring the observables needs no second ``P³`` solve.
+
+Randomness: every chain owns a random stream (:mod:`rng_numba`, a ``(4,)`` uint64
+state per chain, seeded by the driver and checkpointed with the run) from which the
+kernel draws, per step, the ``N·d`` normals of ``W`` (then the ``N`` of ``a`` for the
+full sampler) and one uniform for the Metropolis test, on the fly: no noise array
+is written or read.  That makes runs reproducible whatever the split of chains
+between threads, and lets the tests regenerate the very same numbers
+(:func:`rng_numba.replay`) for ``reference.py`` to replay the steps in plain numpy.
 
 Coordinates: every parameter block is preconditioned by its prior variance
 ``s²`` (``g_w/d`` for ``W``, ``g_a/(χN)`` for ``a``).  With whitened ``u = θ/s``
@@ -24,6 +38,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .rng_numba import next_double, normal
+
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
@@ -32,53 +48,150 @@ OK, NONFINITE, EXPLODED = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def act(code, H):  # pragma: no cover - numba
-    """φ(H) and φ'(H), elementwise, for activation ``code`` (0 linear, 1 erf, 2 relu)."""
-    n0, n1 = H.shape
-    phi = np.empty((n0, n1))
-    dphi = np.empty((n0, n1))
-    for i in range(n0):
-        for j in range(n1):
-            h = H[i, j]
-            if code == 0:
-                phi[i, j] = h
-                dphi[i, j] = 1.0
-            elif code == 1:
-                phi[i, j] = math.erf(h)
-                dphi[i, j] = _TWO_OVER_SQRT_PI * math.exp(-h * h)
-            else:
-                if h > 0.0:
-                    phi[i, j] = h
-                    dphi[i, j] = 1.0
-                else:
-                    phi[i, j] = 0.0
-                    dphi[i, j] = 0.0
-    return phi, dphi
+def _scale_add_sq(g, cg, x, px):  # pragma: no cover - numba
+    """``g ← cg·g + px·x`` elementwise; returns ``|x|²``.  The sum runs in four
+    partial sums: one running sum is bound by the latency of the floating-point add
+    (the order is fixed, so results stay reproducible)."""
+    gf, xf = g.ravel(), x.ravel()
+    n = xf.size
+    n4 = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for i in range(0, n4, 4):
+        x0, x1, x2, x3 = xf[i], xf[i + 1], xf[i + 2], xf[i + 3]
+        s0 += x0 * x0
+        s1 += x1 * x1
+        s2 += x2 * x2
+        s3 += x3 * x3
+        gf[i] = cg * gf[i] + px * x0
+        gf[i + 1] = cg * gf[i + 1] + px * x1
+        gf[i + 2] = cg * gf[i + 2] + px * x2
+        gf[i + 3] = cg * gf[i + 3] + px * x3
+    for i in range(n4, n):
+        s0 += xf[i] * xf[i]
+        gf[i] = cg * gf[i] + px * xf[i]
+    return (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True, nogil=True)
-def _sq(A):  # pragma: no cover - numba
-    s = 0.0
-    for v in A.ravel():
-        s += v * v
-    return s
+def _act_inplace(code, H, D, want_d):  # pragma: no cover - numba
+    """``H ← φ(H)`` and, if ``want_d``, ``D ← φ'(H)`` in one pass (no allocation)."""
+    n0, n1 = H.shape
+    if code == 0:
+        if want_d:
+            D[:, :] = 1.0
+        return
+    for i in range(n0):
+        for j in range(n1):
+            h = H[i, j]
+            if code == 1:
+                H[i, j] = math.erf(h)
+                if want_d:
+                    D[i, j] = _TWO_OVER_SQRT_PI * math.exp(-h * h)
+            else:
+                if h > 0.0:
+                    if want_d:
+                        D[i, j] = 1.0
+                else:
+                    H[i, j] = 0.0
+                    if want_d:
+                        D[i, j] = 0.0
 
 
 @njit(cache=True, nogil=True)
 def _gram(Phi, g_a, kappa):  # pragma: no cover - numba
     """``A = K + κI`` with ``K = (g_a/N) Φ Φᵀ``; returns K, A⁻¹, log det A."""
     P, N = Phi.shape
-    K = (g_a / N) * np.dot(Phi, Phi.T)
-    A = K.copy()
-    for i in range(P):
-        A[i, i] += kappa
+    K = np.empty((P, P))
+    Ainv = np.empty((P, P))
+    logdet = _factor(Phi, g_a, kappa, K, Ainv)
+    return K, Ainv, logdet
+
+
+@njit(cache=True, nogil=True)
+def _gram_product(Phi, K):  # pragma: no cover - numba
+    """``K = ΦΦᵀ``, exactly symmetric.  BLAS ``gemm`` does not know the product is
+    symmetric; for large ``P`` only the lower block triangle of a 4×4 block split is
+    computed (10 of 16 blocks) and mirrored, ~⅝ of the work (numba has no ``syrk``)."""
+    P = Phi.shape[0]
+    nb = 4 if P >= 256 else 1
+    if nb == 1:
+        np.dot(Phi, Phi.T, K)
+        return
+    for bi in range(nb):
+        i0 = (P * bi) // nb
+        i1 = (P * (bi + 1)) // nb
+        for bj in range(bi + 1):
+            j0 = (P * bj) // nb
+            j1 = (P * (bj + 1)) // nb
+            blk = np.dot(Phi[i0:i1], Phi[j0:j1].T)
+            for i in range(i1 - i0):
+                for j in range(j1 - j0):
+                    K[i0 + i, j0 + j] = blk[i, j]
+                    K[j0 + j, i0 + i] = blk[i, j]
+
+
+@njit(cache=True, nogil=True)
+def _logdet_and_inverse(A, out):  # pragma: no cover - numba
+    """log det of the SPD matrix ``A`` (by Cholesky, which also refuses a non-SPD one) and
+    its inverse, symmetrised, into ``out``."""
+    n = A.shape[0]
     L = np.linalg.cholesky(A)
     logdet = 0.0
-    for i in range(P):
+    for i in range(n):
         logdet += 2.0 * math.log(L[i, i])
-    Ainv = np.linalg.inv(A)
-    Ainv = 0.5 * (Ainv + Ainv.T)
-    return K, Ainv, logdet
+    Ai = np.linalg.inv(A)
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.5 * (Ai[i, j] + Ai[j, i])
+    return logdet
+
+
+@njit(cache=True, nogil=True)
+def _factor(Phi, g_a, kappa, K, Ainv):  # pragma: no cover - numba
+    """Write ``K = (g_a/N)ΦΦᵀ`` and the symmetrised ``(K+κI)⁻¹`` into the given
+    buffers; return ``log det(K+κI)`` (Cholesky, which also checks positivity)."""
+    P, N = Phi.shape
+    _gram_product(Phi, K)
+    c = g_a / N
+    A = np.empty((P, P))
+    for i in range(P):
+        for j in range(P):
+            K[i, j] *= c
+            A[i, j] = K[i, j]
+        A[i, i] += kappa
+    return _logdet_and_inverse(A, Ainv)
+
+
+@njit(cache=True, nogil=True)
+def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, gW):  # pragma: no cover
+    """Marginal energy (returned) and gradient (into ``gW``) of THEORY §7, leaving
+    ``Φ``, ``K``, ``A⁻¹`` and ``t = A⁻¹y`` of this ``W`` in the buffers for the
+    observables.  ``D``, ``M`` are ``P×N`` scratch."""
+    N, d = W.shape
+    P = X.shape[0]
+    np.dot(X, W.T, Phi)
+    nonlin = code != 0
+    _act_inplace(code, Phi, D, nonlin)
+    logdet = _factor(Phi, g_a, kappa, K, Ainv)
+    np.dot(Ainv, y, t)
+    yt = 0.0
+    for i in range(P):
+        yt += y[i] * t[i]
+    # G = ½A⁻¹ − (χ/2) t tᵀ, built in a P×P scratch, then M = (GΦ) ⊙ φ'
+    G = np.empty((P, P))
+    for i in range(P):
+        ti = 0.5 * chi * t[i]
+        for j in range(P):
+            G[i, j] = 0.5 * Ainv[i, j] - ti * t[j]
+    np.dot(G, Phi, M)
+    if nonlin:
+        for i in range(P):
+            for j in range(N):
+                M[i, j] *= D[i, j]
+    np.dot(M.T, X, gW)
+    pw = d / g_w
+    sw = _scale_add_sq(gW, 2.0 * g_a / N, W, pw)
+    return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yt
 
 
 @njit(cache=True, nogil=True)
@@ -91,22 +204,174 @@ def marginal_energy_grad(W, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cov
     """
     N, d = W.shape
     P = X.shape[0]
-    H = np.dot(X, W.T)
-    Phi, dPhi = act(code, H)
-    K, Ainv, logdet = _gram(Phi, g_a, kappa)
-    t = np.dot(Ainv, y)
-    E = 0.5 * d / g_w * _sq(W) + 0.5 * logdet + 0.5 * chi * np.dot(y, t)
-    G = 0.5 * Ainv
+    Phi, D, M = np.empty((P, N)), np.empty((P, N)), np.empty((P, N))
+    K, Ainv, t = np.empty((P, P)), np.empty((P, P)), np.empty(P)
+    gW = np.empty((N, d))
+    E = _marginal_core(np.ascontiguousarray(W), X, y, code, g_w, g_a, kappa, chi, Phi, D, M,
+                       K, Ainv, t, gW)
+    return E, gW
+
+
+@njit(cache=True, nogil=True)
+def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW):  # pragma: no cover
+    """Marginal energy and gradient for a **linear** φ with ``P > d``, by Woodbury.
+
+    With ``K = c X S Xᵀ`` (``c = g_a/N``, ``S = WᵀW``), ``XᵀX = L_b L_bᵀ``,
+    ``w₀ = L_b⁻¹Xᵀy`` and ``T = I_d + (c/κ) L_bᵀ S L_b`` (all ``d×d``)::
+
+        log det(K+κI) = P log κ + log det T
+        yᵀ(K+κI)⁻¹y   = (|y − Πy|² + w₀ᵀT⁻¹w₀)/κ      (Π: projection on X's columns)
+        Xᵀ(K+κI)⁻¹X   = L_b T⁻¹ L_bᵀ/κ,   Xᵀt = L_b T⁻¹w₀/κ
+        ∂E/∂W = 2c W [½XᵀA⁻¹X − (χ/2)(Xᵀt)(Xᵀt)ᵀ] + (d/g_w) W
+
+    (the gradient of THEORY §7 with ``Φ = XWᵀ``, ``φ' = 1``).  Cost ``O(Nd² + d³)``
+    against ``O(PNd + P²N + P³)``.  ``wpar = (1, |y − Πy|²)``.  Leaves ``S``, ``T⁻¹``
+    and ``q = T⁻¹w₀`` in the buffers for :func:`observe_wood`.
+    """
+    N, d = W.shape
+    c = g_a / N
+    np.dot(W.T, W, S)
+    Q = np.dot(Lb.T, np.dot(S, Lb))
+    T = np.empty((d, d))
+    ck = c / kappa
+    for i in range(d):
+        for j in range(d):
+            T[i, j] = ck * 0.5 * (Q[i, j] + Q[j, i])
+        T[i, i] += 1.0
+    logdet = P * math.log(kappa) + _logdet_and_inverse(T, Tinv)
+    np.dot(Tinv, w0, q)
+    wq = 0.0
+    for i in range(d):
+        wq += w0[i] * q[i]
+    yAy = (wpar[1] + wq) / kappa
+    B = np.dot(np.dot(Lb, Tinv), Lb.T)
+    v = np.dot(Lb, q)
+    b1 = 0.5 / kappa
+    b2 = 0.5 * chi / (kappa * kappa)
+    for i in range(d):
+        for j in range(d):
+            B[i, j] = b1 * B[i, j] - b2 * v[i] * v[j]
+    np.dot(W, B, gW)
+    pw = d / g_w
+    sw = _scale_add_sq(gW, 2.0 * c, W, pw)
+    return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yAy
+
+
+@njit(cache=True, nogil=True)
+def marginal_energy_grad_wood(W, X, Lb, w0, wpar, g_w, g_a, kappa, chi):  # pragma: no cover
+    """:func:`_wood_core` with its own buffers (for tests): ``(E, ∂E/∂W)``."""
+    N, d = W.shape
+    S, Tinv, q, gW = np.empty((d, d)), np.empty((d, d)), np.empty(d), np.empty((N, d))
+    E = _wood_core(np.ascontiguousarray(W), Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi,
+                   S, Tinv, q, gW)
+    return E, gW
+
+
+@njit(cache=True, nogil=True)
+def observe_wood(W, S, Tinv, q, X, Xs, Lb, u_slow, g_a, kappa, chi, ftr, fte, vte, Kacc,
+                 SWacc):  # pragma: no cover - numba
+    """:func:`observe_cached` for the Woodbury path (linear φ, ``P > d``), from
+    ``S = WᵀW``, ``T⁻¹`` and ``q = T⁻¹w₀`` of :func:`_wood_core`: with ``c = g_a/N``
+    and ``Xᵀt = L_b q/κ``, ``f = c X S Xᵀt``, ``f* = c X* S Xᵀt``,
+    ``K* A⁻¹ K*ᵀ = (c²/κ) U T⁻¹ Uᵀ`` (``U = X* S L_b``), ``tr(A⁻¹K) = d − tr T⁻¹``.
+    ``Kacc`` is left alone (see the comment below)."""
+    N, d = W.shape
+    P = X.shape[0]
+    Ps = Xs.shape[0]
+    c = g_a / N
+    xt = np.dot(Lb, q) / kappa
+    Sxt = np.dot(S, xt)
+    ftr[:] = c * np.dot(X, Sxt)
+    fte[:] = c * np.dot(Xs, Sxt)
+    XsS = np.dot(Xs, S)
+    U = np.dot(XsS, Lb)
+    UT = np.dot(U, Tinv)
+    for i in range(Ps):
+        kss = 0.0
+        qv = 0.0
+        for j in range(d):
+            kss += XsS[i, j] * Xs[i, j]
+            qv += UT[i, j] * U[i, j]
+        vte[i] += (c * kss - c * c / kappa * qv) / chi
+    # K is not accumulated here (P²d a draw): Σ K = g_a X (Σ WᵀW/N) Xᵀ follows from
+    # SWacc, and the driver forms ⟨K⟩ from it at the end (Kacc stays zero)
+    for i in range(d):
+        for j in range(d):
+            SWacc[i, j] += S[i, j] / N
+    trTi = 0.0
+    tf = 0.0
+    for i in range(d):
+        trTi += Tinv[i, i]
+        tf += xt[i] * Sxt[i]
+    Q = g_a + c * (chi * c * tf - (d - trTi))
+    return Q, np.dot(u_slow, np.dot(S, u_slow)) / N
+
+
+@njit(cache=True, nogil=True)
+def _full_core(W, a, X, y, code, g_w, g_a, kappa, chi, H, D, r, v, u, gW, ga):  # pragma: no cover
+    """Full energy (returned) and gradients (into ``gW``, ``ga``), THEORY §1.
+
+    Linear φ: ``f = X(Wᵀa)``, ``∂E/∂W = (χ/κ) a uᵀ + (d/g_w)W`` and
+    ``∂E/∂a = (χ/κ) W u + (χN/g_a) a`` with ``u = Xᵀr`` — ``O((P+N)d)`` and the
+    ``P×N`` buffers ``H``, ``D`` are not touched.  Otherwise ``H = φ(XWᵀ)``,
+    ``D = φ'`` overwritten by ``(χ/κ) r aᵀ ⊙ φ'`` and ``∂E/∂W = DᵀX + (d/g_w)W``.
+    """
+    N, d = W.shape
+    P = X.shape[0]
+    cpk = chi / kappa
+    pw = d / g_w
+    pa = chi * N / g_a
+    if code == 0:
+        # plain loops: these matrix-vector products are far too small for a BLAS call
+        # to pay off, and W is read twice in all (v = Wᵀa, then ga and ∂E/∂W)
+        v[:] = 0.0
+        for n in range(N):
+            an = a[n]
+            for j in range(d):
+                v[j] += W[n, j] * an
+        for i in range(P):
+            f = 0.0
+            for j in range(d):
+                f += X[i, j] * v[j]
+            r[i] = f - y[i]
+        u[:] = 0.0
+        for i in range(P):
+            ri = r[i]
+            for j in range(d):
+                u[j] += X[i, j] * ri
+        sw = 0.0
+        for n in range(N):
+            an = cpk * a[n]
+            gn = 0.0
+            sn = 0.0
+            for j in range(d):
+                w = W[n, j]
+                gn += w * u[j]
+                sn += w * w
+                gW[n, j] = an * u[j] + pw * w
+            ga[n] = gn
+            sw += sn
+    else:
+        np.dot(X, W.T, H)
+        _act_inplace(code, H, D, True)
+        np.dot(H, a, r)
+        for i in range(P):
+            r[i] -= y[i]
+        np.dot(H.T, r, ga)
+        for i in range(P):
+            ri = cpk * r[i]
+            for j in range(N):
+                D[i, j] *= ri * a[j]
+        np.dot(D.T, X, gW)
+        sw = _scale_add_sq(gW, 1.0, W, pw)
+    sa = 0.0
+    for n in range(N):
+        sa += a[n] * a[n]
+        ga[n] = cpk * ga[n] + pa * a[n]
+    rr = 0.0
     for i in range(P):
-        for j in range(P):
-            G[i, j] -= 0.5 * chi * t[i] * t[j]
-    M = np.dot(G, Phi)
-    c = 2.0 * g_a / N
-    for i in range(P):
-        for j in range(N):
-            M[i, j] *= c * dPhi[i, j]
-    grad = np.dot(M.T, X) + (d / g_w) * W
-    return E, grad
+        rr += r[i] * r[i]
+    return 0.5 * cpk * rr + 0.5 * pw * sw + 0.5 * pa * sa
 
 
 @njit(cache=True, nogil=True)
@@ -117,36 +382,30 @@ def full_energy_grad(W, a, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cove
     """
     N, d = W.shape
     P = X.shape[0]
-    H = np.dot(X, W.T)
-    Phi, dPhi = act(code, H)
-    r = np.dot(Phi, a) - y
-    E = 0.5 * chi / kappa * np.dot(r, r) + 0.5 * d / g_w * _sq(W) + 0.5 * chi * N / g_a * np.dot(a, a)
-    ga = (chi / kappa) * np.dot(Phi.T, r) + (chi * N / g_a) * a
-    M = np.empty((P, N))
-    for i in range(P):
-        for j in range(N):
-            M[i, j] = (chi / kappa) * r[i] * a[j] * dPhi[i, j]
-    gW = np.dot(M.T, X) + (d / g_w) * W
+    H, D = np.empty((P, N)), np.empty((P, N))
+    r, v, u = np.empty(P), np.empty(d), np.empty(d)
+    gW, ga = np.empty((N, d)), np.empty(N)
+    E = _full_core(np.ascontiguousarray(W), np.ascontiguousarray(a), X, y, code, g_w, g_a,
+                   kappa, chi, H, D, r, v, u, gW, ga)
     return E, gW, ga
 
 
 @njit(cache=True, nogil=True)
-def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc):  # pragma: no cover
-    """Rao-Blackwellised observables given ``W`` (THEORY §7): with ``A = K + κI`` and
-    ``t = A⁻¹y``, ``E[f(X)|W] = K t``, ``E[f(X*)|W] = K* t``,
-    ``Var[f(X*)|W] = (K** − K* A⁻¹ K*ᵀ)/χ`` (diagonal), and
+def observe_cached(W, Phi, K, Ainv, t, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte,
+                   Kacc, SWacc):  # pragma: no cover - numba
+    """Rao-Blackwellised observables given ``W`` and its ``Φ = φ(XWᵀ)``, ``K``,
+    ``A⁻¹ = (K + κI)⁻¹`` and ``t = A⁻¹y`` (THEORY §7): ``E[f(X)|W] = K t``,
+    ``E[f(X*)|W] = K* t``, ``Var[f(X*)|W] = (K** − K* A⁻¹ K*ᵀ)/χ`` (diagonal), and
     ``E[χ|a|² | W] = g_a + (g_a/N)(χ tᵀKt − tr(A⁻¹K))``.
 
     Writes ``ftr``/``fte`` (this draw), adds to ``vte``, ``Kacc`` (``K``) and ``SWacc``
     (``WᵀW/N``); returns ``(Q, |W u_slow|²/N)``, the slow mode traced for R̂/ESS.
     """
     N, d = W.shape
-    P = X.shape[0]
+    P = K.shape[0]
     Ps = Xs.shape[0]
-    Phi, _ = act(code, np.dot(X, W.T))
-    Phs, _ = act(code, np.dot(Xs, W.T))
-    K, Ainv, _ = _gram(Phi, g_a, kappa)
-    t = np.dot(Ainv, y)
+    Phs = np.dot(Xs, W.T)
+    _act_inplace(code, Phs, Phs, False)
     Ks = (g_a / N) * np.dot(Phs, Phi.T)
     f = np.dot(K, t)
     ftr[:] = f
@@ -171,14 +430,17 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
 
 
 @njit(cache=True, nogil=True)
-def _measure(c, W, X, Xs, y, u_slow, code, g_a, kappa, chi, m, E, tr_ftr, tr_fte,
-             tr_Q, tr_E, tr_slow, vte, Kacc, SWb, m_total, nbatch):  # pragma: no cover
-    b = (m * nbatch) // m_total
-    Q, sl = observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m],
-                    vte[c], Kacc[c], SWb[c, b])
-    tr_Q[c, m] = Q
-    tr_slow[c, m] = sl
-    tr_E[c, m] = E
+def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc):  # pragma: no cover
+    """:func:`observe_cached` computing ``Φ, K, A⁻¹, t`` itself (the full sampler's
+    step never forms them)."""
+    N, d = W.shape
+    P = X.shape[0]
+    Phi = np.dot(X, W.T)
+    _act_inplace(code, Phi, Phi, False)
+    K, Ainv, _ = _gram(Phi, g_a, kappa)
+    t = np.dot(Ainv, y)
+    return observe_cached(W, Phi, K, Ainv, t, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte,
+                          vte, Kacc, SWacc)
 
 
 @njit(cache=True, nogil=True)
@@ -189,47 +451,92 @@ def _flag(status, code, chain, step):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _mh_terms(x, xp, gp, xi, s, h):  # pragma: no cover - numba
-    """Squared norms for the MALA ratio of one block in whitened coordinates: the
-    reverse move ``|(x − x')/s + (h/2) s ∇E(x')|²`` and the forward one ``|ξ|²``."""
-    xf, xpf, gf, nf = x.ravel(), xp.ravel(), gp.ravel(), xi.ravel()
-    rev = 0.0
+def _propose_rng(x, g, p, drift, scale, rs):  # pragma: no cover - numba
+    """``p = x − drift·g + scale·ξ`` with ``ξ`` drawn from stream ``rs`` in one pass;
+    returns ``|ξ|²`` (forward MH term)."""
+    xf, gf, pf = x.ravel(), g.ravel(), p.ravel()
     xi2 = 0.0
     for i in range(xf.size):
-        z = (xf[i] - xpf[i]) / s + 0.5 * h * s * gf[i]
-        rev += z * z
-        xi2 += nf[i] * nf[i]
-    return rev, xi2
+        z = normal(rs)
+        xi2 += z * z
+        pf[i] = xf[i] - drift * gf[i] + scale * z
+    return xi2
 
 
 @njit(cache=True, nogil=True)
-def _end_of_step(k, C, alpha_sum, W, X, Xs, y, u_slow, code, g_a, kappa, chi, E, log_h,
-                 lh_stats, adapt, adapt_avg, target, rate, step0, burn_in, thin, m_total,
-                 nbatch, tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb):  # pragma: no cover
-    """Shared by both samplers after all chains moved: step-size adaptation during
-    burn-in, then a measurement of every ``thin``-th post-burn-in state."""
+def _log_uniform(rs):  # pragma: no cover - numba
+    u = next_double(rs)
+    return math.log(u) if u > 0.0 else -math.inf
+
+
+@njit(cache=True, nogil=True)
+def _mh_rev(x, xp, gp, s, h):  # pragma: no cover - numba
+    """Reverse-move term of the MALA ratio of one block in whitened coordinates,
+    ``|(x − x')/s + (h/2) s ∇E(x')|²`` (four partial sums)."""
+    xf, xpf, gf = x.ravel(), xp.ravel(), gp.ravel()
+    inv_s = 1.0 / s
+    hs = 0.5 * h * s
+    n = xf.size
+    n4 = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for i in range(0, n4, 4):
+        z0 = (xf[i] - xpf[i]) * inv_s + hs * gf[i]
+        z1 = (xf[i + 1] - xpf[i + 1]) * inv_s + hs * gf[i + 1]
+        z2 = (xf[i + 2] - xpf[i + 2]) * inv_s + hs * gf[i + 2]
+        z3 = (xf[i + 3] - xpf[i + 3]) * inv_s + hs * gf[i + 3]
+        s0 += z0 * z0
+        s1 += z1 * z1
+        s2 += z2 * z2
+        s3 += z3 * z3
+    for i in range(n4, n):
+        z = (xf[i] - xpf[i]) * inv_s + hs * gf[i]
+        s0 += z * z
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, nogil=True)
+def _copy(dst, src):  # pragma: no cover - numba
+    df, sf = dst.ravel(), src.ravel()
+    for i in range(df.size):
+        df[i] = sf[i]
+
+
+@njit(cache=True, nogil=True)
+def _adapt(log_h, lh_stats, alpha_sum, C, adapt, adapt_avg, target, rate):  # pragma: no cover
+    """Burn-in step-size adaptation (Robbins-Monro on the mean acceptance of all
+    chains, which is why chains are never split between threads while it runs)."""
     if adapt:
         log_h[0] += rate * (alpha_sum / C - target)
     if adapt_avg:
         lh_stats[0] += log_h[0]
         lh_stats[1] += 1.0
-    done = step0 + k + 1 - burn_in
-    if done > 0 and done % thin == 0:
-        m = done // thin - 1
-        for c in range(C):
-            _measure(c, W[c], X, Xs, y, u_slow, code, g_a, kappa, chi, m, E[c], tr_ftr,
-                     tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb, m_total, nbatch)
 
 
 @njit(cache=True, nogil=True)
-def marginal_chunk(W, E, gW, log_h, lh_stats, acc, noise, logu, X, Xs, y, u_slow, code,
+def _draw_index(step, burn_in, thin):  # pragma: no cover - numba
+    """Index of the kept draw after global step ``step`` (0-based), or −1."""
+    done = step + 1 - burn_in
+    if done > 0 and done % thin == 0:
+        return done // thin - 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2, Lb, w0, wpar,
+                   rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow, code,
                    g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                    step0, burn_in, thin, m_total, nbatch,
                    tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb, status):  # pragma: no cover
-    """Advance all chains of the marginal sampler by ``noise.shape[0]`` steps.
+    """Advance all chains of the marginal sampler by ``nsteps`` steps, drawing from
+    the per-chain streams ``rng (C,4)``.
 
     State ``W (C,N,d)``, cached energies ``E (C,)`` and gradients ``gW`` are updated
-    in place.  ``log_h[0]`` is the shared log step size (Robbins-Monro adapted to
+    in place.  ``Wp``, ``gWp`` (``C,N,d``) and ``D``, ``M`` (``C,P,N``) are scratch;
+    ``Phi2 (C,2,P,N)``, ``K2``, ``Ai2 (C,2,P,P)``, ``t2 (C,2,P)`` hold ``Φ, K, A⁻¹, t``
+    of the current state in buffer ``cur[c]`` (the proposal is built in the other one).
+    With ``wpar[0] = 1`` (linear φ, ``P > d``) the Woodbury form :func:`_wood_core`
+    is used instead, caching ``S``, ``T⁻¹``, ``q`` in ``S2``, ``Ti2``, ``q2``.
+    ``log_h[0]`` is the shared log step size (Robbins-Monro adapted to
     the acceptance ``target`` while ``adapt``; ``lh_stats`` sums it for averaging
     while ``adapt_avg``); ``acc[c]`` sums the Metropolis acceptance probability (also for ULA,
     where it measures the discretisation error of the step).
@@ -237,8 +544,10 @@ def marginal_chunk(W, E, gW, log_h, lh_stats, acc, noise, logu, X, Xs, y, u_slow
     state is measured.  On a non-finite or exploding energy, ``status`` receives
     ``(code, chain, step)`` and the kernel returns early.
     """
-    S = noise.shape[0]
+    S = nsteps
     C, N, d = W.shape
+    P = X.shape[0]
+    wood = wpar[0] != 0.0
     s2 = g_w / d
     s = math.sqrt(s2)
     for k in range(S):
@@ -246,35 +555,93 @@ def marginal_chunk(W, E, gW, log_h, lh_stats, acc, noise, logu, X, Xs, y, u_slow
         sh = math.sqrt(h)
         alpha_sum = 0.0
         for c in range(C):
-            Wp = W[c] - (0.5 * h * s2) * gW[c] + (sh * s) * noise[k, c]
-            Ep, gp = marginal_energy_grad(Wp, X, y, code, g_w, g_a, kappa, chi)
+            b = 1 - cur[c]
+            xi2 = _propose_rng(W[c], gW[c], Wp[c], 0.5 * h * s2, sh * s, rng[c])
+            if wood:
+                Ep = _wood_core(Wp[c], Lb, w0, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
+                                Ti2[c, b], q2[c, b], gWp[c])
+            else:
+                Ep = _marginal_core(Wp[c], X, y, code, g_w, g_a, kappa, chi, Phi2[c, b], D[c],
+                                    M[c], K2[c, b], Ai2[c, b], t2[c, b], gWp[c])
             if not math.isfinite(Ep):
                 _flag(status, NONFINITE, c, step0 + k)
                 return
             # Metropolis-Hastings ratio in whitened coordinates
-            rev, xi2 = _mh_terms(W[c], Wp, gp, noise[k, c], s, h)
+            rev = _mh_rev(W[c], Wp[c], gWp[c], s, h)
             la = -(Ep - E[c]) - rev / (2.0 * h) + 0.5 * xi2
             alpha = 1.0 if la >= 0.0 else math.exp(la)
             alpha_sum += alpha
-            if (not mala) or logu[k, c] < la:
-                W[c] = Wp
+            lu = _log_uniform(rng[c])          # drawn for ULA too: one stream layout
+            if (not mala) or lu < la:
+                _copy(W[c], Wp[c])
+                _copy(gW[c], gWp[c])
                 E[c] = Ep
-                gW[c] = gp
+                cur[c] = b
             if E[c] > e_max[c]:
                 _flag(status, EXPLODED, c, step0 + k)
                 return
             acc[c] += alpha
-        _end_of_step(k, C, alpha_sum, W, X, Xs, y, u_slow, code, g_a, kappa, chi, E, log_h,
-                     lh_stats, adapt, adapt_avg, target, rate, step0, burn_in, thin, m_total,
-                     nbatch, tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb)
+        _adapt(log_h, lh_stats, alpha_sum, C, adapt, adapt_avg, target, rate)
+        m = _draw_index(step0 + k, burn_in, thin)
+        if m >= 0:
+            bb = (m * nbatch) // m_total
+            for c in range(C):
+                i = cur[c]
+                if wood:
+                    Q, sl = observe_wood(W[c], S2[c, i], Ti2[c, i], q2[c, i], X, Xs, Lb, u_slow,
+                                         g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m], vte[c],
+                                         Kacc[c], SWb[c, bb])
+                else:
+                    Q, sl = observe_cached(W[c], Phi2[c, i], K2[c, i], Ai2[c, i], t2[c, i], Xs,
+                                           y, u_slow, code, g_a, kappa, chi, tr_ftr[c, m],
+                                           tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
+                tr_Q[c, m] = Q
+                tr_slow[c, m] = sl
+                tr_E[c, m] = E[c]
 
 
 @njit(cache=True, nogil=True)
-def full_chunk(W, a, E, gW, ga, log_h, lh_stats, acc, noise, noise_a, logu, X, Xs, y, u_slow,
+def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2, Lb, w0,
+                     wpar, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cover - numba
+    """(Re)compute ``E``, ``gW`` and the cached ``Φ, K, A⁻¹, t`` of every chain's
+    current ``W`` into buffer 0 — at the start and after loading a checkpoint.  The
+    state is first copied into the proposal buffer so that the arithmetic is the
+    very one of a step (a resumed run replays an uninterrupted one bit for bit)."""
+    C = W.shape[0]
+    for c in range(C):
+        _copy(Wp[c], W[c])
+        if wpar[0] != 0.0:
+            E[c] = _wood_core(Wp[c], Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi, S2[c, 0],
+                              Ti2[c, 0], q2[c, 0], gWp[c])
+        else:
+            E[c] = _marginal_core(Wp[c], X, y, code, g_w, g_a, kappa, chi, Phi2[c, 0], D[c],
+                                  M[c], K2[c, 0], Ai2[c, 0], t2[c, 0], gWp[c])
+        _copy(gW[c], gWp[c])
+        cur[c] = 0
+
+
+@njit(cache=True, nogil=True)
+def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, X, y, code, g_w, g_a,
+                 kappa, chi):  # pragma: no cover - numba
+    """``E``, ``gW``, ``ga`` of every chain's current state, computed as in a step."""
+    C = W.shape[0]
+    for c in range(C):
+        _copy(Wp[c], W[c])
+        _copy(ap[c], a[c])
+        E[c] = _full_core(Wp[c], ap[c], X, y, code, g_w, g_a, kappa, chi, H[c], D[c], r[c],
+                          v[c], u[c], gWp[c], gap[c])
+        _copy(gW[c], gWp[c])
+        _copy(ga[c], gap[c])
+
+
+@njit(cache=True, nogil=True)
+def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
+               rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow,
                code, g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                step0, burn_in, thin, m_total, nbatch,
                tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb, status):  # pragma: no cover
     """As :func:`marginal_chunk`, for the full sampler on ``(W, a)`` (THEORY §1, §7).
+    ``Wp, ap, gWp, gap, H, D, r, v, u`` are per-chain scratch.
 
     Observables are Rao-Blackwellised over ``a`` given the current ``W`` (exactly
     as in the marginal sampler), which is unbiased under the full posterior and
@@ -282,7 +649,7 @@ def full_chunk(W, a, E, gW, ga, log_h, lh_stats, acc, noise, noise_a, logu, X, X
     move ``a`` and ``W`` jointly, so agreement with the marginal sampler tests the
     marginal energy and its gradient independently.
     """
-    S = noise.shape[0]
+    S = nsteps
     C, N, d = W.shape
     s2w = g_w / d
     sw = math.sqrt(s2w)
@@ -293,29 +660,35 @@ def full_chunk(W, a, E, gW, ga, log_h, lh_stats, acc, noise, noise_a, logu, X, X
         sh = math.sqrt(h)
         alpha_sum = 0.0
         for c in range(C):
-            Wp = W[c] - (0.5 * h * s2w) * gW[c] + (sh * sw) * noise[k, c]
-            ap = a[c] - (0.5 * h * s2a) * ga[c] + (sh * sa) * noise_a[k, c]
-            Ep, gWp, gap = full_energy_grad(Wp, ap, X, y, code, g_w, g_a, kappa, chi)
+            xi2 = _propose_rng(W[c], gW[c], Wp[c], 0.5 * h * s2w, sh * sw, rng[c])
+            xi2 += _propose_rng(a[c], ga[c], ap[c], 0.5 * h * s2a, sh * sa, rng[c])
+            Ep = _full_core(Wp[c], ap[c], X, y, code, g_w, g_a, kappa, chi, H[c], D[c], r[c],
+                            v[c], u[c], gWp[c], gap[c])
             if not math.isfinite(Ep):
                 _flag(status, NONFINITE, c, step0 + k)
                 return
-            rev, xi2 = _mh_terms(W[c], Wp, gWp, noise[k, c], sw, h)
-            rev_a, xi2_a = _mh_terms(a[c], ap, gap, noise_a[k, c], sa, h)
-            rev += rev_a
-            xi2 += xi2_a
+            rev = _mh_rev(W[c], Wp[c], gWp[c], sw, h) + _mh_rev(a[c], ap[c], gap[c], sa, h)
             la = -(Ep - E[c]) - rev / (2.0 * h) + 0.5 * xi2
             alpha = 1.0 if la >= 0.0 else math.exp(la)
             alpha_sum += alpha
-            if (not mala) or logu[k, c] < la:
-                W[c] = Wp
-                a[c] = ap
+            lu = _log_uniform(rng[c])          # drawn for ULA too: one stream layout
+            if (not mala) or lu < la:
+                _copy(W[c], Wp[c])
+                _copy(a[c], ap[c])
+                _copy(gW[c], gWp[c])
+                _copy(ga[c], gap[c])
                 E[c] = Ep
-                gW[c] = gWp
-                ga[c] = gap
             if E[c] > e_max[c]:
                 _flag(status, EXPLODED, c, step0 + k)
                 return
             acc[c] += alpha
-        _end_of_step(k, C, alpha_sum, W, X, Xs, y, u_slow, code, g_a, kappa, chi, E, log_h,
-                     lh_stats, adapt, adapt_avg, target, rate, step0, burn_in, thin, m_total,
-                     nbatch, tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb)
+        _adapt(log_h, lh_stats, alpha_sum, C, adapt, adapt_avg, target, rate)
+        m = _draw_index(step0 + k, burn_in, thin)
+        if m >= 0:
+            bb = (m * nbatch) // m_total
+            for c in range(C):
+                Q, sl = observe(W[c], X, Xs, y, u_slow, code, g_a, kappa, chi, tr_ftr[c, m],
+                                tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
+                tr_Q[c, m] = Q
+                tr_slow[c, m] = sl
+                tr_E[c, m] = E[c]

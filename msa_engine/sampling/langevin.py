@@ -31,7 +31,6 @@ class FullSampler:
 
     name = "full"
     theory = "sim-full"
-    noise_blocks = ("W", "a")
 
     def __init__(self, problem):
         self.problem = problem
@@ -44,11 +43,31 @@ class FullSampler:
         net = self.problem.network
         W = np.sqrt(net.g_w / self.d) * rng.standard_normal((chains, self.N, self.d))
         a = np.sqrt(net.g_a / (net.chi * self.N)) * rng.standard_normal((chains, self.N))
-        E = np.empty(chains)
-        gW, ga = np.empty_like(W), np.empty_like(a)
-        for c in range(chains):
-            E[c], gW[c], ga[c] = self.energy_grad(W[c], a[c])
-        return {"W": W, "a": a, "E": E, "gW": gW, "ga": ga}
+        state = {"W": W, "a": a, "E": np.empty(chains), "gW": np.empty_like(W),
+                 "ga": np.empty_like(a)}
+        self.refresh(state)
+        return state
+
+    def workspace(self, chains: int) -> dict:
+        """Per-chain scratch of :func:`kn.full_chunk` (the ``P×N`` buffers only for a
+        non-linear φ: the linear step never forms ``XWᵀ``)."""
+        N, d, P = self.N, self.d, self.problem.data.P
+        big = (chains, P, N) if self.problem.network.activation != "linear" else (chains, 1, 1)
+        return {"Wp": np.empty((chains, N, d)), "ap": np.empty((chains, N)),
+                "gWp": np.empty((chains, N, d)), "gap": np.empty((chains, N)),
+                "H": np.empty(big), "D": np.empty(big), "r": np.empty((chains, P)),
+                "v": np.empty((chains, d)), "u": np.empty((chains, d))}
+
+    def refresh(self, state: dict) -> None:
+        """Recompute ``E``, ``gW``, ``ga`` from ``state["W"]``, ``state["a"]``."""
+        net, data = self.problem.network, self.problem.data
+        self.ws = self.workspace(state["W"].shape[0])
+        kn.full_refresh(state["W"], state["a"], state["E"], state["gW"], state["ga"],
+                        *self.ws.values(),
+                        np.ascontiguousarray(data.X_train, dtype=float),
+                        np.ascontiguousarray(data.y_train, dtype=float),
+                        kn.ACT_CODES[net.activation], float(net.g_w), float(net.g_a),
+                        float(net.kappa), float(net.chi))
 
     def energy_grad(self, W, a):
         net, data = self.problem.network, self.problem.data
@@ -56,11 +75,10 @@ class FullSampler:
                                    kn.ACT_CODES[net.activation], net.g_w, net.g_a,
                                    net.kappa, net.chi)
 
-    def noise_shape(self, block: str, steps: int, chains: int) -> tuple:
-        if block == "a":
-            return (steps, chains, self.N)
-        return (steps, chains, self.N, self.d)
-
-    def advance(self, state: dict, noise: dict, logu, common: tuple, tail: tuple) -> None:
-        kn.full_chunk(state["W"], state["a"], state["E"], state["gW"], state["ga"],
-                      *common[:3], noise["W"], noise["a"], logu, *common[3:], *tail)
+    def advance(self, state: dict, rng, nsteps: int, common: tuple, tail: tuple,
+                chains: slice = slice(None)) -> None:
+        """Run :func:`kn.full_chunk` for ``nsteps`` steps on the chains ``chains``
+        (``state``, ``rng``, ``common`` and ``tail`` are already restricted to them)."""
+        ws = [v[chains] for v in self.ws.values()]
+        kn.full_chunk(state["W"], state["a"], state["E"], state["gW"], state["ga"], *ws, rng,
+                      *common[:3], nsteps, *common[3:], *tail)

@@ -12,8 +12,31 @@ full sampler.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from . import kernels_numba as kn
+
+
+def woodbury_constants(X: np.ndarray, y: np.ndarray, activation: str) -> tuple:
+    """``(L_b, w₀, (flag, |y − Πy|²))`` for the Woodbury form of the linear marginal
+    energy (:func:`kn._wood_core`): used when φ is linear, ``P > d`` (then
+    ``K = (g_a/N) X WᵀW Xᵀ`` has rank ``≤ d`` and every ``P×P`` object reduces to a
+    ``d×d`` one, ``O(Nd² + d³)`` a step instead of ``O(PNd + P²N + P³)``) and ``XᵀX``
+    is well conditioned.  Otherwise ``flag = 0`` and 1×1 placeholders."""
+    P, d = X.shape
+    off = (np.zeros((1, 1)), np.zeros(1), np.zeros(2))
+    if activation != "linear" or P <= d:
+        return off
+    B0 = X.T @ X
+    ev = np.linalg.eigvalsh(B0)
+    if not ev[0] > 1e-8 * ev[-1]:
+        return off
+    Lb = np.linalg.cholesky(B0)
+    w0 = solve_triangular(Lb, X.T @ y, lower=True)
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    r = y - X @ beta
+    return (np.ascontiguousarray(Lb), np.ascontiguousarray(w0),
+            np.array([1.0, float(r @ r)]))
 
 
 class MarginalSampler:
@@ -21,23 +44,55 @@ class MarginalSampler:
 
     name = "marginal"
     theory = "sim-marginal"
-    noise_blocks = ("W",)
 
     def __init__(self, problem):
         self.problem = problem
         net, data = problem.network, problem.data
         self.N, self.d = net.N, data.d
         self.ndim = self.N * self.d
+        self.X = np.ascontiguousarray(data.X_train, dtype=float)
+        self.y = np.ascontiguousarray(data.y_train, dtype=float)
+        self.wood = woodbury_constants(self.X, self.y, net.activation)
+
+    @property
+    def uses_woodbury(self) -> bool:
+        return self.wood[2][0] != 0.0
 
     def init_state(self, rng: np.random.Generator, chains: int) -> dict:
         """Start every chain from an independent prior draw ``w ~ N(0, g_w/d)``."""
         net = self.problem.network
         W = np.sqrt(net.g_w / self.d) * rng.standard_normal((chains, self.N, self.d))
-        E = np.empty(chains)
-        gW = np.empty_like(W)
-        for c in range(chains):
-            E[c], gW[c] = self.energy_grad(W[c])[:2]
-        return {"W": W, "E": E, "gW": gW}
+        state = {"W": W, "E": np.empty(chains), "gW": np.empty_like(W)}
+        self.refresh(state)
+        return state
+
+    def workspace(self, chains: int) -> dict:
+        """Per-chain scratch and the double-buffered ``Φ, K, A⁻¹, t`` (or, on the
+        Woodbury path, ``S, T⁻¹, q``) of the current state (see
+        :func:`kn.marginal_chunk`); not checkpointed, rebuilt by :meth:`refresh`.
+        Buffers of the path not taken are 1×1 placeholders."""
+        N, d, P = self.N, self.d, self.problem.data.P
+        C = chains
+        if self.uses_woodbury:
+            P_, N_, d_ = 1, 1, d
+        else:
+            P_, N_, d_ = P, N, 1
+        # φ' is needed only for a non-linear φ
+        big = (C, P_, N_) if self.problem.network.activation != "linear" else (C, 1, 1)
+        return {"Wp": np.empty((C, N, d)), "gWp": np.empty((C, N, d)),
+                "Phi2": np.empty((C, 2, P_, N_)), "K2": np.empty((C, 2, P_, P_)),
+                "Ai2": np.empty((C, 2, P_, P_)), "t2": np.empty((C, 2, P_)),
+                "cur": np.zeros(C, dtype=np.int64), "D": np.empty(big),
+                "M": np.empty((C, P_, N_)), "S2": np.empty((C, 2, d_, d_)),
+                "Ti2": np.empty((C, 2, d_, d_)), "q2": np.empty((C, 2, d_))}
+
+    def refresh(self, state: dict) -> None:
+        """Recompute ``E``, ``gW`` and the cached factorisation from ``state["W"]``."""
+        net, data = self.problem.network, self.problem.data
+        self.ws = self.workspace(state["W"].shape[0])
+        kn.marginal_refresh(state["W"], state["E"], state["gW"], *self.ws.values(), *self.wood,
+                            self.X, self.y, kn.ACT_CODES[net.activation],
+                            float(net.g_w), float(net.g_a), float(net.kappa), float(net.chi))
 
     def energy_grad(self, W):
         net, data = self.problem.network, self.problem.data
@@ -45,9 +100,10 @@ class MarginalSampler:
                                        kn.ACT_CODES[net.activation], net.g_w, net.g_a,
                                        net.kappa, net.chi)
 
-    def noise_shape(self, block: str, steps: int, chains: int) -> tuple:
-        return (steps, chains, self.N, self.d)
-
-    def advance(self, state: dict, noise: dict, logu, common: tuple, tail: tuple) -> None:
-        kn.marginal_chunk(state["W"], state["E"], state["gW"], *common[:3], noise["W"], logu,
-                          *common[3:], *tail)
+    def advance(self, state: dict, rng, nsteps: int, common: tuple, tail: tuple,
+                chains: slice = slice(None)) -> None:
+        """Run :func:`kn.marginal_chunk` for ``nsteps`` steps on the chains ``chains``
+        (``state``, ``rng``, ``common`` and ``tail`` are already restricted to them)."""
+        ws = [v[chains] for v in self.ws.values()]
+        kn.marginal_chunk(state["W"], state["E"], state["gW"], *ws, *self.wood, rng,
+                          *common[:3], nsteps, *common[3:], *tail)

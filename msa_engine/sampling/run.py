@@ -3,11 +3,12 @@
 A run advances ``chains`` independent chains for ``burn_in + steps`` Langevin
 steps in chunks of ``chunk`` steps (THEORY §7).  Between chunks — never inside
 one — the driver reports a :class:`ChunkRecord` to the callback, writes the
-checkpoint, and honours cancellation.  The random numbers come from numpy
-generators spawned from one ``SeedSequence(seed)`` (initial state, W noise,
-a noise, Metropolis uniforms), each consumed strictly in order, so a run is a
-pure function of its seed and a resumed run replays the uninterrupted one bit
-for bit.
+checkpoint, and honours cancellation.  The random numbers all derive from one
+``SeedSequence(seed)``: a numpy generator for the initial state, and one stream
+per chain drawn inside the kernels (W noise, a noise,
+Metropolis uniform, :mod:`.rng_numba`), each consumed strictly in order, so a
+run is a pure function of its seed, does not depend on the number of threads,
+and a resumed run replays the uninterrupted one bit for bit.
 
 Error bars are honest: every ``*_se`` is ``sd/√ESS`` with the ESS of Vehtari et
 al. (2021) computed from the stored traces (:mod:`msa_engine.diagnostics`), and
@@ -21,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -38,14 +40,17 @@ from ..results import TheoryResult
 from . import kernels_numba as kn
 from .langevin import METHODS, TARGET_ACCEPTANCE, FullSampler
 from .marginal import MarginalSampler
+from .rng_numba import seed_states
 
 SAMPLERS = {"marginal": MarginalSampler, "full": FullSampler}
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2          # 2: one random stream per chain (issue 7)
 ADAPT_RATE = 0.1            # Robbins-Monro gain on log h per step during burn-in
 N_BATCHES = 10              # batches per chain for the batch-means error of Σ_W
-NOISE_BUDGET = 4_000_000    # doubles of Gaussian noise drawn per kernel call
 TRACE_BUDGET = 2 ** 30      # bytes of stored traces before we ask for thinning
 DIAG_SERIES = 32            # output points per set used for the per-chunk R̂/ESS
+DIAG_DRAWS = 512            # draws per chain (evenly strided) for the per-chunk R̂/ESS
+DIAG_BUDGET = 0.1           # at most this fraction of the wall time on per-chunk R̂/ESS
+BLAS_THREADS_FLOPS = 2e8    # matmul flops per chain-step above which BLAS gets spare cores
 RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
 ESS_OK = 100.0
 
@@ -200,6 +205,28 @@ def _subset(n: int, k: int = DIAG_SERIES) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
 
 
+def workspace_doubles(P: int, N: int, d: int, sampler: str, chains: int) -> int:
+    """Doubles of the samplers' per-chain scratch (an upper bound: the linear paths
+    use less) — for the memory guard of :mod:`msa_engine.resources`."""
+    if sampler == "full":
+        return chains * (2 * N * d + 2 * N + 2 * P * N + P + 2 * d)
+    return chains * (2 * N * d + 4 * P * N + 4 * P * P + 2 * P)
+
+
+def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
+    """Every ``⌈m/k⌉``-th of ``m`` draws: at most ``k`` of them.  Progress records use
+    this so that the cost of a chunk's R̂/ESS does not grow with the trace (issue 7);
+    the final result uses every draw."""
+    return slice(0, m, max(1, -(-m // k)))
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
     """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays."""
     rh, es = [], []
@@ -220,11 +247,17 @@ class _Run:
     """All state of one simulation; everything in ``ARRAYS`` is checkpointed."""
 
     ARRAYS = ("log_h", "lh_stats", "acc", "acc_burn", "tr_ftr", "tr_fte", "tr_Q", "tr_E",
-              "tr_slow", "vte", "Kacc", "SWb")
+              "tr_slow", "vte", "Kacc", "SWb", "rng")
 
     def __init__(self, problem, sampler, chains, steps, burn_in, thin, method, step_size,
-                 seed, chunk):
+                 seed, chunk, threads=None):
         self.problem, self.chains, self.steps = problem, chains, steps
+        self.threads = min(chains, _cpu_count() if threads is None else threads)
+        # spare threads go to BLAS only on request (threads > chains): on a loaded
+        # machine two OpenBLAS threads made the large marginal step 7× slower
+        self.blas_threads = max(1, threads // chains) if threads is not None else 1
+        self._blas_ctl = None
+        self._diag, self._diag_at, self._diag_cost = None, 0.0, 0.0
         self.burn_in, self.thin, self.method, self.seed = burn_in, thin, method, seed
         self.chunk = chunk
         self.step_size = step_size
@@ -259,9 +292,12 @@ class _Run:
         self.vte = np.zeros((C, Ps))
         self.Kacc = np.zeros((C, P, P))
         self.SWb = np.zeros((C, self.nbatch, d, d))
+        # one random stream per chain (rng_numba), drawn inside the kernels: a chain's
+        # numbers do not depend on how the chains are split between threads
         ss = np.random.SeedSequence(seed)
-        g_init, g_w, g_a, g_u = (np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(4))
-        self.rngs = {"W": g_w, "a": g_a, "u": g_u}
+        s_init, s_chains = ss.spawn(2)
+        g_init = np.random.Generator(np.random.PCG64(s_init))
+        self.rng = seed_states(s_chains, C)
         self.state = self.sampler.init_state(g_init, C)
         self.e_max = np.abs(self.state["E"]) + 1e3 * self.sampler.ndim + 1e6
         self.steps_done = 0
@@ -272,8 +308,7 @@ class _Run:
 
     # -- checkpoints ------------------------------------------------------------
     def save(self, path: Path, elapsed: float) -> None:
-        meta = dict(self.meta, steps_done=self.steps_done, elapsed=elapsed,
-                    rng={k: g.bit_generator.state for k, g in self.rngs.items()})
+        meta = dict(self.meta, steps_done=self.steps_done, elapsed=elapsed)
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
         arrays.update({f"state_{k}": v for k, v in self.state.items()})
         arrays["e_max"] = self.e_max
@@ -309,44 +344,47 @@ class _Run:
             for k in self.state:
                 self.state[k][...] = arrays[f"state_{k}"]
             self.e_max[...] = arrays["e_max"]
-            for k, g in self.rngs.items():
-                g.bit_generator.state = meta["rng"][k]
             self.steps_done = int(meta["steps_done"])
             self.elapsed_before = float(meta.get("elapsed", 0.0))
+            # rebuild the sampler's caches (not checkpointed) from the loaded state,
+            # keeping the checkpointed energies and gradients themselves
+            kept = {k: v.copy() for k, v in self.state.items()}
+            self.sampler.refresh(self.state)
+            for k, v in kept.items():
+                self.state[k][...] = v
         except (KeyError, ValueError, TypeError) as exc:
             raise MSAError(f"checkpoint {str(path)!r} is incomplete or corrupted ({exc})") from None
 
     # -- stepping -----------------------------------------------------------------
     def advance(self, end: int) -> None:
-        """Advance every chain to global step ``end`` with as few kernel calls as the
-        noise budget and the adaptation boundaries allow."""
+        """Advance every chain to global step ``end``: one kernel call per adaptation
+        phase (the burn-in halves, then the rest), the chains split between threads
+        once the step size is frozen."""
         net = self.problem.network
         C = self.chains
-        per_step = C * self.sampler.ndim
-        max_sub = max(1, NOISE_BUDGET // per_step)
         half = self.burn_in // 2
         mala = self.method == "mala"
         status = np.zeros(3, dtype=np.int64)
         while self.steps_done < end:
+            status[:] = 0
             pos = self.steps_done
-            nxt = min(end, pos + max_sub)
+            nxt = end
             for b in (half, self.burn_in):
                 if pos < b < nxt:
                     nxt = b
-            n = nxt - pos
-            noise = {b: self.rngs[b].standard_normal(self.sampler.noise_shape(b, n, C))
-                     for b in self.sampler.noise_blocks}
-            logu = np.log(self.rngs["u"].random((n, C)))
             adapt = self.adaptive and pos < self.burn_in
-            common = (self.log_h, self.lh_stats, self.acc, self.X, self.Xs, self.y,
+            common = (self.log_h, self.lh_stats, None, self.X, self.Xs, self.y,
                       self.u_slow, kn.ACT_CODES[net.activation], float(net.g_w),
                       float(net.g_a), float(net.kappa), float(net.chi), mala, adapt,
                       adapt and pos >= half, TARGET_ACCEPTANCE[self.method], ADAPT_RATE,
-                      self.e_max, int(pos), int(self.burn_in), int(self.thin),
+                      self.e_max, None, int(self.burn_in), int(self.thin),
                       int(self.m_total), int(self.nbatch))
-            tail = (self.tr_ftr, self.tr_fte, self.tr_Q, self.tr_E, self.tr_slow, self.vte,
-                    self.Kacc, self.SWb, status)
-            self.sampler.advance(self.state, noise, logu, common, tail)
+            if adapt:
+                groups = [slice(0, C)]       # the adaptation couples the chains
+            else:
+                cuts = np.linspace(0, C, self.threads + 1).round().astype(int)
+                groups = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+            self._run_groups(groups, pos, nxt, common, status)
             if status[0] != kn.OK:
                 what = ("produced NaN or inf" if status[0] == kn.NONFINITE
                         else "exploded (energy above its divergence threshold)")
@@ -361,6 +399,78 @@ class _Run:
                     self.log_h[0] = self.lh_stats[0] / self.lh_stats[1]
                 self.acc_burn[...] = self.acc
 
+    def _blas_threads(self) -> int:
+        """BLAS threads for this run's kernel calls: the spare threads requested
+        (``threads > chains``) when the step's matrix products are big enough to
+        profit, else one (OpenBLAS threads slow small products down)."""
+        if self.blas_threads < 2:
+            return 1
+        d, P, N = self.problem.data.d, self.problem.data.P, self.problem.network.N
+        flops = 4.0 * P * N * (d if self.sampler.name == "full" else max(d, P))
+        if self.sampler.name == "full" and self.problem.network.activation == "linear":
+            flops = 4.0 * (P + N) * d          # the linear full step has no big product
+        if getattr(self.sampler, "uses_woodbury", False):
+            flops = 4.0 * N * d * d            # d×d products only
+        return self.blas_threads if flops >= BLAS_THREADS_FLOPS else 1
+
+    def _run_groups(self, groups, pos, nxt, common, status) -> None:
+        """Advance the chain groups from step ``pos`` to ``nxt``, each in its own Python
+        thread (the kernels release the GIL).  The chains are independent while the
+        step size is frozen and every chain has its own random stream, so the result
+        does not depend on the number of threads."""
+        tail = (self.tr_ftr, self.tr_fte, self.tr_Q, self.tr_E, self.tr_slow, self.vte,
+                self.Kacc, self.SWb)
+        statuses = [np.zeros(3, dtype=np.int64) for _ in groups]
+
+        def job(i, sl):
+            st = {k: v[sl] for k, v in self.state.items()}
+            tl = tuple(a[sl] for a in tail) + (statuses[i],)
+            com = (common[:2] + (self.acc[sl],) + common[3:17] + (self.e_max[sl], int(pos))
+                   + common[19:])
+            self.sampler.advance(st, self.rng[sl], nxt - pos, com, tl, sl)
+
+        nblas = self._blas_threads() if len(groups) == 1 else 1
+        errors = []
+
+        def guarded(i, sl):
+            try:
+                job(i, sl)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                errors.append(exc)
+
+        with self._blas_limit(nblas):
+            workers = [threading.Thread(target=guarded, args=(i, sl), daemon=True)
+                       for i, sl in enumerate(groups[1:], start=1)]
+            for w in workers:
+                w.start()
+            try:
+                job(0, groups[0])
+            finally:
+                for w in workers:
+                    w.join()
+        if errors:
+            raise errors[0]
+        bad = [(int(st[2]), int(st[1]) + sl.start, int(st[0]))
+               for st, sl in zip(statuses, groups) if st[0] != kn.OK]
+        if bad:
+            step, chain, code = min(bad)
+            status[:] = (code, chain, step)
+
+    def _blas_limit(self, n: int):
+        """Context setting the BLAS thread count to ``n`` for a kernel call (a no-op
+        when it already is ``n``, e.g. one thread under ``OPENBLAS_NUM_THREADS=1``)."""
+        import contextlib  # noqa: PLC0415
+
+        if n <= 1:
+            return contextlib.nullcontext()
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+        except ImportError:
+            return contextlib.nullcontext()
+        if self._blas_ctl is None:
+            self._blas_ctl = ThreadpoolController()
+        return self._blas_ctl.limit(limits=n, user_api="blas")
+
     @property
     def m_done(self) -> int:
         return max(0, self.steps_done - self.burn_in) // self.thin
@@ -370,13 +480,29 @@ class _Run:
         m = self.m_done
         y, ys = self.y, np.asarray(self.problem.data.y_test)
         ftr, fte = self.tr_ftr[:, :m], self.tr_fte[:, :m]
+        # Progress figures must not cost more per chunk as the trace grows (issue 7:
+        # 12000 steps in chunks of 100 took 114 s against 15 s in chunks of 1000).
+        # The discrepancies use every draw (a mean, O(draws·P)); their errors and the
+        # R̂/ESS use at most DIAG_DRAWS evenly strided draws per chain; and R̂/ESS are
+        # recomputed only when that keeps them under DIAG_BUDGET of the wall time
+        # (always on the last chunk).  result() recomputes everything from every draw.
+        sub = _strided(m)
         if m >= 1:
-            Dtr, Dtr_se = _discrepancy(ftr, y)
-            Dte, Dte_se = _discrepancy(fte, ys)
+            Dtr = float(np.mean((y - ftr.mean(axis=(0, 1))) ** 2))
+            Dte = float(np.mean((ys - fte.mean(axis=(0, 1))) ** 2))
+            Dtr_se = _discrepancy(ftr[:, sub], y)[1]
+            Dte_se = _discrepancy(fte[:, sub], ys)[1]
         else:
             Dtr = Dtr_se = Dte = Dte_se = float("nan")
-        rh, es = _rhat_ess([ftr[:, :, _subset(y.size)], fte[:, :, _subset(ys.size)],
-                            self.tr_Q[:, :m], self.tr_E[:, :m], self.tr_slow[:, :m]])
+        now = time.perf_counter()
+        if (self.steps_done >= self.total or self._diag is None
+                or (now - self._diag_at) * DIAG_BUDGET >= self._diag_cost):
+            self._diag = _rhat_ess([ftr[:, sub][:, :, _subset(y.size)],
+                                    fte[:, sub][:, :, _subset(ys.size)],
+                                    self.tr_Q[:, sub], self.tr_E[:, sub], self.tr_slow[:, sub]])
+            self._diag_at = time.perf_counter()
+            self._diag_cost = self._diag_at - now
+        rh, es = self._diag
         acc = float(np.sum(self.acc - acc_before) / (self.chains * max(1, n_chunk)))
         left = self.total - self.steps_done
         return ChunkRecord(
@@ -404,7 +530,12 @@ class _Run:
         cond_var = self.vte.sum(axis=0) / n
         var = cond_var + fte.reshape(n, -1).var(axis=0, ddof=1)
         Sigma_W = self.SWb.sum(axis=(0, 1)) / n
-        mean_K = self.Kacc.sum(axis=0) / n
+        if getattr(self.sampler, "uses_woodbury", False):
+            # the Woodbury path does not accumulate K (P² a draw): K = (g_a/N) X WᵀW Xᵀ
+            # is linear in WᵀW, whose sum SWb holds (divided by N)
+            mean_K = net.g_a * (self.X @ self.SWb.sum(axis=(0, 1)) @ self.X.T) / n
+        else:
+            mean_K = self.Kacc.sum(axis=0) / n
         tbar = (self.y - train_mean) / net.kappa
         # batch means for the top eigenvalue: the first-order change of λ_top is vᵀ δΣ v
         counts = np.bincount((np.arange(m) * self.nbatch) // self.m_total,
@@ -442,8 +573,8 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
              burn_in: int = 500, thin: int = 1, method: str = "mala",
              step_size: float | None = None, seed: int = 0, chunk: int = 200,
              callback: Optional[Callable[[ChunkRecord], Any]] = None, cancel=None,
-             checkpoint: str | os.PathLike | None = None, resume: bool = False
-             ) -> SimulationResult:
+             checkpoint: str | os.PathLike | None = None, resume: bool = False,
+             threads: int | None = None) -> SimulationResult:
     """Sample the posterior of THEORY §1 by Langevin dynamics and estimate its observables.
 
     Parameters
@@ -469,6 +600,13 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
     checkpoint, resume
         ``.npz`` path written atomically after every chunk; with ``resume`` a run
         continues from it (bit for bit equal to an uninterrupted run).
+    threads : int, optional
+        Python threads the chains are split between once the step size is frozen
+        (default: one per available core, at most one per chain).  Every chain has
+        its own random stream, so the result does not depend on the split.  Given
+        explicitly and larger than ``chains``, the spare threads go to BLAS for big
+        matrix products (off by default: on a loaded machine OpenBLAS threads cost
+        more than they gain).
 
     Raises :class:`MSAError` on bad arguments and on divergence (naming the step).
     """
@@ -482,6 +620,8 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
     thin = _check_int("thin", thin, 1)
     chunk = _check_int("chunk", chunk, 1)
     seed = _check_int("seed", seed, 0)
+    if threads is not None:
+        threads = _check_int("threads", threads, 1)
     if step_size is not None:
         try:
             step_size = float(step_size)
@@ -493,7 +633,8 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         raise MSAError("resume needs a checkpoint path")
 
     check_simulation(problem, sampler, chains, steps, thin)   # before allocating (issue 8)
-    run = _Run(problem, sampler, chains, steps, burn_in, thin, method, step_size, seed, chunk)
+    run = _Run(problem, sampler, chains, steps, burn_in, thin, method, step_size, seed, chunk,
+               threads)
     path = Path(checkpoint).expanduser() if checkpoint is not None else None
     if resume and path is not None and path.exists():
         run.load(path)

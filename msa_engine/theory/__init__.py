@@ -19,7 +19,7 @@ from ..resources import check_solve
 from ..results import Callback, IterationRecord, TheoryResult
 from .exact import exact
 from .gp import Spectral
-from . import linear as _linear, nonlinear as _nonlinear
+from . import linear as _linear
 from .linear import nngp, rescaling
 
 
@@ -28,6 +28,7 @@ def tree(problem: Problem, **kw) -> TheoryResult:
     if problem.network.activation == "linear":
         return _linear.tree(problem, **kw)
     kw.pop("tol", None)
+    from . import nonlinear as _nonlinear   # numba: imported on first use (issue 7)
     return _nonlinear.tree(problem, **kw)
 
 
@@ -36,6 +37,7 @@ def one_loop(problem: Problem, **kw) -> TheoryResult:
     if problem.network.activation == "linear":
         return _linear.one_loop(problem, **kw)
     kw.pop("tol", None)
+    from . import nonlinear as _nonlinear
     return _nonlinear.one_loop(problem, **kw)
 
 

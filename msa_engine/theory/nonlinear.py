@@ -43,6 +43,16 @@ with ``s = t̄·φ``, ``c = g_aχ/N``, ``b = g_a c``, ``M = H⁻¹``, ``q = φ�
 (our derivation: the second-order term of ``G(iχt̄ + δ)`` in real ``δ``, averaged over
 ``δ ~ N(0, χH⁻¹)``; for φ(h) = h it reproduces the closed-form linear one loop, which the
 tests check).
+Weak tilt (standard scaling, χ ≲ √N).  The chains' Monte Carlo error would hide the
+one-loop correction there (THEORY §9).  After the MCMC tree saddle, the saddle (tree or
+one loop) is re-solved on ONE large, fixed set from a Gaussian proposal fitted to the
+chains (:class:`_GaussianIS`: randomised QMC groups as independent replicas, the proposal's
+analytic kernels as control variates), but only while the importance weights' ESS
+fraction stays above ``is_min_ess``; otherwise (mean field, or a strong ReLU tilt) the
+MCMC result stands (``extras["estimator"]`` says which).  The set is fixed, so the map is
+deterministic and Newton converges to round-off; its own error is the jackknife over the
+groups, with each replica's saddle shift propagated through the measured (finite
+difference) Jacobians; the residual is measured on a fresh, independent set.
 Reweighting the samples of ``t̄`` to a nearby ``t̄'`` (:func:`reweight`) estimates the
 same quantities without resampling; its effective sample size is monitored and is
 used to check the gradient against finite differences.
@@ -75,6 +85,13 @@ DEFAULTS = {
     "maxiter": 25,
     "average": 4,          # iterates averaged at the target
     "stop_z2": 2.0,        # stop when mean (step/se)² is below this
+    # Gaussian-proposal importance sampling (weak tilt, THEORY §6; see _GaussianIS)
+    "estimator": "auto",   # "auto": IS where its ESS fraction allows, else MCMC; "mcmc"; "is"
+    "is_samples": 2 ** 18, # samples per set (groups × a power of two)
+    "is_min_ess": 0.5,     # minimum ESS fraction of the importance weights
+    "is_inflate": 1.1,     # proposal covariance = this × the tilted second moment
+    "is_maxiter": 60,
+    "is_qmc": True,        # scrambled Sobol groups (else plain pseudo-random draws)
 }
 RESIDUAL_Z2_MAX = 9.0      # fresh-sample residual (mean z²) above this: not converged
 
@@ -83,8 +100,13 @@ RESIDUAL_Z2_MAX = 9.0      # fresh-sample residual (mean z²) above this: not co
 class _Samples:
     """Per-sample arrays for samples ``Z`` (chains × draws × m) at (t̄, c), grouped."""
 
-    def __init__(self, sampler: TiltedSampler, Z: np.ndarray, tbar: np.ndarray, c: float,
-                 groups: int, weights: np.ndarray | None = None, test: bool = True):
+    def __init__(self, sampler, Z: np.ndarray, tbar: np.ndarray, c: float,
+                 groups: int, weights: np.ndarray | None = None, test: bool = True,
+                 ref_v: np.ndarray | None = None, ref_kernels: tuple | None = None):
+        """``weights`` take the samples to ``p_t̄`` (importance sampling; default: they are
+        samples of ``p_t̄``); ``ref_v`` take ``p_t̄`` to a reference measure whose kernels
+        ``ref_kernels = (k, k*)`` are known analytically (default: the prior, ``v = e^{−T}``,
+        with the NNGP kernels)."""
         g = sampler.geom
         nc, D, m = Z.shape
         if nc % groups:
@@ -94,8 +116,9 @@ class _Samples:
         self.Phis = g.phi_star(self.Z) if test else None
         self.s = self.Phi @ tbar
         T = 0.5 * c * self.s ** 2
-        self.v = np.exp(-(T - T.min()))
+        self.v = np.exp(-(T - T.min())) if ref_v is None else ref_v
         self.w = np.ones(self.Z.shape[0]) if weights is None else weights
+        self.ref_kernels = ref_kernels
         self.G = groups
         self.bounds = [(k * nc // groups * D, (k + 1) * nc // groups * D) for k in range(groups)]
         self.tbar, self.c, self.geom = tbar, c, g
@@ -131,14 +154,20 @@ class _Jack:
         return self.mean(num, drop) / self.mean(den, drop)
 
 
-def jackknife(fn, G: int):
-    """``fn(drop)`` for drop in None, 0..G−1 → (full value, jackknife SE) for arrays."""
+def jackknife(fn, G: int, keep: dict | None = None):
+    """``fn(drop)`` for drop in None, 0..G−1 → (full value, jackknife SE) for arrays.
+
+    With ``keep`` (dict results), the delete-one replicas of the keys already in ``keep``
+    are stored there ((G, ...) arrays): the SE of any linear functional ``a·x`` is then
+    ``√((G−1)/G Σ_g (a·(x_g − x̄))²)``, correlations between outputs included."""
     full = fn(None)
     reps = [fn(g) for g in range(G)]
     if isinstance(full, dict):
         se = {}
         for k in full:
             r = np.array([rep[k] for rep in reps], dtype=float)
+            if keep is not None and k in keep:
+                keep[k] = r
             se[k] = np.sqrt((G - 1) / G * np.sum((r - r.mean(axis=0)) ** 2, axis=0))
         return full, se
     r = np.array(reps, dtype=float)
@@ -148,7 +177,8 @@ def jackknife(fn, G: int):
 class _Estimator:
     """Tilted averages at one (t̄, χ) from one sample set, with jackknife errors."""
 
-    def __init__(self, problem: Problem, sp: Spectral, S: _Samples, full: bool = True):
+    def __init__(self, problem: Problem, sp: Spectral, S: _Samples, full: bool = True,
+                 beta: dict | None = None):
         net = problem.network
         self.problem, self.sp, self.S = problem, sp, S
         self.g_a, self.kappa, self.chi, self.N = net.g_a, net.kappa, net.chi, net.N
@@ -162,7 +192,9 @@ class _Estimator:
         J.add("vPP", S.v[:, None] * Phi, Phi)
         J.add("sP", s[:, None] * Phi)
         J.add("s2PP", (s * s)[:, None] * Phi, Phi)
-        kernels = [("PP", sp.k)]
+        k_ref, ks_ref = S.ref_kernels if S.ref_kernels is not None else (sp.k, sp.k_star)
+        self.k_ref, self.ks_ref = k_ref, ks_ref
+        kernels = [("PP", k_ref)]
         if full:   # the test-point and weight statistics (not needed while iterating)
             J.add("SP", Phis, Phi)
             J.add("vSP", S.v[:, None] * Phis, Phi)
@@ -170,16 +202,20 @@ class _Estimator:
             J.add("s2SP", (s * s)[:, None] * Phis, Phi)
             J.add("s2", s * s)
             J.add("ZZ", S.Z, S.Z)
-            kernels.append(("SP", sp.k_star))
+            kernels.append(("SP", ks_ref))
         # control-variate choice (β ∈ {0, 1}) per kernel, by jackknife variance
         self.beta = {}
         for key, k0 in kernels:
+            if beta is not None and key in beta:
+                self.beta[key] = beta[key]
+                continue
             var = []
             for b in (0.0, 1.0):
                 _, se = jackknife(lambda drop: self._kernel(key, k0, b, drop), S.G)
                 var.append(float(np.sum(se ** 2)))
             self.beta[key] = 1.0 if var[1] < var[0] else 0.0
-        self.ess_prior = float(S.v.sum() ** 2 / np.sum(S.v ** 2))
+        wv = S.w * S.v
+        self.ess_prior = float(wv.sum() ** 2 / np.sum(wv ** 2))
 
     def _kernel(self, key, k0, beta, drop):
         plain = self.J.mean(key, drop)
@@ -188,10 +224,10 @@ class _Estimator:
         return plain - beta * (self.J.ratio("v" + key, "v", drop) - k0)
 
     def K(self, drop=None):
-        return self.g_a * self._kernel("PP", self.sp.k, self.beta["PP"], drop)
+        return self.g_a * self._kernel("PP", self.k_ref, self.beta["PP"], drop)
 
     def Ks(self, drop=None):
-        return self.g_a * self._kernel("SP", self.sp.k_star, self.beta["SP"], drop)
+        return self.g_a * self._kernel("SP", self.ks_ref, self.beta["SP"], drop)
 
     def H(self, drop=None, K=None):
         J, P = self.J, self.y.size
@@ -226,12 +262,17 @@ class _Estimator:
                 **_weight_summary(SW, self.problem)}
 
     # -- one loop -----------------------------------------------------------------
-    def loop_setup(self):
-        """Per-sample pieces of the one loop at the full-sample H (held fixed in the jackknife)."""
+    def loop_setup(self, drop=None):
+        """Per-sample pieces of the one loop at ``M = H⁻¹`` of the (delete-one) estimate.
+
+        ``M`` is re-estimated for every jackknife replica (the loop methods call this with
+        their ``drop``), so its Monte Carlo error is part of the reported SE."""
+        if getattr(self, "_loop_drop", "unset") == drop:
+            return
         S, J = self.S, self.J
-        self.M = np.linalg.inv(self.H())
+        self.M = np.linalg.inv(self.H(drop))
         self.M = 0.5 * (self.M + self.M.T)
-        m = J.mean("sP")
+        m = J.mean("sP", drop)
         self.Mm = self.M @ m
         Phi, Phis, s = S.Phi, S.Phis, S.s
         q = np.einsum("ij,jk,ik->i", Phi, self.M, Phi)
@@ -247,9 +288,11 @@ class _Estimator:
         if "SP" in J._sums:
             J.add("sqS", (s * q)[:, None] * Phis)
             J.add("s3qS", (q * s ** 3)[:, None] * Phis)
+        self._loop_drop = drop
 
     def loop_gradient(self, drop=None):
         """``∂_t̄ ½ log det H`` (see the module docstring)."""
+        self.loop_setup(drop)
         J, g_a, c = self.J, self.g_a, self.c
         b = g_a * c
         E = lambda k: J.mean(k, drop)
@@ -267,6 +310,7 @@ class _Estimator:
         return {"grad": grad, "delta": np.linalg.solve(self.H(drop, K), grad)}
 
     def loop_test(self, drop=None, Ks=None):
+        self.loop_setup(drop)
         J, g_a, c = self.J, self.g_a, self.c
         a = g_a / self.N
         E = lambda k: J.mean(k, drop)
@@ -284,8 +328,18 @@ class _Estimator:
         t = self.tbar
         st = self.loop_step(drop)
         delta = st["delta"]
-        train = self.y - self.kappa * (t + delta)
-        test = self.loop_test(drop, Ks) + self.Jstar(drop, Ks) @ delta
+        jac = getattr(self, "loop_jacobians", None)
+        if jac is not None:
+            # H is only the tree-level Jacobian of the loop's stationarity condition; with
+            # the measured Jacobians (finite differences on a fixed IS set) the error of
+            # the replica's saddle is propagated exactly to first order
+            Jg, Jt = jac
+            delta = -np.linalg.solve(Jg, st["grad"])
+            train = self.y - self.kappa * (t + delta)
+            test = self.loop_test(drop, Ks) + Jt @ delta
+        else:
+            train = self.y - self.kappa * (t + delta)
+            test = self.loop_test(drop, Ks) + self.Jstar(drop, Ks) @ delta
         SW = self.S.geom.weight_cov(self.J.mean("ZZ", drop))
         return {"train": train, "test": test, "r": st["grad"], "delta": delta,
                 "Q": self.g_a * (1.0 + self.c * self.J.mean("s2", drop)),
@@ -320,6 +374,230 @@ def reweight(S: _Samples, sampler: TiltedSampler, tbar_new: np.ndarray, c: float
     return w, float(w.sum() ** 2 / np.sum(w ** 2) / w.size)
 
 
+# --------------------------------------------------------------------------- weak tilt: IS
+class _GaussianIS:
+    """A fixed, large sample set from a Gaussian proposal ``q = N(0, Σ_q)`` close to the
+    tilted measure, importance-weighted to ``p_t̄`` (THEORY §6: "in standard scaling the
+    tilt is weak; there, prior samples reweighted with a large sample set were adequate").
+
+    ``Σ_q`` is (a slightly inflated) tilted second moment from the MCMC chains, so the
+    weights ``ρ = p_t̄/q`` stay near 1: the ESS fraction is monitored and the caller falls
+    back to MCMC below ``is_min_ess`` (this is not the trap of §6: there the proposal is
+    the prior and the ESS is a few percent).  Variance reduction, both exact:
+
+    - randomised quasi-Monte Carlo: each group is an independently scrambled Sobol
+      sequence mapped to ``N(0, Σ_q)``, so the groups are independent replicas and the
+      jackknife over them is the theory's own Monte Carlo error;
+    - control variate: the kernels of ``q`` are analytic (the NNGP formulas with
+      covariance ``A Σ_q Aᵀ``), so ``E_t̄[φφᵀ] = k_q + Ê[(ρ̃ − 1) φφᵀ]`` (β = 1), whose
+      error vanishes as ``ρ → 1``.
+    Only zero-mean proposals: the measure of an odd φ is symmetric, and the analytic ReLU
+    kernel needs zero mean too (a ReLU tilt far from symmetric shows up as a low ESS).
+    """
+
+    def __init__(self, geom, Sig: np.ndarray, n: int, groups: int, rng: np.random.Generator,
+                 qmc_: bool = True):
+        from scipy.special import ndtri
+        from scipy.stats import qmc
+        from ..kernels import _kernel_from_cov
+        m = geom.m
+        self.geom = geom
+        Sig = 0.5 * (Sig + Sig.T)
+        self.Sig = Sig
+        L = np.linalg.cholesky(Sig)
+        per = max(2, 1 << int(round(math.log2(max(n // groups, 2)))))
+        U = np.empty((groups, per, m))
+        for k in range(groups):
+            if qmc_:
+                sob = qmc.Sobol(m, scramble=True, seed=int(rng.integers(2 ** 63)))
+                U[k] = ndtri(sob.random(per))
+            else:
+                U[k] = rng.standard_normal((per, m))
+        self.U = U
+        self.Z = U @ L.T
+        Zf = self.Z.reshape(-1, m)
+        # log q(z) − log N(z; 0, I), up to a constant: the prior part of ρ
+        self.log_prior_over_q = -0.5 * np.sum(Zf * Zf, axis=1) + 0.5 * np.sum(
+            U.reshape(-1, m) ** 2, axis=1)
+        C = geom.A @ Sig @ geom.A.T
+        dC = np.diag(C)
+        Cs = geom.As @ Sig @ geom.A.T
+        dCs = np.einsum("ij,jk,ik->i", geom.As, Sig, geom.As) + geom.v_star
+        self.kernels = (_kernel_from_cov(geom.activation, C, dC, dC),
+                        _kernel_from_cov(geom.activation, Cs, dCs, dC))
+        self.groups = groups
+        self.n = Zf.shape[0]
+        self._Phi = None
+
+    def weights(self, tbar: np.ndarray, c: float):
+        """``ρ`` (mean 1) at ``t̄`` and its ESS fraction."""
+        if self._Phi is None:
+            self._Phi = self.geom.phi(self.Z.reshape(-1, self.geom.m))
+        s = self._Phi @ tbar
+        lr = self.log_prior_over_q + 0.5 * c * s * s
+        w = np.exp(lr - lr.max())
+        w /= w.mean()
+        return w, float(1.0 / np.mean(w * w))
+
+    def subset(self, k: int) -> "_GaussianIS":
+        """The first ``k`` groups (a smaller, still fixed, set)."""
+        sub = object.__new__(_GaussianIS)
+        sub.__dict__.update(self.__dict__)
+        sub.Z, sub.U, sub.groups = self.Z[:k], self.U[:k], k
+        per = self.Z.shape[1]
+        sub.n = k * per
+        sub.log_prior_over_q = self.log_prior_over_q[:k * per]
+        sub._Phi = None if self._Phi is None else self._Phi[:k * per]
+        return sub
+
+    def samples(self, tbar: np.ndarray, c: float, test: bool) -> tuple:
+        w, ess = self.weights(tbar, c)
+        S = _Samples(self, self.Z, tbar, c, self.groups, weights=w, test=test,
+                     ref_v=1.0 / w, ref_kernels=self.kernels)
+        return S, ess
+
+
+def _is_proposal_cov(Z: np.ndarray, w: np.ndarray | None, inflate: float) -> np.ndarray:
+    """Inflated second moment ``E[z zᵀ]`` of (weighted) samples (zero-mean proposal)."""
+    Z = Z.reshape(-1, Z.shape[-1])
+    w = np.ones(Z.shape[0]) if w is None else w
+    M2 = (Z * w[:, None]).T @ Z / w.sum()
+    return inflate * 0.5 * (M2 + M2.T)
+
+
+def _is_iterate(problem, sp, prop, tbar, o, loop, callback, log, stage, check):
+    """Newton on ONE fixed IS set (a deterministic map): returns (t̄, converged, ess).
+
+    ``check(t̄)`` raises MSAError where the tilted measure does not exist (ReLU, §6):
+    importance weights would still be finite there, so existence is checked at every
+    iterate and a step outside the region ends the IS attempt (MCMC then decides)."""
+    net = problem.network
+    c = _c(problem)
+    ynorm = max(float(np.linalg.norm(problem.data.y_train)), 1e-300)
+    beta = {"PP": 1.0, "SP": 1.0}
+    ess_min = 1.0
+    last = math.inf
+    for it in range(1, o["is_maxiter"] + 1):
+        S, ess = prop.samples(tbar, c, test=False)
+        ess_min = min(ess_min, ess)
+        if ess < o["is_min_ess"]:
+            return tbar, False, ess
+        est = _Estimator(problem, sp, S, full=False, beta=beta)
+        if loop:
+            est.loop_setup()
+            st = est.loop_step()
+            r = st["grad"]
+        else:
+            st = est.tree_step()
+            r = st["r"]
+        delta = st["delta"]
+        step = float(np.linalg.norm(delta))
+        rec = IterationRecord(stage, net.chi, len(log) + 1, float(np.linalg.norm(r)) / ynorm,
+                              step=step, damping=1.0)
+        log.append(rec)
+        if callback:
+            callback(rec)
+        if not np.all(np.isfinite(delta)):
+            return tbar, False, ess
+        try:
+            check(tbar + delta)
+        except MSAError:
+            return tbar, False, 0.0
+        tbar = tbar + delta
+        # converged to round-off of the fixed-set map (its MC error is far larger)
+        if step <= 1e-10 * max(1.0, float(np.linalg.norm(tbar))) or (step >= last and
+                                                                       step < 1e-7):
+            return tbar, True, ess_min
+        last = step
+    return tbar, False, ess_min
+
+
+def _loop_jacobians(problem, sp, prop, tbar, c):
+    """Central finite differences, on a fixed IS set (a smooth deterministic map), of the
+    one loop's stationarity condition and test mean with respect to t̄: (P×P, P*×P)."""
+    P = tbar.size
+    eps = 1e-4 * max(1.0, float(np.max(np.abs(tbar))))
+    beta = {"PP": 1.0, "SP": 1.0}
+
+    def at(t):
+        S, _ = prop.samples(t, c, test=True)
+        e = _Estimator(problem, sp, S, beta=beta)
+        return e.loop_step()["grad"], e.loop_test()
+
+    Jg, Jt = np.empty((P, P)), None
+    for k in range(P):
+        e_k = np.zeros(P)
+        e_k[k] = eps
+        gp, tp = at(tbar + e_k)
+        gm, tm = at(tbar - e_k)
+        Jg[:, k] = (gp - gm) / (2 * eps)
+        if Jt is None:
+            Jt = np.empty((tp.size, P))
+        Jt[:, k] = (tp - tm) / (2 * eps)
+    return Jg, Jt
+
+
+def _is_solve(problem, sp, st, o, callback, loop, tbar_start):
+    """The saddle (tree or one loop) on a Gaussian-IS set, its outputs with jackknife
+    errors, and the residual on a FRESH independent set.  ``None`` when the importance
+    weights' ESS fraction is below ``is_min_ess`` (the caller then uses MCMC)."""
+    c = _c(problem)
+    geom = st.sampler.geom
+    stage = ("one-loop" if loop else "tree") + "-is"
+    Z = st.sampler.sample(tbar_start, c, o["final_draws"], o["thin"], o["final_burn_in"])
+    Sig = _is_proposal_cov(Z, None, o["is_inflate"])
+    tbar = np.array(tbar_start, dtype=float)
+    ess = 0.0
+    for rnd in range(2):   # refit the proposal once at the solution
+        prop = _GaussianIS(geom, Sig, o["is_samples"], o["groups"], st.sampler.rng, o["is_qmc"])
+        chk = lambda t: st.sampler.check(t, c)   # noqa: E731
+        # converge on a quarter of the set first (cheap), then polish on all of it
+        tbar, conv, ess = _is_iterate(problem, sp, prop.subset(max(1, o["groups"] // 4)), tbar,
+                                      o, loop, callback, st.log, stage, chk)
+        if ess < o["is_min_ess"] or not conv:
+            return None
+        tbar, conv, ess = _is_iterate(problem, sp, prop, tbar, o, loop, callback, st.log,
+                                      stage, chk)
+        if ess < o["is_min_ess"] or not conv:
+            return None
+        w, _ = prop.weights(tbar, c)
+        Sig = _is_proposal_cov(prop.Z, w, o["is_inflate"])
+    # outputs on the set the saddle was solved on (the jackknife propagates its error
+    # through t̄ to first order: δ = H⁻¹ r of each delete-one-group replica)
+    S, ess = prop.samples(tbar, c, test=True)
+    est = _Estimator(problem, sp, S, beta={"PP": 1.0, "SP": 1.0})
+    reps = {"train": None, "test": None}
+    if loop:
+        est.loop_jacobians = _loop_jacobians(problem, sp, prop.subset(1),
+                                              tbar, c)
+        est.loop_setup()
+        full, se = jackknife(est.loop_outputs, o["groups"], reps)
+    else:
+        full, se = jackknife(est.tree_outputs, o["groups"], reps)
+    Zf = S.Z
+    phs = geom.phi_star_sq(Zf)
+    var = est.predictive_variance((phs * S.w[:, None]).sum(axis=0) / S.w.sum())
+    # the self-consistency residual on a fresh, independent sample set
+    fresh = _GaussianIS(geom, Sig, o["is_samples"], o["groups"], st.sampler.rng, o["is_qmc"])
+    Sf, ess_f = fresh.samples(tbar, c, test=False)
+    ef = _Estimator(problem, sp, Sf, full=False, beta={"PP": 1.0})
+    if loop:
+        ef.loop_setup()
+        ff, fse = jackknife(ef.loop_step, o["groups"])
+        rf, rfse = ff["grad"], fse["grad"]
+    else:
+        ff, fse = jackknife(ef.tree_step, o["groups"])
+        rf, rfse = ff["r"], fse["r"]
+    st.tbar = tbar
+    st.sampler.check(tbar, c)      # records the ReLU existence bracket at the saddle
+    # r_fresh(t̄*) ≈ e_fresh − e_fixed: the solved-on set's own error (its jackknife SE of
+    # r at t̄*) enters the fresh residual as much as the fresh set's does
+    info = {"estimator": "gaussian-is", "is_ess_fraction": float(min(ess, ess_f)),
+            "is_samples": int(prop.n), "fresh_r": rf, "fresh_r_se": np.hypot(rfse, se["r"]),
+            "train_mean_jackknife": reps["train"], "test_mean_jackknife": reps["test"]}
+    return est, full, se, var, info
+
+
 # --------------------------------------------------------------------------- the solver
 @dataclass
 class _State:
@@ -335,6 +613,8 @@ def _opts(options: dict) -> dict:
             o[k] = v
     if o["chains"] % o["groups"]:
         raise MSAError(f"chains ({o['chains']}) must be a multiple of groups ({o['groups']})")
+    if o["estimator"] not in ("auto", "mcmc", "is"):
+        raise MSAError(f"estimator must be auto, mcmc or is (got {o['estimator']!r})")
     return o
 
 
@@ -414,19 +694,24 @@ def _final(problem: Problem, sp: Spectral, st: _State, o: dict, loop: bool):
     Z = st.sampler.sample(st.tbar, c, o["final_draws"], o["thin"], o["final_burn_in"])
     S = _Samples(st.sampler, Z, st.tbar, c, o["groups"])
     est = _Estimator(problem, sp, S)
+    reps = {"train": None, "test": None}
     if loop:
         est.loop_setup()
-        full, se = jackknife(est.loop_outputs, o["groups"])
+        full, se = jackknife(est.loop_outputs, o["groups"], reps)
     else:
-        full, se = jackknife(est.tree_outputs, o["groups"])
+        full, se = jackknife(est.tree_outputs, o["groups"], reps)
     var = est.predictive_variance(st.sampler.geom.phi_star_sq(S.Z).mean(axis=0))
-    return est, full, se, var
+    return est, full, se, var, reps
 
 
 def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
             extra=None) -> TheoryResult:
     y = problem.data.y_train
-    r, rse = full["r"], se["r"]
+    extra = dict(extra or {})
+    if "fresh_r" in extra:   # IS: the set the saddle was solved on has r = 0 by construction
+        r, rse = extra.pop("fresh_r"), extra.pop("fresh_r_se")
+    else:
+        r, rse = full["r"], se["r"]
     res = float(np.linalg.norm(r) / max(np.linalg.norm(y), 1e-300))
     res_se = float(np.sqrt(np.sum((r * rse) ** 2)) / max(np.linalg.norm(r), 1e-300)
                    / max(np.linalg.norm(y), 1e-300))
@@ -509,11 +794,24 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
     loop = name == "one-loop"
     if not warm:
         _anneal_tree(problem, sp, st, o, callback, chi_from, False)
-        if loop:
+        if loop or o["estimator"] != "mcmc":
             _solve_saddle(problem, sp, st, o, callback)
+    if o["estimator"] != "mcmc":
+        # weak tilt (standard scaling): a large Gaussian-IS set beats the chains' MC error
+        # by far; where its ESS fraction is too low (mean field), fall back to MCMC
+        out = _is_solve(problem, sp, st, o, callback, loop, st.tbar)
+        if out is not None:
+            est, full, se, var, info = out
+            return _result(name, problem, sp, st, est, full, se, var, True, o, seed, t0,
+                           extra=info)
+        if o["estimator"] == "is":
+            raise MSAError("importance sampling of the tilted measure has an ESS fraction "
+                           f"below {o['is_min_ess']}: the tilt is too strong; use MCMC")
     conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
-    est, full, se, var = _final(problem, sp, st, o, loop=loop)
-    return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0)
+    est, full, se, var, reps = _final(problem, sp, st, o, loop=loop)
+    return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
+                   extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
+                          "test_mean_jackknife": reps["test"]})
 
 
 def tree(problem: Problem, sp: Spectral | None = None, callback: Callback = None,

@@ -308,13 +308,19 @@ def _act(name: str, H: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ReLU existence
 def relu_tilt_bound(A: np.ndarray, tbar: np.ndarray, starts: int = 1024,
                     rng: np.random.Generator | int | None = 0,
-                    extra: np.ndarray | None = None) -> tuple[float, float]:
+                    extra: np.ndarray | None = None,
+                    best_out: list | None = None) -> tuple[float, float]:
     """Bracket ``M = max_{|u|=1} (t̄·relu(A u))²``: returns ``(lower, upper)``.
 
-    The lower bound is the best of a multi-start fixed-point ascent (on each activation
-    pattern the function is linear, so ``u ← ∇/|∇|`` climbs to a pattern's maximum);
-    the upper bound is ``max(|t̄₊|·‖A₊‖₂, |t̄₋|·‖A₋‖₂)²`` over the rows with positive
-    and negative ``t̄``.
+    ``best_out`` (a list) receives the best directions found, to warm-start the next call.
+
+    The lower bound is the best value seen (every unit vector gives one) by a multi-start
+    ascent: on each activation pattern the function is linear, so ``u ← ±∇/|∇|`` climbs to
+    that pattern's maximum; the pattern may change on the way, so the iteration is not
+    monotone and the best of ALL iterates is kept; then random perturbations of the best
+    points are accepted while they improve (a pattern boundary can hide a better
+    neighbour).  The upper bound is ``max(|t̄₊|·‖A₊‖₂, |t̄₋|·‖A₋‖₂)²`` over the rows with
+    positive and negative ``t̄`` (certified, but loose).
     """
     rng = np.random.default_rng(rng)
     tbar = np.asarray(tbar, float)
@@ -331,23 +337,48 @@ def relu_tilt_bound(A: np.ndarray, tbar: np.ndarray, starts: int = 1024,
             g = sgn * (tbar * mask) @ A
             if np.any(g):
                 cands.append(g[None, :])
+    # rows of A themselves (a pattern with one unit on) and ±Aᵀt̄ (the linear tilt)
+    cands.append(A)
+    cands.append((A.T @ tbar)[None, :])
     if extra is not None and len(extra):
         cands.append(np.asarray(extra, float).reshape(-1, m))
     U = np.concatenate(cands)
     U /= np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-300)
+
+    def value(V, sgn):
+        return sgn * (np.maximum(V @ A.T, 0.0) @ tbar)
+
     best = 0.0
     for sgn in (1.0, -1.0):
         V = U.copy()
-        for _ in range(200):
+        bestV = V.copy()
+        bestf = value(V, sgn)
+        for _ in range(100):
             act = (V @ A.T) > 0
             G = sgn * (act * tbar) @ A
             nrm = np.linalg.norm(G, axis=1, keepdims=True)
             Vn = np.where(nrm > 0, G / np.maximum(nrm, 1e-300), V)
+            f = value(Vn, sgn)
+            better = f > bestf
+            bestV[better], bestf[better] = Vn[better], f[better]
             if np.allclose(Vn, V, atol=1e-13):
                 break
             V = Vn
-        vals = np.maximum(V @ A.T, 0.0) @ tbar
-        best = max(best, float(np.max(vals ** 2)))
+        # perturbation hill-climb from the best 64 points
+        k = min(64, bestf.size)
+        idx = np.argsort(bestf)[-k:]
+        V, fv = bestV[idx].copy(), bestf[idx].copy()
+        for scale in (0.3, 0.1, 0.03, 0.01, 0.003):
+            for _ in range(20):
+                T = V + scale * rng.standard_normal(V.shape)
+                T /= np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-300)
+                ft = value(T, sgn)
+                ok = ft > fv
+                V[ok], fv[ok] = T[ok], ft[ok]
+        best = max(best, float(np.max(np.maximum(bestf, 0.0)) ** 2),
+                   float(np.max(np.maximum(fv, 0.0)) ** 2))
+        if best_out is not None:
+            best_out.append(V[np.argsort(fv)[-8:]])
     return best, up ** 2
 
 
@@ -378,6 +409,7 @@ class TiltedSampler:
         self.acceptance = (float("nan"), float("nan"))
         self.rejected_nonfinite = 0
         self.relu_bound = None
+        self._relu_dirs = None
 
     # -- existence --------------------------------------------------------------
     def check(self, tbar: np.ndarray, c: float) -> None:
@@ -389,8 +421,16 @@ class TiltedSampler:
             return
         if self.geom.activation != "relu":
             return
-        lo, up = relu_tilt_bound(self.geom.A, tbar, extra=self.Z if self.Z is not None
-                                 else None)
+        # the first search is wide; later ones (t̄ moves little between calls) start from
+        # the previous maximisers and a subsample of the chains' states
+        warm = self._relu_dirs
+        extra = self.Z[:: max(1, self.Z.shape[0] // 64)]
+        if warm is not None:
+            extra = np.concatenate([warm, extra])
+        found: list = []
+        lo, up = relu_tilt_bound(self.geom.A, tbar, starts=1024 if warm is None else 128,
+                                 extra=extra, best_out=found)
+        self._relu_dirs = np.concatenate(found)
         self.relu_bound = (c * lo, c * up)
         if c * lo >= RELU_MARGIN:
             raise MSAError(

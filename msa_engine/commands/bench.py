@@ -1,0 +1,339 @@
+"""``msa bench [--quick] [--json] [--markdown]``: the performance benchmarks of issue 7.
+
+The measurements live in the ``benchmarks`` package (installed with the workbench):
+``benchmarks.harness`` (DGEMM, timers, records), ``benchmarks.bench_samplers`` (Langevin
+throughput against NumPy and PyTorch), ``benchmarks.bench_theory`` (theory solve times,
+time to equal accuracy, cost exponents) and ``benchmarks.bench_startup`` (cold and warm
+start).  Every comparison runs side by side in this one process (startup in fresh
+subprocesses) and is reported as a ratio, so that a loaded machine moves the absolute
+times more than the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import time
+
+from ..errors import MSAError
+
+# The non-linear tree level (issue 6) is not a section: its benchmark
+# (python -m benchmarks.bench_nonlinear) takes minutes of Monte Carlo even with --quick.
+SECTIONS = ("dgemm", "samplers", "theory", "accuracy", "scaling", "startup")
+DEFAULT_SECTIONS = SECTIONS
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="performance benchmarks: samplers, theories, startup (side by side)",
+        description="Measure the engine side by side with NumPy and PyTorch baselines and "
+                    "against this machine's DGEMM rate; print a table, JSON or Markdown.")
+    p.add_argument("--quick", action="store_true",
+                   help="small and medium sizes, fewer repeats (about 2 minutes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the README's Performance table (Markdown)")
+    p.add_argument("--only", default=None, metavar="SECTIONS",
+                   help=f"comma-separated subset of {', '.join(SECTIONS)} "
+                        f"(default: all)")
+    p.add_argument("--sizes", default=None, metavar="P,P,…",
+                   help="training-set sizes P for the theory section (default 100,500,2000; "
+                        "--quick 100,500)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats per measurement (median reported; default 3, --quick 2)")
+    p.add_argument("--from-json", default=None, metavar="FILE",
+                   help="print a saved 'msa bench --json' report (table or --markdown) "
+                        "instead of measuring")
+    p.add_argument("--dgemm-n", type=int, default=2048, help=argparse.SUPPRESS)  # tests
+    p.set_defaults(func=run)
+
+
+def _parse_sections(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return DEFAULT_SECTIONS
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in SECTIONS]
+    if bad or not names:
+        raise MSAError(f"--only must name sections among {', '.join(SECTIONS)} "
+                       f"(got {text!r})")
+    return tuple(s for s in SECTIONS if s in names)
+
+
+def _parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            P = int(item.strip())
+        except ValueError:
+            P = 0
+        if P < 10:
+            raise MSAError(f"--sizes values must be integers >= 10 (got {item.strip()!r})")
+        out.append(P)
+    return tuple(out)
+
+
+def machine_info() -> dict:
+    from benchmarks.harness import cpu_count
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    mem = round(int(line.split()[1]) / 2 ** 20, 1)
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        load = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover
+        pass
+    import numpy
+    return {"cores": cpu_count(), "memory_gib": mem, "cpu": cpu, "load_average": load,
+            "python": platform.python_version(), "numpy": numpy.__version__,
+            "platform": platform.platform()}
+
+
+def _note(msg: str) -> None:
+    print(f"msa: note: {msg}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import print_json
+
+    sections = _parse_sections(args.only)
+    sizes = _parse_sizes(args.sizes)
+    if args.repeats is not None and args.repeats < 1:
+        raise MSAError(f"--repeats must be an integer >= 1 (got {args.repeats})")
+    if args.dgemm_n < 16:
+        raise MSAError(f"--dgemm-n must be an integer >= 16 (got {args.dgemm_n})")
+    if args.json and args.markdown:
+        raise MSAError("--json and --markdown are exclusive")
+    repeats = args.repeats or (2 if args.quick else 3)
+    progress = _progress if sys.stderr.isatty() else None
+    if args.from_json is not None:
+        report = _load_report(args.from_json)
+    else:
+        report = collect(sections, args.quick, repeats, sizes, progress, dgemm_n=args.dgemm_n)
+    if args.json:
+        print_json(report)
+    elif args.markdown:
+        sys.stdout.write(markdown(report))
+    else:
+        print_report(report)
+    return 0
+
+
+def _load_report(path: str) -> dict:
+    import json
+    try:
+        with open(path, encoding="utf-8") as fh:
+            report = json.load(fh)
+    except OSError as exc:
+        raise MSAError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise MSAError(f"{path} is not JSON ({exc})") from None
+    if not (isinstance(report, dict) and isinstance(report.get("records"), list)
+            and isinstance(report.get("machine"), dict)
+            and isinstance(report.get("dgemm_gflops"), (int, float))
+            and all(isinstance(r, dict) and isinstance(r.get("name"), str) and "size" in r
+                    and isinstance(r.get("ours_s"), (int, float, type(None)))
+                    for r in report["records"])):
+        raise MSAError(f"{path} is not an 'msa bench --json' report")
+    report.setdefault("quick", False)
+    report.setdefault("total_s", float("nan"))
+    return report
+
+
+def _progress(msg: str) -> None:
+    sys.stderr.write(f"\r\033[K… {msg}")
+    sys.stderr.flush()
+
+
+def collect(sections, quick: bool, repeats: int, sizes=None, progress=None,
+            dgemm_n: int = 2048) -> dict:
+    """Run the sections; return the ``--json`` object."""
+    try:
+        from benchmarks import harness
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise MSAError(f"the benchmarks package is not installed ({exc})") from None
+    t_start = time.perf_counter()
+    report = {"dgemm_gflops": None, "records": [], "machine": machine_info(),
+              "quick": bool(quick), "sections": list(sections), "notes": []}
+
+    def note(msg):
+        report["notes"].append(msg)
+        _note(msg)
+
+    if progress:
+        progress("DGEMM")
+    dg = harness.dgemm_measure(dgemm_n, repeats=max(3, repeats))
+    report["dgemm_gflops"] = dg["gflops"]
+    report["dgemm"] = dg
+    if "dgemm" in sections:
+        report["records"].append(harness.record(
+            "dgemm/numpy-matmul", f"n={dg['n']}", 2.0 * dg["n"] ** 3 / (dg["gflops"] * 1e9),
+            None, None, dg["gflops"], threads=dg["threads"], frac_of_dgemm=1.0))
+    if "samplers" in sections:
+        if importlib.util.find_spec("torch") is None:
+            note("torch is not installed (pip install '.[bench]'): PyTorch comparisons "
+                 "skipped (torch_s null)")
+        try:
+            from benchmarks.bench_samplers import sampler_records
+        except ImportError:
+            note("benchmarks.bench_samplers.sampler_records is not available: "
+                 "sampler section skipped")
+        else:
+            report["records"].extend(sampler_records(quick, dg["gflops"], repeats=repeats,
+                                                     progress=progress))
+    exponents = {}
+    if "theory" in sections:
+        from benchmarks import bench_theory
+        recs = bench_theory.theory_records(quick, repeats=repeats, sizes=sizes,
+                                           progress=progress)
+        report["records"].extend(recs)
+        exponents.update(bench_theory.theory_exponents(recs))
+    if "accuracy" in sections:
+        from benchmarks import bench_theory
+        report["records"].append(bench_theory.accuracy_record(quick, progress=progress))
+    if "scaling" in sections:
+        from benchmarks import bench_theory
+        exponents.update(bench_theory.sampler_exponents(quick, progress=progress))
+    report["exponents"] = exponents
+    if "startup" in sections:
+        from benchmarks import bench_startup
+        if progress:
+            progress("cold and warm start (subprocesses)")
+        st = bench_startup.measure(repeat=1 if quick else repeats)
+        report["startup"] = st
+        for key, val in st.items():
+            report["records"].append(harness.record(f"startup/{key.removesuffix('_s')}",
+                                                    "default", val))
+    if progress:
+        sys.stderr.write("\r\033[K")
+    report["total_s"] = time.perf_counter() - t_start
+    try:
+        report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
+    return report
+
+
+# --------------------------------------------------------------------------- output
+def _fmt_t(x) -> str:
+    if x is None:
+        return "–"
+    if x >= 86400:
+        return f"{x / 86400:.1f}d"
+    if x >= 3600:
+        return f"{x / 3600:.1f}h"
+    if x >= 60:
+        return f"{x / 60:.1f}min"
+    if x >= 1.0:
+        return f"{x:.2f}s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.1f}ms"
+    return f"{x * 1e6:.1f}µs"
+
+
+def _fmt_x(x) -> str:
+    return "–" if x is None else f"{x:.1f}×"
+
+
+def _fmt_g(x) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def _rows(report: dict):
+    dg = report.get("dgemm_gflops")
+    for r in report["records"]:
+        frac = r.get("frac_of_dgemm")
+        if frac is None and r.get("gflops") is not None and dg:
+            frac = r["gflops"] / dg
+        yield (r["name"], str(r["size"]), _fmt_t(r["ours_s"]), _fmt_t(r.get("numpy_s")),
+               _fmt_t(r.get("torch_s")), _fmt_x(r.get("speedup_vs_numpy")),
+               _fmt_x(r.get("speedup_vs_torch")), _fmt_g(r.get("gflops")),
+               "–" if frac is None else f"{100 * frac:.0f}%")
+
+
+LEGEND = ("times are medians: langevin rows per chain-step (one MALA step of one chain), "
+          "theory rows per msa.solve (kernel, eigendecomposition, annealing, observables), "
+          "startup rows from process start; vs = reference time / our time, side by side "
+          "in one run; GFLOP/s counts the matmul FLOPs a step needs")
+
+HEADERS = ("benchmark", "size", "ours", "numpy", "torch", "vs numpy", "vs torch",
+           "GFLOP/s", "of DGEMM")
+
+
+def _machine_line(report: dict) -> str:
+    m = report["machine"]
+    dg = report.get("dgemm") or {}
+    load, end = m.get("load_average"), m.get("load_average_end")
+    threads = dg.get("threads", "?")
+    loads = f"load average {load[0] if load else '?'} at start"
+    if end:
+        loads += f", {end[0]} at the end"
+    return (f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, no GPU used; "
+            f"DGEMM {report['dgemm_gflops']:.1f} GFLOP/s on {threads} "
+            f"thread{'' if threads == 1 else 's'} (numpy {dg.get('n', 2048)}² matmul); {loads}; "
+            f"Python {m['python']}, numpy {m['numpy']}")
+
+
+def _extras_lines(report: dict) -> list[str]:
+    lines = []
+    for name, ex in report.get("exponents", {}).items():
+        parts = [f"{k} {v:.2f}" for k, v in ex.items() if k in ("P", "N", "d") and v is not None]
+        if parts:
+            lines.append(f"cost exponent of {name}: " + ", ".join(parts))
+    for r in report["records"]:
+        if r["name"].startswith("accuracy/"):
+            lines.append(
+                f"time to equal accuracy ({r['size']}): one loop {_fmt_t(r['ours_s'])} (rms "
+                f"error vs exact {r['one_loop_rms_error_vs_exact']:.2g}); Langevin needs "
+                f"~{_fmt_t(r['langevin_s_to_theory_error'])} to reach that standard error "
+                f"({r['theory_speedup_at_theory_error']:.3g}× slower) and "
+                f"~{_fmt_t(r['langevin_s_to_1pct_std_y'])} to reach 1% of std(y) "
+                f"({r['theory_speedup_at_1pct_std_y']:.3g}×)")
+    return lines
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=132)      # a pipe or a file: no wrapping at 80 columns
+    table = Table(title="msa bench" + (" --quick" if report["quick"] else ""),
+                  caption=_machine_line(report))
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h in ("benchmark", "size") else "right",
+                         no_wrap=True)
+    for row in _rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for line in _extras_lines(report):
+        console.print(line, highlight=False)
+    console.print(f"{LEGEND}; total {report['total_s']:.0f} s", highlight=False)
+
+
+def markdown(report: dict) -> str:
+    out = [f"Machine: {_machine_line(report)}.", "", f"{LEGEND[0].upper()}{LEGEND[1:]}.", "",
+           "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for row in _rows(report):
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    out.append("")
+    out.extend(f"- {line}" for line in _extras_lines(report))
+    out.append("")
+    return "\n".join(out)

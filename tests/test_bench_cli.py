@@ -1,0 +1,104 @@
+"""``msa bench``: the JSON schema, the Markdown table and bad options (issue 7).
+
+Tiny configurations only (seconds); nothing here asserts a speed, which is measured by
+running ``msa bench`` itself.  The theory records carry the largest difference between
+our solvers and the independent NumPy references, which must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.harness import REQUIRED_KEYS, fit_exponent, record
+from msa_engine.cli import main
+
+TINY = ["bench", "--only", "theory", "--sizes", "30", "--repeats", "1", "--dgemm-n", "128"]
+
+
+def test_bench_json_schema_and_references_agree(capsys):
+    assert main(TINY + ["--json"]) == 0
+    out, err = capsys.readouterr()
+    rep = json.loads(out)                          # exactly one JSON object
+    assert isinstance(rep["dgemm_gflops"], float) and rep["dgemm_gflops"] > 0
+    assert rep["dgemm"]["n"] == 128 and rep["dgemm"]["threads"] >= 1
+    assert rep["machine"]["cores"] >= 1
+    names = [r["name"] for r in rep["records"]]
+    assert names == ["theory/exact", "theory/one-loop", "theory/rescaling"]
+    for r in rep["records"]:
+        assert set(REQUIRED_KEYS) <= set(r)
+        assert r["size"] == "P=30" and r["P"] == 30
+        assert r["ours_s"] > 0 and r["numpy_s"] > 0
+        assert r["torch_s"] is None and r["speedup_vs_torch"] is None and r["gflops"] is None
+        assert r["speedup_vs_numpy"] == pytest.approx(r["numpy_s"] / r["ours_s"])
+        # our solver against the plain NumPy/SciPy reference of the same computation
+        assert r["max_abs_diff_vs_numpy"] < 1e-8, r
+    assert set(rep["exponents"]) == {"theory/exact", "theory/one-loop", "theory/rescaling"}
+
+
+def test_bench_markdown_table(capsys):
+    assert main(TINY + ["--only", "dgemm,theory", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Machine: ")
+    assert "| benchmark | size | ours |" in out
+    assert "| dgemm/numpy-matmul | n=128 |" in out
+    assert "| theory/one-loop | P=30 |" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--only", "frobnicate"], "--only must name sections among dgemm, samplers"),
+    (["--only", ""], "--only must name sections"),
+    (["--sizes", "5"], "--sizes values must be integers >= 10 (got '5')"),
+    (["--sizes", "100,x"], "--sizes values must be integers >= 10 (got 'x')"),
+    (["--repeats", "0"], "--repeats must be an integer >= 1 (got 0)"),
+    (["--json", "--markdown"], "--json and --markdown are exclusive"),
+    (["--repeats", "two"], "argument --repeats: invalid int value: 'two'"),
+])
+def test_bench_bad_options_are_one_line_errors(args, message, capsys):
+    assert main(["bench"] + args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("msa: error: ") and message in err and err.count("\n") == 1
+
+
+def test_bench_from_json_renders_a_saved_report(tmp_path, capsys):
+    assert main(TINY + ["--only", "dgemm", "--json"]) == 0
+    saved = tmp_path / "bench.json"
+    saved.write_text(capsys.readouterr().out)
+    assert main(["bench", "--from-json", str(saved), "--markdown"]) == 0
+    assert "| dgemm/numpy-matmul | n=128 |" in capsys.readouterr().out
+    assert main(["bench", "--from-json", str(saved)]) == 0
+    assert "dgemm/numpy-matmul" in capsys.readouterr().out
+    for text, message in [("{", "is not JSON"), ("[1]", "is not an 'msa bench --json' report"),
+                          ('{"dgemm_gflops": 1.0, "machine": {}, "records": [{"size": 1}]}',
+                           "is not an 'msa bench --json' report")]:
+        saved.write_text(text)
+        assert main(["bench", "--from-json", str(saved)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["bench", "--from-json", str(tmp_path / "none.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_bench_in_a_real_process_prints_only_json():
+    r = subprocess.run([sys.executable, "-m", "msa_engine"] + TINY + ["--only", "dgemm", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert [x["name"] for x in rep["records"]] == ["dgemm/numpy-matmul"]
+    assert rep["records"][0]["gflops"] == pytest.approx(rep["dgemm_gflops"])
+
+
+def test_harness_exponent_and_speedups():
+    xs = [10, 20, 40, 80]
+    assert fit_exponent(xs, [3e-6 * x ** 3 for x in xs]) == pytest.approx(3.0)
+    assert fit_exponent(xs, [0.5] * 4) == pytest.approx(0.0, abs=1e-12)
+    assert fit_exponent([10], [1.0]) is None and fit_exponent([10, 10], [1.0, 2.0]) is None
+    r = record("x", "small", 0.5, numpy_s=2.0, torch_s=None, gflops=1.0, extra=1)
+    assert r["speedup_vs_numpy"] == 4.0 and r["speedup_vs_torch"] is None and r["extra"] == 1
+    assert record("x", "s", 0.0, numpy_s=1.0)["speedup_vs_numpy"] is None
+    assert record("x", "s", 1.0, numpy_s=math.inf)["speedup_vs_numpy"] is None

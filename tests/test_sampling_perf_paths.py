@@ -1,0 +1,194 @@
+"""The fast paths of the samplers (issue 7): the benchmark baselines compute the same
+energies and gradients as the engine's reference, results do not depend on how the
+chains are split between threads, two simulations may run at once from two Python
+threads, and the per-chunk diagnostics look at a bounded number of draws."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import msa_engine as msa
+from benchmarks.baselines import NumpyMALA, TorchMALA, torch_available
+from msa_engine.sampling import kernels_numba as kn
+from msa_engine.sampling import reference as ref
+from msa_engine.sampling import rng_numba as rn
+from msa_engine.sampling import simulate
+from msa_engine.sampling.marginal import woodbury_constants
+from msa_engine.sampling.run import DIAG_DRAWS, _strided
+
+from .conftest import G_A, G_W, linear_problem
+
+
+def _tiny(act):
+    data = msa.make_data({"task": "hermite" if act != "linear" else "linear", "d": 5, "P": 6,
+                          "P_test": 4, "seed": 3})
+    return msa.Problem(data, msa.Network.make(act, N=7, g_w=G_W, g_a=G_A, kappa=0.2, chi=3.0))
+
+
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("sampler", ["full", "marginal"])
+@pytest.mark.parametrize("act", ["linear", "erf"])
+def test_numpy_baseline_is_the_same_computation(sampler, act, structured):
+    p = _tiny(act)
+    net, data = p.network, p.data
+    b = NumpyMALA(sampler, act, data.X_train, data.y_train, net.N, net.g_w, net.g_a,
+                  net.kappa, net.chi, chains=3, seed=1, structured=structured)
+    # P > d here: the structured linear baselines take the engine's shortcuts
+    assert (b.wood is not None) == (structured and sampler == "marginal" and act == "linear")
+    assert b.linear_full == (structured and sampler == "full" and act == "linear")
+    args = (data.X_train, data.y_train, act, net.g_w, net.g_a, net.kappa, net.chi)
+    E, gW, ga = b.energy_grad(b.W, b.a)
+    if sampler == "full":
+        Er, gWr, gar = ref.full_energy_grad(b.W, b.a, *args)
+        np.testing.assert_allclose(ga, gar, rtol=1e-10, atol=1e-12)
+    else:
+        Er, gWr = ref.marginal_energy_grad(b.W, *args)
+    np.testing.assert_allclose(E, Er, rtol=1e-11)
+    np.testing.assert_allclose(gW, gWr, rtol=1e-10, atol=1e-12)
+    # and the engine's kernels, chain by chain
+    kargs = (data.X_train, data.y_train, kn.ACT_CODES[act], net.g_w, net.g_a, net.kappa, net.chi)
+    for c in range(3):
+        if sampler == "full":
+            Ek, gWk, gak = kn.full_energy_grad(b.W[c], b.a[c], *kargs)
+            np.testing.assert_allclose(gak, ga[c], rtol=1e-10, atol=1e-12)
+        else:
+            Ek, gWk = kn.marginal_energy_grad(b.W[c], *kargs)
+        assert Ek == pytest.approx(E[c], rel=1e-11)
+        np.testing.assert_allclose(gWk, gW[c], rtol=1e-10, atol=1e-12)
+    # the baseline's MALA moves: a few steps stay finite and accept some proposals
+    b.run(20, 0.01)
+    assert np.all(np.isfinite(b.E)) and b.accepted.sum() > 0
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch (the optional bench extra) is "
+                                                  "not installed")
+@pytest.mark.parametrize("sampler", ["full", "marginal"])
+def test_torch_baseline_is_the_same_computation(sampler):
+    p = _tiny("erf")
+    net, data = p.network, p.data
+    t = TorchMALA(sampler, "erf", data.X_train, data.y_train, net.N, net.g_w, net.g_a,
+                  net.kappa, net.chi, chains=2, seed=1)
+    W, a = t.W.numpy(), t.a.numpy()
+    args = (data.X_train, data.y_train, "erf", net.g_w, net.g_a, net.kappa, net.chi)
+    if sampler == "full":
+        Er, gWr, gar = ref.full_energy_grad(W, a, *args)
+        np.testing.assert_allclose(t.ga.numpy(), gar, rtol=1e-9, atol=1e-12)
+    else:
+        Er, gWr = ref.marginal_energy_grad(W, *args)
+    np.testing.assert_allclose(t.E.numpy(), Er, rtol=1e-10)
+    np.testing.assert_allclose(t.gW.numpy(), gWr, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chi", [1.0, 40.0])
+@pytest.mark.parametrize("P,d", [(12, 5), (40, 9)])
+def test_woodbury_marginal_energy_matches_the_direct_one(P, d, chi):
+    # linear φ, P > d: the d×d Woodbury form against the P×P one of THEORY §7
+    data = msa.make_data({"task": "linear", "d": d, "P": P, "P_test": 4, "seed": 2})
+    X, y = np.ascontiguousarray(data.X_train), np.ascontiguousarray(data.y_train)
+    consts = woodbury_constants(X, y, "linear")
+    assert consts[2][0] == 1.0
+    rng = np.random.default_rng(P)
+    for N in (3, 17):
+        W = rng.standard_normal((N, d)) * 0.8
+        args = (G_W, G_A, 0.15, chi)
+        E1, g1 = kn.marginal_energy_grad(W, X, y, 0, *args)
+        E2, g2 = kn.marginal_energy_grad_wood(W, X, *consts, *args)
+        assert E2 == pytest.approx(E1, rel=1e-11, abs=1e-11)
+        np.testing.assert_allclose(g2, g1, rtol=1e-9, atol=1e-11 * np.abs(g1).max())
+    # not used where it does not apply
+    assert woodbury_constants(X[:d], y[:d], "linear")[2][0] == 0.0
+    assert woodbury_constants(X, y, "erf")[2][0] == 0.0
+
+
+@pytest.mark.parametrize("sampler,act", [("marginal", "erf"), ("full", "linear"),
+                                         ("marginal", "linear")])
+def test_result_does_not_depend_on_thread_count(sampler, act):
+    p = _tiny(act)
+    kw = dict(sampler=sampler, chains=3, steps=60, burn_in=20, seed=7, chunk=25)
+    one = simulate(p, threads=1, **kw)
+    two = simulate(p, threads=2, **kw)
+    three = simulate(p, threads=3, **kw)
+    for r in (two, three):
+        for k in one.traces:
+            assert np.array_equal(one.traces[k], r.traces[k]), k
+        assert np.array_equal(one.weight_cov, r.weight_cov)
+        assert np.array_equal(one.test_predictive_variance, r.test_predictive_variance)
+        assert one.acceptance == r.acceptance and one.step_size == r.step_size
+
+
+def test_two_simulations_at_once_from_two_threads():
+    # the TUI may run two simulations (or a solve and a simulation) at once: the
+    # kernels are nogil without a threading layer, so this must be safe and give
+    # the very results of running them one after the other
+    p = linear_problem(N=30, chi=2.0, d=8, P=10, P_test=6)
+    kws = [dict(sampler="marginal", seed=1), dict(sampler="full", seed=2)]
+    common = dict(chains=3, steps=80, burn_in=20, chunk=20, threads=2)
+    alone = [simulate(p, **kw, **common) for kw in kws]
+    together = [None, None]
+
+    def work(i):
+        together[i] = simulate(p, **kws[i], **common)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for a, b in zip(alone, together):
+        assert b is not None
+        for k in a.traces:
+            assert np.array_equal(a.traces[k], b.traces[k]), k
+
+
+def test_progress_diagnostics_use_a_bounded_subset():
+    for m in (1, 7, DIAG_DRAWS, DIAG_DRAWS + 1, 12000, 10 ** 6):
+        idx = np.arange(m)[_strided(m)]
+        assert 1 <= idx.size <= DIAG_DRAWS and idx[0] == 0
+        assert idx.size >= min(m, DIAG_DRAWS // 2)          # not needlessly sparse
+        assert np.all(np.diff(idx) == idx[1] - idx[0]) if idx.size > 1 else True
+
+
+def test_ziggurat_fed_numpys_bits_gives_numpys_normals():
+    # the kernels' normal generator is numpy's algorithm: fed the same 64-bit words
+    # (PCG64's raw output) it returns numpy's numbers and consumes as many words
+    n = 100_000
+    words = np.random.PCG64(2024).random_raw(3 * n)
+    s = np.empty(words.size + 1, dtype=np.uint64)
+    s[0] = 0
+    s[1:] = words
+    out = np.empty(n)
+    rn.fill_normal(s, out)
+    g = np.random.Generator(np.random.PCG64(2024))
+    expect = g.standard_normal(n)
+    np.testing.assert_allclose(out, expect, rtol=1e-13, atol=0)
+    bg = np.random.PCG64(2024)
+    bg.advance(int(s[0]))
+    assert bg.state == g.bit_generator.state
+    assert np.any(np.abs(expect) > rn._R)        # the tail branch was exercised
+
+
+def test_chain_streams_are_standard_normal_and_independent():
+    st = rn.seed_states(np.random.SeedSequence(5), 2)
+    assert not np.array_equal(st[0], st[1])
+    n = 1_000_000
+    z = np.empty((2, n))
+    rn.fill_normal(st[0], z[0])
+    rn.fill_normal(st[1], z[1])
+    x = z[0]
+    # z-scores of the moments and of tail/central probabilities (fixed seed)
+    from scipy import stats
+    checks = [(x.mean(), 0.0, 1.0), ((x ** 2).mean(), 1.0, np.sqrt(2.0)),
+              ((x ** 3).mean(), 0.0, np.sqrt(15.0)), ((x ** 4).mean(), 3.0, np.sqrt(96.0))]
+    for p_lo in (rn._R, 2.0, 1.0):
+        p = 2 * stats.norm.sf(p_lo)
+        checks.append(((np.abs(x) > p_lo).mean(), p, np.sqrt(p * (1 - p))))
+    for est, mu, sd in checks:
+        assert abs(est - mu) / (sd / np.sqrt(n)) < 5.0, (est, mu)
+    r = np.corrcoef(z[0], z[1])[0, 1]
+    assert abs(r) * np.sqrt(n) < 5.0
+    assert stats.kstest(x[:200_000], "norm").pvalue > 1e-4
+    # uniforms for the Metropolis test: mean 1/2, variance 1/12
+    s = st[0].copy()
+    u = np.array([rn.next_double(s) for _ in range(20000)])
+    assert abs(u.mean() - 0.5) / np.sqrt(1 / 12 / u.size) < 5 and 0.0 <= u.min() and u.max() < 1.0
