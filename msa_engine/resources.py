@@ -182,9 +182,32 @@ def check_data(rows: int, d: int) -> None:
                  "use a smaller d, P or P_test")
 
 
+def estimate_tilted(P: int, P_test: int, d: int) -> int:
+    """Bytes for the sample sets of a non-linear ``tree``/``one-loop`` (theory/nonlinear.py):
+    the MCMC draws (chains × final draws) and the two Gaussian importance-sampling sets
+    (the working set and the fresh one), each sample holding its coordinates twice
+    (``m = min(P, d)``) and φ, φ' on the train and test points.  Measured: 0.65 GB peak for
+    d = 10, P = 16, P* = 40 (this estimate: 0.6 GB); it grows linearly in P + P*."""
+    from .theory.nonlinear import DEFAULTS   # lazy: it loads numba
+    P, Ps, d = int(P), int(P_test), int(d)
+    m = min(P, d)
+    per = 2 * m + 2 * P + 2 * Ps
+    n_mc = DEFAULTS["chains"] * DEFAULTS["final_draws"]
+    return DOUBLE * (2 * DEFAULTS["is_samples"] * per + n_mc * per
+                     + DEFAULTS["groups"] * (P + Ps) * P)
+
+
+def _solve_need(problem, theory: str) -> int:
+    P, Ps, d = _shape(problem)
+    need = estimate_solve(P, Ps, d, theory)
+    if problem.network.activation != "linear" and theory in ("tree", "one-loop"):
+        need += estimate_tilted(P, Ps, d)
+    return need
+
+
 def check_solve(problem, theory: str) -> None:
     P, Ps, d = _shape(problem)
-    check_memory(estimate_solve(P, Ps, d, theory),
+    check_memory(_solve_need(problem, theory),
                  f"theory {theory!r} for P = {P}, P_test = {Ps}, d = {d}",
                  "use fewer training or test points" +
                  (" (or a smaller d)" if theory in _LINEAR_SADDLE else ""))
@@ -215,7 +238,7 @@ def check_sweep(problem, widths: Sequence[int] | None, theories: Iterable[str],
     Ns = [int(n) for n in widths] if widths else [problem.network.N]
     best = (0, "", "")
     for th in theories:
-        need = estimate_solve(P, Ps, d, th)
+        need = _solve_need(problem, th)
         if need > best[0]:
             best = (need, f"the sweep's theory {th!r} for P = {P}, P_test = {Ps}, d = {d}",
                     "use fewer training or test points")

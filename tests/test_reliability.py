@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import msa_engine as msa
-from msa_engine import resources
+from msa_engine import config as msa_config, resources
 from msa_engine.cli import main
 from msa_engine.sessions import Session, load_session, save_session
 from msa_engine.sweep import run_sweep
@@ -428,7 +428,7 @@ def test_unwritable_paths_are_clear_errors(tmp_path, capsys):
 
 def test_no_space_left_keeps_the_previous_session_and_checkpoint(tmp_path, monkeypatch):
     """ENOSPC injected at fsync (the point where a full disk reports itself)."""
-    cfg = msa.config.load_config(_cfg(tmp_path, CONFIG))
+    cfg = msa_config.load_config(_cfg(tmp_path, CONFIG))
     s = Session.new(cfg.resolved, name="t")
     run_sweep(s, [1.0], theories=["nngp"], autosave=False)
     path = save_session(s, tmp_path / "s.json")
@@ -497,7 +497,7 @@ def test_huge_problems_are_refused_with_the_real_memory_figure(monkeypatch):
 
 
 def test_sweep_is_refused_before_it_starts(tmp_path, monkeypatch):
-    cfg = msa.config.load_config(_cfg(tmp_path, CONFIG))
+    cfg = msa_config.load_config(_cfg(tmp_path, CONFIG))
     s = Session.new(cfg.resolved, name="t")
     out = tmp_path / "s.json"
     _tiny_memory(monkeypatch, "64K")
@@ -557,3 +557,20 @@ def test_estimates_scale_as_documented():
     assert s(10, 10, 5, 5, "marginal", 4, 10 ** 6, 1) > s(10, 10, 5, 5, "marginal", 4, 10 ** 6, 100)
     # ordinary problems are far below a laptop's memory
     assert e(200, 100, 50, "exact") < 2 ** 28 and s(200, 100, 50, 500, "full", 4, 4000, 1) < 2 ** 30
+
+
+def test_nonlinear_saddle_counts_its_sample_sets(monkeypatch):
+    """The non-linear tree/one-loop hold large sample sets (MCMC draws and two importance
+    sets): the guard counts them, so such a solve is refused before it allocates."""
+    t = resources.estimate_tilted
+    # grows linearly in P + P* (at fixed m = min(P, d))
+    assert t(2000, 40, 10) / t(1000, 40, 10) == pytest.approx(2, rel=0.1)
+    # measured peak RSS of the erf one loop at d = 10, P = 16, P* = 40: 0.65 GB (interpreter,
+    # numpy and numba included); the estimate of the sample sets alone must not be far below
+    assert 0.4 * 2 ** 30 < t(16, 40, 10) < 1.0 * 2 ** 30
+    pb = msa.Problem(msa.make_data({"task": "hermite", "d": 10, "P": 16, "P_test": 40}),
+                     msa.Network.make("erf", N=100))
+    _tiny_memory(monkeypatch, "100M")      # enough for the NNGP, not for the tilted sets
+    msa.solve(pb, "nngp")
+    with pytest.raises(msa.MSAError, match=r"not enough memory: theory 'one-loop' for P = 16"):
+        msa.solve(pb, "one-loop")
