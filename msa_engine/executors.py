@@ -37,7 +37,9 @@ def run_task_standalone(payload: dict, task: dict) -> dict:
     session = Session.from_payload(payload)
     entries: list = []
     try:
-        execute_task(session, task, on_point=entries.append)
+        # one worker per core already: a simulation's own chain threads would
+        # oversubscribe the cores
+        execute_task(session, task, on_point=entries.append, threads=1)
     except MSAError as exc:
         return {"entries": entries, "error": str(exc)}
     return {"entries": entries, "error": None}

@@ -164,22 +164,28 @@ def run_theory_chain(problem: Problem, theory: str, chis: Sequence[float],
 
 
 def run_simulation_task(problem: Problem, options: dict, seed: int, callback=None,
-                        cancel: threading.Event | None = None) -> dict:
+                        cancel: threading.Event | None = None,
+                        threads: int | None = None) -> dict:
+    """One simulation point.  ``threads`` (not recorded: results do not depend on it)
+    caps the sampler's threads where a pool already runs one worker per core."""
     from .sampling import simulate
     opts = {k: v for k, v in options.items() if k != "seed"}
-    res = simulate(problem, seed=seed, callback=callback, cancel=cancel, **opts)
+    extra = {"threads": threads} if threads is not None and "threads" not in opts else {}
+    res = simulate(problem, seed=seed, callback=callback, cancel=cancel, **opts, **extra)
     return entry_from_result(res, options={**opts, "seed": seed})
 
 
 def execute_task(session: Session, task: dict, callback=None, on_point=None,
-                 cancel: threading.Event | None = None) -> list[dict]:
-    """Run one task against the session's problem; returns its entries."""
+                 cancel: threading.Event | None = None,
+                 threads: int | None = None) -> list[dict]:
+    """Run one task against the session's problem; returns its entries (``threads``: see
+    :func:`run_simulation_task`)."""
     base = session.problem(N=task["N"])
     if task["kind"] == "theory-chain":
         return run_theory_chain(base, task["theory"], task["chis"], task.get("warm"),
                                 callback, on_point, cancel)
     entry = run_simulation_task(base.with_chi(task["chi"]), task["options"], task["seed"],
-                                callback, cancel)
+                                callback, cancel, threads)
     if on_point:
         on_point(entry)
     return [entry]

@@ -82,6 +82,12 @@ def test_bench_from_json_renders_a_saved_report(tmp_path, capsys):
         assert message in err and err.count("\n") == 1
     assert main(["bench", "--from-json", str(tmp_path / "none.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    # well-formed but incomplete (a machine without its fields): one line, no traceback
+    saved.write_text('{"dgemm_gflops": 1.0, "machine": {}, "records": []}')
+    for extra in ([], ["--markdown"]):
+        assert main(["bench", "--from-json", str(saved), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is not a complete 'msa bench --json' report" in err and err.count("\n") == 1
 
 
 def test_bench_in_a_real_process_prints_only_json():

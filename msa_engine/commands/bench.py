@@ -129,10 +129,18 @@ def run(args: argparse.Namespace) -> int:
         report = collect(sections, args.quick, repeats, sizes, progress, dgemm_n=args.dgemm_n)
     if args.json:
         print_json(report)
-    elif args.markdown:
-        sys.stdout.write(markdown(report))
-    else:
-        print_report(report)
+        return 0
+    try:        # a saved report may lack fields that the table needs: one line, not a traceback
+        text = markdown(report) if args.markdown else None
+        if text is None:
+            print_report(report)
+        else:
+            sys.stdout.write(text)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if args.from_json is None:
+            raise
+        raise MSAError(f"{args.from_json} is not a complete 'msa bench --json' report "
+                       f"({type(exc).__name__}: {exc})") from None
     return 0
 
 

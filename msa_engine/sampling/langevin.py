@@ -69,12 +69,6 @@ class FullSampler:
                         kn.ACT_CODES[net.activation], float(net.g_w), float(net.g_a),
                         float(net.kappa), float(net.chi))
 
-    def energy_grad(self, W, a):
-        net, data = self.problem.network, self.problem.data
-        return kn.full_energy_grad(W, a, data.X_train, data.y_train,
-                                   kn.ACT_CODES[net.activation], net.g_w, net.g_a,
-                                   net.kappa, net.chi)
-
     def advance(self, state: dict, rng, nsteps: int, common: tuple, tail: tuple,
                 chains: slice = slice(None)) -> None:
         """Run :func:`kn.full_chunk` for ``nsteps`` steps on the chains ``chains``

@@ -94,12 +94,6 @@ class MarginalSampler:
                             self.X, self.y, kn.ACT_CODES[net.activation],
                             float(net.g_w), float(net.g_a), float(net.kappa), float(net.chi))
 
-    def energy_grad(self, W):
-        net, data = self.problem.network, self.problem.data
-        return kn.marginal_energy_grad(W, data.X_train, data.y_train,
-                                       kn.ACT_CODES[net.activation], net.g_w, net.g_a,
-                                       net.kappa, net.chi)
-
     def advance(self, state: dict, rng, nsteps: int, common: tuple, tail: tuple,
                 chains: slice = slice(None)) -> None:
         """Run :func:`kn.marginal_chunk` for ``nsteps`` steps on the chains ``chains``

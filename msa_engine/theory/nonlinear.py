@@ -792,10 +792,11 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
     sp = sp or Spectral.of(problem)
     st, chi_from, warm = _start(problem, sp, tbar0, seed, o)
     loop = name == "one-loop"
+    conv = None
     if not warm:
         _anneal_tree(problem, sp, st, o, callback, chi_from, False)
         if loop or o["estimator"] != "mcmc":
-            _solve_saddle(problem, sp, st, o, callback)
+            conv = _solve_saddle(problem, sp, st, o, callback)
     if o["estimator"] != "mcmc":
         # weak tilt (standard scaling): a large Gaussian-IS set beats the chains' MC error
         # by far; where its ESS fraction is too low (mean field), fall back to MCMC
@@ -807,7 +808,8 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
         if o["estimator"] == "is":
             raise MSAError("importance sampling of the tilted measure has an ESS fraction "
                            f"below {o['is_min_ess']}: the tilt is too strong; use MCMC")
-    conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
+    if loop or conv is None:   # the MCMC tree saddle, when it was not solved just above
+        conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
     est, full, se, var, reps = _final(problem, sp, st, o, loop=loop)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
