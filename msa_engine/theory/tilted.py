@@ -82,6 +82,23 @@ def _logp_grad(code, A, tbar, c, z, grad, hbuf):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def _metropolis(la, logu, z, g, zp, gp):  # pragma: no cover - numba
+    """Metropolis test on the log acceptance ratio ``la`` (a non-finite ratio rejects);
+    on acceptance the proposal ``(zp, gp)`` is copied into ``(z, g)``.  Returns the
+    acceptance probability, whether it was accepted, and 1 if ``la`` was not finite."""
+    nonfinite = 0
+    if not math.isfinite(la):
+        nonfinite = 1
+        la = -math.inf
+    ok = logu < la
+    if ok:
+        for k in range(z.shape[0]):
+            z[k] = zp[k]
+            g[k] = gp[k]
+    return math.exp(min(0.0, la)), ok, nonfinite
+
+
+@njit(cache=True, nogil=True)
 def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
                  independence, thin, out, acc):  # pragma: no cover - numba
     """Advance every chain ``xi.shape[0]`` steps; store every ``thin``-th state in ``out``.
@@ -136,14 +153,10 @@ def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
                 rev += r * r
                 fwd += xi[t, j, k] * xi[t, j, k]
             la = lpp - lp - rev / (2.0 * h) + 0.5 * fwd
-            if not math.isfinite(la):
-                bad += 1
-                la = -math.inf
-            acc[0, j] += math.exp(min(0.0, la))
-            if logu[t, j] < la:
-                for k in range(m):
-                    z[k] = zp[k]
-                    g[k] = gp[k]
+            p_acc, ok, nonfinite = _metropolis(la, logu[t, j], z, g, zp, gp)
+            bad += nonfinite
+            acc[0, j] += p_acc
+            if ok:
                 lp = lpp
                 s = sp
             # --- independence move from the prior: accept with exp(T' − T)
@@ -152,14 +165,10 @@ def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
                     zp[k] = zeta[t, j, k]
                 lpp, sp = _logp_grad(code, A, tbar, c, zp, gp, hbuf)
                 la = 0.5 * c * (sp * sp - s * s)
-                if not math.isfinite(la):
-                    bad += 1
-                    la = -math.inf
-                acc[1, j] += math.exp(min(0.0, la))
-                if logu_ind[t, j] < la:
-                    for k in range(m):
-                        z[k] = zp[k]
-                        g[k] = gp[k]
+                p_acc, ok, nonfinite = _metropolis(la, logu_ind[t, j], z, g, zp, gp)
+                bad += nonfinite
+                acc[1, j] += p_acc
+                if ok:
                     lp = lpp
                     s = sp
             if (t + 1) % thin == 0:
