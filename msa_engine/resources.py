@@ -152,11 +152,12 @@ def estimate_solve(P: int, P_test: int, d: int, theory: str) -> int:
 
 
 def estimate_simulation(P: int, P_test: int, d: int, N: int, sampler: str, chains: int,
-                        steps: int, thin: int) -> int:
+                        steps: int, thin: int, woodbury: bool = False) -> int:
     """Bytes for a simulation: chains·N·d for the state and its gradient, the kernels'
     per-chain scratch, the traces chains·draws·(P + P*) with the copies made for
     the result and its diagnostics, the per-chain accumulators chains·(P² + 10 d²) and
-    the per-step temporaries."""
+    the per-step temporaries.  ``woodbury``: the linear marginal sampler's ``d×d`` path
+    (``P > d``), which keeps no ``P×P`` scratch or accumulator."""
     from .sampling.run import N_BATCHES, workspace_doubles   # lazy: run imports this module
 
     P, Ps, d, N, C = int(P), int(P_test), int(d), int(N), int(chains)
@@ -164,10 +165,11 @@ def estimate_simulation(P: int, P_test: int, d: int, N: int, sampler: str, chain
     m = max(int(steps) // max(int(thin), 1), 0)
     nbatch = max(1, min(N_BATCHES, m))
     n = (3 * C * ndim                                  # W (and a), their gradients, init
-         + workspace_doubles(P, N, d, sampler, C)      # the kernels' per-chain scratch
+         + workspace_doubles(P, N, d, sampler, C, woodbury)   # the kernels' scratch
          + 3 * C * m * (P + Ps + 3)                    # traces, result copies, diagnostics
-         + C * (P * P + nbatch * d * d + Ps)           # accumulators
-         + 4 * N * d + 4 * (P + Ps) * N + 5 * P * P)   # per-step and initial-step temporaries
+         + C * ((0 if woodbury else P * P) + nbatch * d * d + Ps)   # accumulators
+         + 4 * N * d + 4 * (P + Ps) * N                # per-step and initial-step
+         + (2 if woodbury else 5) * P * P)             # temporaries (⟨K⟩ of the result)
     return DOUBLE * n
 
 
@@ -213,10 +215,21 @@ def check_solve(problem, theory: str) -> None:
                  (" (or a smaller d)" if theory in _LINEAR_SADDLE else ""))
 
 
+def _woodbury(problem, sampler: str) -> bool:
+    if sampler != "marginal" or problem.network.activation != "linear":
+        return False
+    import numpy as np  # noqa: PLC0415
+
+    from .sampling.marginal import woodbury_applies  # noqa: PLC0415 - lazy (scipy)
+
+    return woodbury_applies(np.asarray(problem.data.X_train, dtype=float), "linear")
+
+
 def check_simulation(problem, sampler: str, chains: int, steps: int, thin: int) -> None:
     P, Ps, d = _shape(problem)
     N = problem.network.N
-    check_memory(estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin),
+    check_memory(estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin,
+                                     _woodbury(problem, sampler)),
                  f"simulating {chains} chain(s) × {steps} steps of N = {N}, d = {d}, "
                  f"P = {P}, P_test = {Ps}",
                  "use fewer chains, a smaller N, or thin the traces (thin > 1)")
@@ -248,8 +261,9 @@ def check_sweep(problem, widths: Sequence[int] | None, theories: Iterable[str],
                                _as_int(opts.get("thin"), 1))
         sampler = opts.get("sampler", "marginal")
         if None not in (chains, steps, thin) and min(chains, steps, thin) >= 1:
+            wood = _woodbury(problem, sampler)
             for N in Ns:
-                need = estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin)
+                need = estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin, wood)
                 if need > best[0]:
                     best = (need, f"the sweep's simulation at N = {N} ({chains} chain(s) × "
                                   f"{steps} steps, d = {d}, P = {P})",

@@ -141,6 +141,34 @@ def test_two_simulations_at_once_from_two_threads():
             assert np.array_equal(a.traces[k], b.traces[k]), k
 
 
+def test_progress_records_do_not_depend_on_timing(monkeypatch):
+    """Per-chunk R̂/ESS are recomputed at draw counts fixed by the run (not by the wall
+    clock), so two runs with one seed and chunk size report identical progress, even
+    when one of them is slowed down."""
+    import time as _time
+
+    p = _tiny("erf")
+    kw = dict(sampler="marginal", chains=2, steps=600, burn_in=40, seed=3, chunk=20)
+
+    def progress(slow):
+        recs = []
+        if slow:
+            real = _time.perf_counter
+            ticks = iter(range(10 ** 9))
+            monkeypatch.setattr(_time, "perf_counter", lambda: real() + 5.0 * next(ticks))
+        simulate(p, callback=recs.append, **kw)
+        monkeypatch.undo()
+        return [(r.steps_done, r.rhat_max, r.ess_min) for r in recs]
+
+    a, b = progress(False), progress(True)
+    assert a == b or all(x[:1] == y[:1] and np.allclose(x[1:], y[1:], equal_nan=True)
+                         for x, y in zip(a, b))
+    assert len(a) == 32
+    # refreshed more than once, but not on every chunk
+    changes = sum(1 for x, y in zip(a, a[1:]) if x[1:] != y[1:])
+    assert 3 <= changes < len(a) - 1
+
+
 def test_progress_diagnostics_use_a_bounded_subset():
     for m in (1, 7, DIAG_DRAWS, DIAG_DRAWS + 1, 12000, 10 ** 6):
         idx = np.arange(m)[_strided(m)]
@@ -158,7 +186,8 @@ def test_ziggurat_fed_numpys_bits_gives_numpys_normals():
     s[0] = 0
     s[1:] = words
     out = np.empty(n)
-    rn.fill_normal(s, out)
+    s_scalar = s.copy()
+    rn.fill_normal(s, out, np.empty(n, dtype=np.uint64))
     g = np.random.Generator(np.random.PCG64(2024))
     expect = g.standard_normal(n)
     np.testing.assert_allclose(out, expect, rtol=1e-13, atol=0)
@@ -166,6 +195,24 @@ def test_ziggurat_fed_numpys_bits_gives_numpys_normals():
     bg.advance(int(s[0]))
     assert bg.state == g.bit_generator.state
     assert np.any(np.abs(expect) > rn._R)        # the tail branch was exercised
+    # the word-at-a-time form gives the same numbers and consumes as many words
+    ref = np.empty(n)
+    rn.fill_normal_scalar(s_scalar, ref)
+    assert np.array_equal(ref, out) and s_scalar[0] == s[0]
+
+
+def test_block_normals_equal_one_at_a_time_on_xoshiro_streams():
+    # the block form draws n words ahead and reads on past them on rejections: the
+    # stream state afterwards and every number must equal n calls of normal()
+    st = rn.seed_states(np.random.SeedSequence(11), 3)
+    for n in (1, 2, 7, 100, 3001, 200_000):
+        a, b = st[0].copy(), st[0].copy()
+        out, ref = np.empty(n), np.empty(n)
+        rn.fill_normal(a, out, np.empty(n, dtype=np.uint64))
+        rn.fill_normal_scalar(b, ref)
+        assert np.array_equal(out, ref) and np.array_equal(a, b), n
+        st[0] = a
+    assert np.any(np.abs(ref) > rn._R)
 
 
 def test_chain_streams_are_standard_normal_and_independent():
@@ -173,8 +220,9 @@ def test_chain_streams_are_standard_normal_and_independent():
     assert not np.array_equal(st[0], st[1])
     n = 1_000_000
     z = np.empty((2, n))
-    rn.fill_normal(st[0], z[0])
-    rn.fill_normal(st[1], z[1])
+    wb = np.empty(n, dtype=np.uint64)
+    rn.fill_normal(st[0], z[0], wb)
+    rn.fill_normal(st[1], z[1], wb)
     x = z[0]
     # z-scores of the moments and of tail/central probabilities (fixed seed)
     from scipy import stats
@@ -192,3 +240,49 @@ def test_chain_streams_are_standard_normal_and_independent():
     s = st[0].copy()
     u = np.array([rn.next_double(s) for _ in range(20000)])
     assert abs(u.mean() - 0.5) / np.sqrt(1 / 12 / u.size) < 5 and 0.0 <= u.min() and u.max() < 1.0
+
+
+def test_spare_threads_go_to_blas_in_every_chain_group():
+    """``threads > chains``: the threads beyond one per chain group become BLAS threads,
+    also when the chains run in several groups at once (BLAS's setting is process-wide,
+    so each group gets an equal share); small products keep one BLAS thread."""
+    from msa_engine.sampling.run import _Run
+
+    big = msa.Problem(msa.make_data({"task": "linear", "d": 100, "P": 200, "P_test": 10,
+                                     "seed": 0}),
+                      msa.Network.make("erf", N=2000, g_w=G_W, g_a=G_A, kappa=0.1, chi=1.0))
+    run = _Run(big, "marginal", 2, 10, 10, 1, "mala", 1e-3, 0, 10, threads=4)
+    assert run.threads == 2
+    assert run._blas_threads(1) == 4 and run._blas_threads(2) == 2
+    assert _Run(big, "marginal", 2, 10, 10, 1, "mala", 1e-3, 0, 10, threads=3)._blas_threads(2) == 1
+    assert _Run(big, "marginal", 2, 10, 10, 1, "mala", 1e-3, 0, 10)._blas_threads(1) == 1
+    small = _Run(_tiny("erf"), "marginal", 2, 10, 10, 1, "mala", 1e-3, 0, 10, threads=4)
+    assert small._blas_threads(2) == 1
+
+
+def test_kernels_run_with_one_blas_thread_when_numpy_was_imported_first():
+    """A user script that imports numpy before msa_engine gets OpenBLAS's default of
+    one thread per core; the sampler's chain threads must not multiply with them."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from threadpoolctl import threadpool_info\n"
+        "import msa_engine as msa\n"
+        "from msa_engine.sampling.run import _Run\n"
+        "p = msa.Problem(msa.make_data({'task': 'linear', 'd': 3, 'P': 4, 'seed': 0}),\n"
+        "                msa.Network.make('erf', N=5, g_w=1.0, g_a=1.0, kappa=0.5, chi=1.0))\n"
+        "r = _Run(p, 'marginal', 2, 10, 10, 1, 'mala', 1e-3, 0, 10)\n"
+        "before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "with r._blas_limit(1):\n"
+        "    inside = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "after = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "print(before, inside, after)\n"
+        "assert inside and all(n == 1 for n in inside) and after == before\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -17,20 +17,26 @@ from scipy.linalg import solve_triangular
 from . import kernels_numba as kn
 
 
+def woodbury_applies(X: np.ndarray, activation: str) -> bool:
+    """Whether the marginal sampler takes the Woodbury path (see
+    :func:`woodbury_constants`): linear φ, ``P > d`` and ``XᵀX`` well conditioned."""
+    P, d = X.shape
+    if activation != "linear" or P <= d:
+        return False
+    ev = np.linalg.eigvalsh(X.T @ X)
+    return bool(ev[0] > 1e-8 * ev[-1])
+
+
 def woodbury_constants(X: np.ndarray, y: np.ndarray, activation: str) -> tuple:
     """``(L_b, w₀, (flag, |y − Πy|²))`` for the Woodbury form of the linear marginal
     energy (:func:`kn._wood_core`): used when φ is linear, ``P > d`` (then
     ``K = (g_a/N) X WᵀW Xᵀ`` has rank ``≤ d`` and every ``P×P`` object reduces to a
     ``d×d`` one, ``O(Nd² + d³)`` a step instead of ``O(PNd + P²N + P³)``) and ``XᵀX``
     is well conditioned.  Otherwise ``flag = 0`` and 1×1 placeholders."""
-    P, d = X.shape
     off = (np.zeros((1, 1)), np.zeros(1), np.zeros(2))
-    if activation != "linear" or P <= d:
+    if not woodbury_applies(X, activation):
         return off
     B0 = X.T @ X
-    ev = np.linalg.eigvalsh(B0)
-    if not ev[0] > 1e-8 * ev[-1]:
-        return off
     Lb = np.linalg.cholesky(B0)
     w0 = solve_triangular(Lb, X.T @ y, lower=True)
     beta = np.linalg.lstsq(X, y, rcond=None)[0]

@@ -11,6 +11,12 @@ acceptance tests, so that fed numpy's bits it returns numpy's numbers exactly
 depend on how chains are split between threads; the state is part of the
 checkpoint, so a resumed run replays an uninterrupted one bit for bit.
 
+Speed (issue 7): :func:`draw_normals` draws a whole block — the words first, with
+the generator's state in registers, then one scan with a branch-free fast path —
+and returns exactly the numbers of :func:`normal` called once per element (tested):
+measured 5–6 ns a normal against 11 ns one at a time and ~15 ns for numpy's
+``standard_normal`` on the 2-core development machine.
+
 ``state`` arrays of any other length than 4 are a test hook: ``state[0]`` is a
 cursor into the raw 64-bit words ``state[1:]`` (e.g. numpy's ``random_raw``).
 """
@@ -107,7 +113,7 @@ def normal(s):  # pragma: no cover - numba
         r = r >> _U8
         sign = r & _U1
         rabs = (r >> _U1) & _M52
-        x = np.float64(rabs) * WI[idx]
+        x = np.float64(np.int64(rabs)) * WI[idx]
         if sign == _U1:
             x = -x
         if rabs < KI[idx]:
@@ -126,8 +132,114 @@ def normal(s):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def fill_normal(s, out):  # pragma: no cover - numba
-    """Fill ``out`` (any shape, C order) with standard normals from stream ``s``."""
+def fill_words(s, words, n):  # pragma: no cover - numba
+    """The next ``n`` 64-bit words of stream ``s`` into ``words[:n]``.  The state
+    lives in registers for the whole loop, which is most of why drawing a block is
+    ~3× faster than word by word (issue 7)."""
+    if s.shape[0] != 4:
+        for i in range(n):
+            words[i] = next_u64(s)
+        return
+    x0, x1, x2, x3 = s[0], s[1], s[2], s[3]
+    for i in range(n):
+        t0 = x0 + x3
+        words[i] = ((t0 << _U23) | (t0 >> _U41)) + x0
+        t = x1 << _U17
+        x2 ^= x0
+        x3 ^= x1
+        x1 ^= x2
+        x0 ^= x3
+        x2 ^= t
+        x3 = (x3 << _U45) | (x3 >> _U19)
+    s[0], s[1], s[2], s[3] = x0, x1, x2, x3
+
+
+@njit(cache=True, nogil=True)
+def _take(s, words, pos, n):  # pragma: no cover - numba
+    """Word ``pos`` of the stream as seen by :func:`fill_normal`: from the block
+    drawn ahead while ``pos < n``, then straight from ``s`` (which the block left
+    positioned just after it)."""
+    if pos < n:
+        return words[pos], pos + 1
+    return next_u64(s), pos + 1
+
+
+@njit(cache=True, nogil=True)
+def _take_double(s, words, pos, n):  # pragma: no cover - numba
+    r, pos = _take(s, words, pos, n)
+    return np.float64(r >> _U11) * _TO_DOUBLE, pos
+
+
+@njit(cache=True, nogil=True)
+def fill_normal(s, out, words):  # pragma: no cover - numba
+    """Fill ``out`` (any shape, C order) with standard normals: :func:`draw_normals`."""
+    f = out.ravel()
+    draw_normals(s, f, f.size, words)
+
+
+@njit(cache=True, nogil=True)
+def draw_normals(s, f, n, words):  # pragma: no cover - numba
+    """``f[:n]`` (``f`` 1-d contiguous) ← ``n`` standard normals from stream ``s``,
+    exactly the numbers (and words consumed) of calling :func:`normal` ``n`` times.
+    ``words`` is ``uint64`` scratch of at least ``n``.
+
+    Every normal consumes at least one word, so the ``out.size`` words drawn ahead
+    in one block are always all used; the rare rejections (~1%) read on, past the
+    block, from ``s`` itself.  Scanning a block with a well-predicted fast path is
+    what makes this ~3× faster than :func:`normal` per element."""
+    fill_words(s, words, n)
+    pos = 0
+    i = 0
+    while i < n:
+        # fast path over the block: one word, one accepted normal (~99% of words)
+        while pos < n:
+            r = words[pos]
+            idx = np.int64(r & _UFF)
+            r = r >> _U8
+            rabs = (r >> _U1) & _M52
+            if rabs >= KI[idx]:
+                break
+            # branch-free sign (a random branch mispredicts half the time) and the
+            # conversion through int64 (the unsigned one is a branchy sequence)
+            f[i] = (np.float64(np.int64(rabs)) * WI[idx]
+                    * (1.0 - 2.0 * np.float64(np.int64(r & _U1))))
+            i += 1
+            pos += 1
+        if i >= n:
+            break
+        # one normal the general way, reading on past the block if needed
+        r, pos = _take(s, words, pos, n)
+        idx = np.int64(r & _UFF)
+        r = r >> _U8
+        rabs = (r >> _U1) & _M52
+        x = np.float64(np.int64(rabs)) * WI[idx]
+        if (r & _U1) == _U1:
+            x = -x
+        if rabs < KI[idx]:
+            f[i] = x
+            i += 1
+            continue
+        if idx == 0:
+            while True:
+                u1, pos = _take_double(s, words, pos, n)
+                u2, pos = _take_double(s, words, pos, n)
+                xx = -_INV_R * math.log1p(-u1)
+                yy = -math.log1p(-u2)
+                if yy + yy > xx * xx:
+                    break
+            f[i] = -(_R + xx) if ((rabs >> _U8) & _U1) == _U1 else _R + xx
+            i += 1
+            continue
+        u1, pos = _take_double(s, words, pos, n)
+        if (FI[idx - 1] - FI[idx]) * u1 + FI[idx] < math.exp(-0.5 * x * x):
+            f[i] = x
+            i += 1
+
+
+@njit(cache=True, nogil=True)
+def fill_normal_scalar(s, out):  # pragma: no cover - numba
+    """:func:`fill_normal` one :func:`normal` call at a time (the reference the
+    block form is tested against)."""
     f = out.ravel()
     for i in range(f.size):
         f[i] = normal(s)

@@ -49,7 +49,8 @@ N_BATCHES = 10              # batches per chain for the batch-means error of Σ_
 TRACE_BUDGET = 2 ** 30      # bytes of stored traces before we ask for thinning
 DIAG_SERIES = 32            # output points per set used for the per-chunk R̂/ESS
 DIAG_DRAWS = 512            # draws per chain (evenly strided) for the per-chunk R̂/ESS
-DIAG_BUDGET = 0.1           # at most this fraction of the wall time on per-chunk R̂/ESS
+DIAG_GROWTH = 0.1           # per-chunk R̂/ESS again once the trace grew by this fraction
+DIAG_MIN_NEW = 50           # … and by at least this many draws
 BLAS_THREADS_FLOPS = 2e8    # matmul flops per chain-step above which BLAS gets spare cores
 RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
 ESS_OK = 100.0
@@ -205,11 +206,15 @@ def _subset(n: int, k: int = DIAG_SERIES) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
 
 
-def workspace_doubles(P: int, N: int, d: int, sampler: str, chains: int) -> int:
+def workspace_doubles(P: int, N: int, d: int, sampler: str, chains: int,
+                      woodbury: bool = False) -> int:
     """Doubles of the samplers' per-chain scratch (an upper bound: the linear paths
-    use less) — for the memory guard of :mod:`msa_engine.resources`."""
+    use less; ``woodbury``: the marginal sampler's ``d×d`` path) — for the memory
+    guard of :mod:`msa_engine.resources`."""
     if sampler == "full":
         return chains * (2 * N * d + 2 * N + 2 * P * N + P + 2 * d)
+    if woodbury:
+        return chains * (2 * N * d + 5 * d * d + 2 * d + 8)
     return chains * (2 * N * d + 4 * P * N + 4 * P * P + 2 * P)
 
 
@@ -255,9 +260,9 @@ class _Run:
         self.threads = min(chains, _cpu_count() if threads is None else threads)
         # spare threads go to BLAS only on request (threads > chains): on a loaded
         # machine two OpenBLAS threads made the large marginal step 7× slower
-        self.blas_threads = max(1, threads // chains) if threads is not None else 1
+        self.threads_requested = threads if threads is not None else 1
         self._blas_ctl = None
-        self._diag, self._diag_at, self._diag_cost = None, 0.0, 0.0
+        self._diag, self._diag_m = None, -1
         self.burn_in, self.thin, self.method, self.seed = burn_in, thin, method, seed
         self.chunk = chunk
         self.step_size = step_size
@@ -290,7 +295,10 @@ class _Run:
         self.tr_E = np.zeros((C, self.m_total))
         self.tr_slow = np.zeros((C, self.m_total))
         self.vte = np.zeros((C, Ps))
-        self.Kacc = np.zeros((C, P, P))
+        # ⟨K⟩ is accumulated per draw (P² each) except on the Woodbury path, which
+        # recovers it from Σ_W at the end (see _result): no C·P² array there
+        self.Kacc = np.zeros((C, 0, 0) if getattr(self.sampler, "uses_woodbury", False)
+                             else (C, P, P))
         self.SWb = np.zeros((C, self.nbatch, d, d))
         # one random stream per chain (rng_numba), drawn inside the kernels: a chain's
         # numbers do not depend on how the chains are split between threads
@@ -399,11 +407,14 @@ class _Run:
                     self.log_h[0] = self.lh_stats[0] / self.lh_stats[1]
                 self.acc_burn[...] = self.acc
 
-    def _blas_threads(self) -> int:
-        """BLAS threads for this run's kernel calls: the spare threads requested
-        (``threads > chains``) when the step's matrix products are big enough to
-        profit, else one (OpenBLAS threads slow small products down)."""
-        if self.blas_threads < 2:
+    def _blas_threads(self, groups: int = 1) -> int:
+        """BLAS threads for each of ``groups`` chain groups running at once: the
+        requested threads beyond one per group (``threads > chains``; the BLAS
+        setting is process-wide, so every group gets the same share) when the step's
+        matrix products are big enough to profit, else one (OpenBLAS threads slow
+        small products down)."""
+        share = self.threads_requested // max(1, groups)
+        if share < 2:
             return 1
         d, P, N = self.problem.data.d, self.problem.data.P, self.problem.network.N
         flops = 4.0 * P * N * (d if self.sampler.name == "full" else max(d, P))
@@ -411,7 +422,7 @@ class _Run:
             flops = 4.0 * (P + N) * d          # the linear full step has no big product
         if getattr(self.sampler, "uses_woodbury", False):
             flops = 4.0 * N * d * d            # d×d products only
-        return self.blas_threads if flops >= BLAS_THREADS_FLOPS else 1
+        return share if flops >= BLAS_THREADS_FLOPS else 1
 
     def _run_groups(self, groups, pos, nxt, common, status) -> None:
         """Advance the chain groups from step ``pos`` to ``nxt``, each in its own Python
@@ -429,7 +440,7 @@ class _Run:
                    + common[19:])
             self.sampler.advance(st, self.rng[sl], nxt - pos, com, tl, sl)
 
-        nblas = self._blas_threads() if len(groups) == 1 else 1
+        nblas = self._blas_threads(len(groups))
         errors = []
 
         def guarded(i, sl):
@@ -457,19 +468,23 @@ class _Run:
             status[:] = (code, chain, step)
 
     def _blas_limit(self, n: int):
-        """Context setting the BLAS thread count to ``n`` for a kernel call (a no-op
-        when it already is ``n``, e.g. one thread under ``OPENBLAS_NUM_THREADS=1``)."""
+        """Context setting the BLAS thread count to ``n`` for the kernel calls, and
+        back afterwards; a no-op when it already is ``n`` (e.g. one thread under
+        ``OPENBLAS_NUM_THREADS=1``, which msa_engine sets when imported before numpy).
+        Also enforced when ``n = 1``: a script that imported numpy first has one
+        OpenBLAS thread per core, which with one chain thread per core would
+        oversubscribe the machine."""
         import contextlib  # noqa: PLC0415
 
-        if n <= 1:
-            return contextlib.nullcontext()
         try:
             from threadpoolctl import ThreadpoolController  # noqa: PLC0415
         except ImportError:
             return contextlib.nullcontext()
         if self._blas_ctl is None:
-            self._blas_ctl = ThreadpoolController()
-        return self._blas_ctl.limit(limits=n, user_api="blas")
+            self._blas_ctl = ThreadpoolController().select(user_api="blas")
+        if all(lib.num_threads == n for lib in self._blas_ctl.lib_controllers):
+            return contextlib.nullcontext()
+        return self._blas_ctl.limit(limits=n)
 
     @property
     def m_done(self) -> int:
@@ -484,8 +499,11 @@ class _Run:
         # 12000 steps in chunks of 100 took 114 s against 15 s in chunks of 1000).
         # The discrepancies use every draw (a mean, O(draws·P)); their errors and the
         # R̂/ESS use at most DIAG_DRAWS evenly strided draws per chain; and R̂/ESS are
-        # recomputed only when that keeps them under DIAG_BUDGET of the wall time
-        # (always on the last chunk).  result() recomputes everything from every draw.
+        # recomputed only once the trace has grown by DIAG_GROWTH since they last
+        # were (at least DIAG_MIN_NEW draws; always on the last chunk): O(log draws)
+        # recomputations in all, at draw counts that do not depend on the machine's
+        # speed: two runs with one seed and chunk size report the same figures.
+        # result() recomputes everything from every draw.
         sub = _strided(m)
         if m >= 1:
             Dtr = float(np.mean((y - ftr.mean(axis=(0, 1))) ** 2))
@@ -494,14 +512,12 @@ class _Run:
             Dte_se = _discrepancy(fte[:, sub], ys)[1]
         else:
             Dtr = Dtr_se = Dte = Dte_se = float("nan")
-        now = time.perf_counter()
         if (self.steps_done >= self.total or self._diag is None
-                or (now - self._diag_at) * DIAG_BUDGET >= self._diag_cost):
+                or m >= self._diag_m + max(DIAG_MIN_NEW, int(DIAG_GROWTH * self._diag_m))):
             self._diag = _rhat_ess([ftr[:, sub][:, :, _subset(y.size)],
                                     fte[:, sub][:, :, _subset(ys.size)],
                                     self.tr_Q[:, sub], self.tr_E[:, sub], self.tr_slow[:, sub]])
-            self._diag_at = time.perf_counter()
-            self._diag_cost = self._diag_at - now
+            self._diag_m = m
         rh, es = self._diag
         acc = float(np.sum(self.acc - acc_before) / (self.chains * max(1, n_chunk)))
         left = self.total - self.steps_done
