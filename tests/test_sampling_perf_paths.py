@@ -204,7 +204,7 @@ def test_ziggurat_fed_numpys_bits_gives_numpys_normals():
 def test_block_normals_equal_one_at_a_time_on_xoshiro_streams():
     # the block form draws n words ahead and reads on past them on rejections: the
     # stream state afterwards and every number must equal n calls of normal()
-    st = rn.seed_states(np.random.SeedSequence(11), 3)
+    st = rn.seed_scalar_states(np.random.SeedSequence(11), 3)
     for n in (1, 2, 7, 100, 3001, 200_000):
         a, b = st[0].copy(), st[0].copy()
         out, ref = np.empty(n), np.empty(n)
@@ -215,12 +215,70 @@ def test_block_normals_equal_one_at_a_time_on_xoshiro_streams():
     assert np.any(np.abs(ref) > rn._R)
 
 
+def _xoshiro_np(st):
+    """One xoshiro256++ step on numpy uint64 arrays ``st (4, lanes)`` (in place)."""
+    def rotl(x, k):
+        return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
+    s0, s1, s2, s3 = st
+    out = rotl(s0 + s3, 23) + s0
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    st[3] = rotl(s3, 45)
+    return out
+
+
+def test_lane_stream_matches_a_plain_numpy_implementation():
+    """The SIMD lane stream, re-implemented with numpy arrays from its description:
+    word i from lane i mod 16 (xoshiro256++), numpy's ziggurat fast path on it, the
+    rejected words completed in order from the auxiliary stream (wedge/tail tests with
+    its uniforms, a fresh ziggurat normal when the wedge test fails)."""
+    L = rn.LANES
+    st = rn.seed_states(np.random.SeedSequence(21), 1)[0]
+    for n in (5, 16, 3000, 50_001):
+        mine = st.copy()
+        out = np.empty(n)
+        rn.fill_normal(mine, out, np.empty(rn.words_needed(n), dtype=np.uint64))
+        # reference
+        lanes = st[:4 * L].reshape(4, L).copy()
+        aux = st[4 * L:].copy()
+        rows = -(-n // L)
+        words = np.concatenate([_xoshiro_np(lanes) for _ in range(rows)])[:n]
+        idx = (words & np.uint64(0xFF)).astype(np.int64)
+        r = words >> np.uint64(8)
+        rabs = (r >> np.uint64(1)) & np.uint64(0x000FFFFFFFFFFFFF)
+        x = rabs.astype(np.float64) * rn.WI[idx]
+        x = np.where((r & np.uint64(1)) == 1, -x, x)
+        ok = rabs < rn.KI[idx]
+        ref = x.copy()
+        for i in np.flatnonzero(~ok):
+            if idx[i] == 0:
+                while True:
+                    xx = -rn._INV_R * np.log1p(-rn.next_double(aux))
+                    yy = -np.log1p(-rn.next_double(aux))
+                    if yy + yy > xx * xx:
+                        break
+                ref[i] = -(rn._R + xx) if (int(rabs[i]) >> 8) & 1 else rn._R + xx
+            elif ((rn.FI[idx[i] - 1] - rn.FI[idx[i]]) * rn.next_double(aux) + rn.FI[idx[i]]
+                  < np.exp(-0.5 * x[i] ** 2)):
+                ref[i] = x[i]
+            else:
+                ref[i] = rn.normal(aux)
+        np.testing.assert_allclose(out, ref, rtol=1e-14, atol=0)
+        assert np.array_equal(mine[:4 * L].reshape(4, L), lanes) and np.array_equal(mine[4 * L:], aux)
+        st = mine
+    assert (~ok).sum() > 100 and np.any(idx[~ok] == 0)   # both slow branches exercised
+
+
 def test_chain_streams_are_standard_normal_and_independent():
     st = rn.seed_states(np.random.SeedSequence(5), 2)
     assert not np.array_equal(st[0], st[1])
     n = 1_000_000
     z = np.empty((2, n))
-    wb = np.empty(n, dtype=np.uint64)
+    wb = np.empty(rn.words_needed(n), dtype=np.uint64)
     rn.fill_normal(st[0], z[0], wb)
     rn.fill_normal(st[1], z[1], wb)
     x = z[0]
@@ -236,10 +294,60 @@ def test_chain_streams_are_standard_normal_and_independent():
     r = np.corrcoef(z[0], z[1])[0, 1]
     assert abs(r) * np.sqrt(n) < 5.0
     assert stats.kstest(x[:200_000], "norm").pvalue > 1e-4
+    # the 16 lanes: no lane differs from the others (mean and variance per lane)
+    lanes = x[: n - n % rn.LANES].reshape(-1, rn.LANES)
+    m = lanes.shape[0]
+    assert np.all(np.abs(lanes.mean(axis=0)) * np.sqrt(m) < 5.0)
+    assert np.all(np.abs(lanes.var(axis=0) - 1.0) / np.sqrt(2.0 / m) < 5.0)
+    # neighbouring words (different lanes, and one lane's successive words) uncorrelated
+    for lag in (1, rn.LANES):
+        assert abs(np.corrcoef(x[:-lag], x[lag:])[0, 1]) * np.sqrt(n) < 5.0
     # uniforms for the Metropolis test: mean 1/2, variance 1/12
     s = st[0].copy()
-    u = np.array([rn.next_double(s) for _ in range(20000)])
+    u = np.array([rn.uniform(s) for _ in range(20000)])
     assert abs(u.mean() - 0.5) / np.sqrt(1 / 12 / u.size) < 5 and 0.0 <= u.min() and u.max() < 1.0
+
+
+def test_version_2_checkpoints_resume_on_their_single_streams(tmp_path):
+    """A run checkpointed before the lane streams (format 2, one xoshiro state a chain)
+    resumes exactly as it would have continued; format 1 is refused in one line."""
+    import json as _json
+
+    from msa_engine.errors import MSAError
+    from msa_engine.sampling.run import _Run
+
+    p = _tiny("erf")
+    args = (p, "marginal", 3, 60, 20, 1, "mala", None, 5, 10)
+
+    def legacy():
+        r = _Run(*args)
+        r.rng = rn.seed_scalar_states(np.random.SeedSequence(99), 3)
+        r.meta["version"] = 2
+        return r
+
+    ref = legacy()
+    ref.advance(30)
+    path = tmp_path / "ck.npz"
+    ref.save(path, 1.0)
+    ref.advance(80)
+    back = _Run(*args)
+    back.load(path)
+    assert back.rng.shape == (3, 4) and back.meta["version"] == 2
+    back.advance(80)
+    assert np.array_equal(back.state["W"], ref.state["W"])
+    assert np.array_equal(back.tr_fte, ref.tr_fte)
+    # and a fresh run uses the lane streams, giving different (equally valid) numbers
+    fresh = _Run(*args)
+    assert fresh.rng.shape == (3, rn.STATE_WORDS)
+    # format 1: refused with a clear message
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = _json.loads(str(arrays.pop("meta")))
+    meta["version"] = 1
+    old = tmp_path / "v1.npz"
+    np.savez(old, meta=np.array(_json.dumps(meta)), **arrays)
+    with pytest.raises(MSAError, match="older format"):
+        _Run(*args).load(old)
 
 
 def test_spare_threads_go_to_blas_in_every_chain_group():
@@ -286,3 +394,24 @@ def test_kernels_run_with_one_blas_thread_when_numpy_was_imported_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_fused_lane_proposal_equals_drawing_the_normals_first():
+    """The samplers' proposal on a lane stream draws and uses its normals in one pass;
+    it must give p = x − drift·g + scale·ξ and |ξ|² with the very numbers of
+    draw_normals, and leave the stream where draw_normals leaves it."""
+    rng = np.random.default_rng(3)
+    for n in (3, 16, 3000, 3001, 40_000):
+        st = rn.seed_states(np.random.SeedSequence(n), 1)[0]
+        x, g = rng.standard_normal(n), rng.standard_normal(n)
+        a, b = st.copy(), st.copy()
+        p = np.empty(n)
+        zb = np.empty(rn.normals_needed(n))
+        wb = np.empty(rn.words_needed(n), dtype=np.uint64)
+        xi2 = kn._propose_rng(x, g, p, 0.03, 0.7, a, zb, wb)
+        z = np.empty(rn.normals_needed(n))
+        rn.draw_normals(b, z, n, np.empty(rn.words_needed(n), dtype=np.uint64))
+        z = z[:n]
+        assert np.array_equal(a, b)
+        np.testing.assert_array_equal(p, (x - 0.03 * g) + 0.7 * z)
+        assert xi2 == pytest.approx(float(z @ z), rel=1e-13)

@@ -40,7 +40,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .rng_numba import draw_normals, next_double
+from .rng_numba import (LANES, STATE_WORDS, draw_normals, fast_normal, finish_rejected,
+                         lane_words, normals_needed, uniform, words_needed)
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -50,28 +51,45 @@ OK, NONFINITE, EXPLODED = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _scale_add_sq(g, cg, x, px):  # pragma: no cover - numba
-    """``g ← cg·g + px·x`` elementwise; returns ``|x|²``.  The sum runs in four
-    partial sums: one running sum is bound by the latency of the floating-point add
-    (the order is fixed, so results stay reproducible)."""
-    gf, xf = g.ravel(), x.ravel()
+def _scale_add_sq(g, cg, x, px, xc, s, h):  # pragma: no cover - numba
+    """``g ← cg·g + px·x`` elementwise; returns ``(|x|², rev)`` with ``rev`` the
+    reverse-move MALA term ``|(xc − x)/s + (h/2) s g|²`` of a proposal ``x`` from
+    ``xc`` (prior scale ``s``; ``h = 0``: not wanted, 0), summed in the same pass.
+    Both sums run in four partial sums: one running sum is bound by the latency of
+    the floating-point add (the order is fixed, so results stay reproducible)."""
+    gf, xf, cf = g.ravel(), x.ravel(), xc.ravel()
     n = xf.size
     n4 = n - n % 4
+    inv_s, hs = (1.0 / s, 0.5 * h * s) if h > 0.0 else (0.0, 0.0)
     s0 = s1 = s2 = s3 = 0.0
+    r0 = r1 = r2 = r3 = 0.0
     for i in range(0, n4, 4):
         x0, x1, x2, x3 = xf[i], xf[i + 1], xf[i + 2], xf[i + 3]
         s0 += x0 * x0
         s1 += x1 * x1
         s2 += x2 * x2
         s3 += x3 * x3
-        gf[i] = cg * gf[i] + px * x0
-        gf[i + 1] = cg * gf[i + 1] + px * x1
-        gf[i + 2] = cg * gf[i + 2] + px * x2
-        gf[i + 3] = cg * gf[i + 3] + px * x3
+        g0 = cg * gf[i] + px * x0
+        g1 = cg * gf[i + 1] + px * x1
+        g2 = cg * gf[i + 2] + px * x2
+        g3 = cg * gf[i + 3] + px * x3
+        gf[i], gf[i + 1], gf[i + 2], gf[i + 3] = g0, g1, g2, g3
+        z0 = (cf[i] - x0) * inv_s + hs * g0
+        z1 = (cf[i + 1] - x1) * inv_s + hs * g1
+        z2 = (cf[i + 2] - x2) * inv_s + hs * g2
+        z3 = (cf[i + 3] - x3) * inv_s + hs * g3
+        r0 += z0 * z0
+        r1 += z1 * z1
+        r2 += z2 * z2
+        r3 += z3 * z3
     for i in range(n4, n):
-        s0 += xf[i] * xf[i]
-        gf[i] = cg * gf[i] + px * xf[i]
-    return (s0 + s1) + (s2 + s3)
+        x0 = xf[i]
+        s0 += x0 * x0
+        g0 = cg * gf[i] + px * x0
+        gf[i] = g0
+        z0 = (cf[i] - x0) * inv_s + hs * g0
+        r0 += z0 * z0
+    return (s0 + s1) + (s2 + s3), ((r0 + r1) + (r2 + r3) if h > 0.0 else 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -132,11 +150,60 @@ def _gram_product(Phi, K):  # pragma: no cover - numba
                     K[j0 + j, i0 + i] = blk[i, j]
 
 
+SMALL_SPD = 48     # below this size the SPD inverse is written out (LAPACK's call overhead
+                  # was 7.5 µs of a 20×20 inverse, most of the small marginal step)
+
+
+@njit(cache=True, nogil=True)
+def _small_spd_inverse(A, out):  # pragma: no cover - numba
+    """:func:`_logdet_and_inverse` for small ``A`` without LAPACK: Cholesky ``A = LLᵀ``,
+    ``L⁻¹`` by forward substitution, ``A⁻¹ = L⁻ᵀL⁻¹`` (symmetric by construction).
+    Raises ``LinAlgError`` when ``A`` is not positive definite, as LAPACK's path does."""
+    n = A.shape[0]
+    L = np.zeros((n, n))
+    logdet = 0.0
+    for j in range(n):
+        s = A[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not s > 0.0:
+            raise np.linalg.LinAlgError("Matrix is not positive definite.")
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        logdet += 2.0 * math.log(ljj)
+        inv = 1.0 / ljj
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            L[i, j] = s * inv
+    # Li = L⁻¹ (lower triangular), column by column
+    Li = np.zeros((n, n))
+    for j in range(n):
+        Li[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, n):
+            s = 0.0
+            for k in range(j, i):
+                s -= L[i, k] * Li[k, j]
+            Li[i, j] = s / L[i, i]
+    # out = Liᵀ Li: out[i, j] = Σ_{k ≥ max(i, j)} Li[k, i] Li[k, j]
+    for i in range(n):
+        for j in range(i + 1):
+            s = 0.0
+            for k in range(i, n):
+                s += Li[k, i] * Li[k, j]
+            out[i, j] = s
+            out[j, i] = s
+    return logdet
+
+
 @njit(cache=True, nogil=True)
 def _logdet_and_inverse(A, out):  # pragma: no cover - numba
     """log det of the SPD matrix ``A`` (by Cholesky, which also refuses a non-SPD one) and
     its inverse, symmetrised, into ``out``."""
     n = A.shape[0]
+    if n < SMALL_SPD:
+        return _small_spd_inverse(A, out)
     L = np.linalg.cholesky(A)
     logdet = 0.0
     for i in range(n):
@@ -165,10 +232,12 @@ def _factor(Phi, g_a, kappa, K, Ainv):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, gW):  # pragma: no cover
-    """Marginal energy (returned) and gradient (into ``gW``) of THEORY §7, leaving
-    ``Φ``, ``K``, ``A⁻¹`` and ``t = A⁻¹y`` of this ``W`` in the buffers for the
-    observables.  ``D``, ``M`` are ``P×N`` scratch."""
+def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, gW, Wc, s,
+                   h):  # pragma: no cover
+    """Marginal energy and gradient (into ``gW``) of THEORY §7, leaving ``Φ``, ``K``,
+    ``A⁻¹`` and ``t = A⁻¹y`` of this ``W`` in the buffers for the observables;
+    returns ``(E, rev)`` (``rev``: see :func:`_scale_add_sq`, for a proposal ``W``
+    from ``Wc``).  ``D``, ``M`` are ``P×N`` scratch."""
     N, d = W.shape
     P = X.shape[0]
     np.dot(X, W.T, Phi)
@@ -192,8 +261,8 @@ def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, g
                 M[i, j] *= D[i, j]
     np.dot(M.T, X, gW)
     pw = d / g_w
-    sw = _scale_add_sq(gW, 2.0 * g_a / N, W, pw)
-    return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yt
+    sw, rev = _scale_add_sq(gW, 2.0 * g_a / N, W, pw, Wc, s, h)
+    return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yt, rev
 
 
 @njit(cache=True, nogil=True)
@@ -209,13 +278,15 @@ def marginal_energy_grad(W, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cov
     Phi, D, M = np.empty((P, N)), np.empty((P, N)), np.empty((P, N))
     K, Ainv, t = np.empty((P, P)), np.empty((P, P)), np.empty(P)
     gW = np.empty((N, d))
-    E = _marginal_core(np.ascontiguousarray(W), X, y, code, g_w, g_a, kappa, chi, Phi, D, M,
-                       K, Ainv, t, gW)
+    Wc = np.ascontiguousarray(W)
+    E = _marginal_core(Wc, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, gW,
+                       Wc, 1.0, 0.0)[0]
     return E, gW
 
 
 @njit(cache=True, nogil=True)
-def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW):  # pragma: no cover
+def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW, Wc, s,
+               h):  # pragma: no cover
     """Marginal energy and gradient for a **linear** φ with ``P > d``, by Woodbury.
 
     With ``K = c X S Xᵀ`` (``c = g_a/N``, ``S = WᵀW``), ``XᵀX = L_b L_bᵀ``,
@@ -228,7 +299,8 @@ def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW):  # pra
 
     (the gradient of THEORY §7 with ``Φ = XWᵀ``, ``φ' = 1``).  Cost ``O(Nd² + d³)``
     against ``O(PNd + P²N + P³)``.  ``wpar = (1, |y − Πy|²)``.  Leaves ``S``, ``T⁻¹``
-    and ``q = T⁻¹w₀`` in the buffers for :func:`observe_wood`.
+    and ``q = T⁻¹w₀`` in the buffers for :func:`observe_wood`; returns ``(E, rev)`` as
+    :func:`_marginal_core`.
     """
     N, d = W.shape
     c = g_a / N
@@ -255,8 +327,8 @@ def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW):  # pra
             B[i, j] = b1 * B[i, j] - b2 * v[i] * v[j]
     np.dot(W, B, gW)
     pw = d / g_w
-    sw = _scale_add_sq(gW, 2.0 * c, W, pw)
-    return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yAy
+    sw, rev = _scale_add_sq(gW, 2.0 * c, W, pw, Wc, s, h)
+    return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yAy, rev
 
 
 @njit(cache=True, nogil=True)
@@ -264,8 +336,9 @@ def marginal_energy_grad_wood(W, X, Lb, w0, wpar, g_w, g_a, kappa, chi):  # prag
     """:func:`_wood_core` with its own buffers (for tests): ``(E, ∂E/∂W)``."""
     N, d = W.shape
     S, Tinv, q, gW = np.empty((d, d)), np.empty((d, d)), np.empty(d), np.empty((N, d))
-    E = _wood_core(np.ascontiguousarray(W), Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi,
-                   S, Tinv, q, gW)
+    Wc = np.ascontiguousarray(W)
+    E = _wood_core(Wc, Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi, S, Tinv, q, gW,
+                   Wc, 1.0, 0.0)[0]
     return E, gW
 
 
@@ -310,49 +383,84 @@ def observe_wood(W, S, Tinv, q, X, Xs, Lb, u_slow, g_a, kappa, chi, ftr, fte, vt
 
 
 @njit(cache=True, nogil=True)
-def _full_core(W, a, X, y, code, g_w, g_a, kappa, chi, H, D, r, v, u, gW, ga):  # pragma: no cover
-    """Full energy (returned) and gradients (into ``gW``, ``ga``), THEORY §1.
+def _full_core(W, a, X, y, code, g_w, g_a, kappa, chi, H, D, r, v, u, gW, ga,
+               Wc, ac, sw, sa, h):  # pragma: no cover
+    """Full energy and gradients (into ``gW``, ``ga``) at ``(W, a)``, THEORY §1; returns
+    ``(E, rev)``.
 
     Linear φ: ``f = X(Wᵀa)``, ``∂E/∂W = (χ/κ) a uᵀ + (d/g_w)W`` and
     ``∂E/∂a = (χ/κ) W u + (χN/g_a) a`` with ``u = Xᵀr`` — ``O((P+N)d)`` and the
     ``P×N`` buffers ``H``, ``D`` are not touched.  Otherwise ``H = φ(XWᵀ)``,
     ``D = φ'`` overwritten by ``(χ/κ) r aᵀ ⊙ φ'`` and ``∂E/∂W = DᵀX + (d/g_w)W``.
+
+    With ``h > 0``, ``(W, a)`` is a proposal from ``(Wc, ac)`` and ``rev`` the reverse
+    move's MALA term of both blocks (see :func:`_scale_add_sq`; prior scales ``sw``, ``sa``),
+    accumulated in the loops that write the gradients (one pass fewer over ``W``);
+    ``h = 0``: ``rev = 0``.
     """
     N, d = W.shape
     P = X.shape[0]
     cpk = chi / kappa
     pw = d / g_w
     pa = chi * N / g_a
+    rev = 0.0
     if code == 0:
         # plain loops: these matrix-vector products are far too small for a BLAS call
         # to pay off, and W is read twice in all (v = Wᵀa, then ga and ∂E/∂W)
-        v[:] = 0.0
+        vw = v[:d]
+        vw[:] = 0.0
         for n in range(N):
             an = a[n]
             for j in range(d):
-                v[j] += W[n, j] * an
+                vw[j] += W[n, j] * an
+        # row products in four partial sums, written out here (the _dot4 helper on row
+        # views measured 50% slower in this loop)
+        d4 = d - d % 4
         for i in range(P):
-            f = 0.0
-            for j in range(d):
-                f += X[i, j] * v[j]
-            r[i] = f - y[i]
+            f0 = f1 = f2 = f3 = 0.0
+            for j in range(0, d4, 4):
+                f0 += X[i, j] * vw[j]
+                f1 += X[i, j + 1] * vw[j + 1]
+                f2 += X[i, j + 2] * vw[j + 2]
+                f3 += X[i, j + 3] * vw[j + 3]
+            for j in range(d4, d):
+                f0 += X[i, j] * vw[j]
+            r[i] = ((f0 + f1) + (f2 + f3)) - y[i]
         u[:] = 0.0
         for i in range(P):
             ri = r[i]
             for j in range(d):
                 u[j] += X[i, j] * ri
-        sw = 0.0
+        # ‖W‖² and the reverse MALA term are summed per column (v[:d], v[d:]), so the
+        # inner loop carries no scalar reduction and vectorises; the row products
+        # (W u)_n use four partial sums (a fixed order: results do not depend on the
+        # compiler)
+        sq, rq = v[:d], v[d:2 * d]
+        sq[:] = 0.0
+        rq[:] = 0.0
+        inv_s, hs = (1.0 / sw, 0.5 * h * sw) if h > 0.0 else (0.0, 0.0)
         for n in range(N):
             an = cpk * a[n]
-            gn = 0.0
-            sn = 0.0
             for j in range(d):
                 w = W[n, j]
-                gn += w * u[j]
-                sn += w * w
-                gW[n, j] = an * u[j] + pw * w
-            ga[n] = gn
-            sw += sn
+                g = an * u[j] + pw * w
+                gW[n, j] = g
+                z = (Wc[n, j] - w) * inv_s + hs * g
+                sq[j] += w * w
+                rq[j] += z * z
+            g0 = g1 = g2 = g3 = 0.0
+            for j in range(0, d4, 4):
+                g0 += W[n, j] * u[j]
+                g1 += W[n, j + 1] * u[j + 1]
+                g2 += W[n, j + 2] * u[j + 2]
+                g3 += W[n, j + 3] * u[j + 3]
+            for j in range(d4, d):
+                g0 += W[n, j] * u[j]
+            ga[n] = (g0 + g1) + (g2 + g3)
+        sw2 = 0.0
+        for j in range(d):
+            sw2 += sq[j]
+            rev += rq[j]
     else:
         np.dot(X, W.T, H)
         _act_inplace(code, H, D, True)
@@ -365,15 +473,19 @@ def _full_core(W, a, X, y, code, g_w, g_a, kappa, chi, H, D, r, v, u, gW, ga):  
             for j in range(N):
                 D[i, j] *= ri * a[j]
         np.dot(D.T, X, gW)
-        sw = _scale_add_sq(gW, 1.0, W, pw)
-    sa = 0.0
+        sw2, rev = _scale_add_sq(gW, 1.0, W, pw, Wc, sw, h)
+    sa2 = 0.0
+    inv_s, hs = (1.0 / sa, 0.5 * h * sa) if h > 0.0 else (0.0, 0.0)
     for n in range(N):
-        sa += a[n] * a[n]
-        ga[n] = cpk * ga[n] + pa * a[n]
+        sa2 += a[n] * a[n]
+        g = cpk * ga[n] + pa * a[n]
+        ga[n] = g
+        z = (ac[n] - a[n]) * inv_s + hs * g
+        rev += z * z
     rr = 0.0
     for i in range(P):
         rr += r[i] * r[i]
-    return 0.5 * cpk * rr + 0.5 * pw * sw + 0.5 * pa * sa
+    return 0.5 * cpk * rr + 0.5 * pw * sw2 + 0.5 * pa * sa2, (rev if h > 0.0 else 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -387,8 +499,9 @@ def full_energy_grad(W, a, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cove
     H, D = np.empty((P, N)), np.empty((P, N))
     r, v, u = np.empty(P), np.empty(d), np.empty(d)
     gW, ga = np.empty((N, d)), np.empty(N)
-    E = _full_core(np.ascontiguousarray(W), np.ascontiguousarray(a), X, y, code, g_w, g_a,
-                   kappa, chi, H, D, r, v, u, gW, ga)
+    Wc, ac = np.ascontiguousarray(W), np.ascontiguousarray(a)
+    E = _full_core(Wc, ac, X, y, code, g_w, g_a, kappa, chi, H, D, r, v, u, gW, ga,
+                   Wc, ac, 1.0, 1.0, 0.0)[0]
     return E, gW, ga
 
 
@@ -455,10 +568,13 @@ def _flag(status, code, chain, step):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
     """``p = x − drift·g + scale·ξ`` with ``ξ`` drawn from stream ``rs`` as one block
-    (``zb``, ``wb``: float64 / uint64 scratch of at least ``x.size``); returns ``|ξ|²``
+    (``zb``, ``wb``: float64 / uint64 scratch of :func:`rng_numba.normals_needed` /
+    :func:`rng_numba.words_needed` ``(x.size)``); returns ``|ξ|²``
     (forward MH term)."""
     xf, gf, pf = x.ravel(), g.ravel(), p.ravel()
     n = xf.size
+    if rs.shape[0] == STATE_WORDS:
+        return _propose_lanes(xf, gf, pf, drift, scale, rs, zb, wb)
     draw_normals(rs, zb, n, wb)
     xi2 = 0.0
     for i in range(n):
@@ -469,34 +585,66 @@ def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _log_uniform(rs):  # pragma: no cover - numba
-    u = next_double(rs)
-    return math.log(u) if u > 0.0 else -math.inf
+def _propose_lanes(xf, gf, pf, drift, scale, rs, acc, wb):  # pragma: no cover - numba
+    """:func:`_propose_rng` on a lane stream, fused with the draw: the same numbers as
+    :func:`rng_numba.draw_normals` (tested), without writing them.  One SIMD loop per
+    row of :data:`~rng_numba.LANES` words builds ``p`` with the fast-path normal (0
+    where the ziggurat's fast test rejects), sums ``ξ²`` per lane (no reassociation,
+    so the sum does not depend on the compiler) and records the row's rejections as a
+    bit mask; the rejected words are then completed in order, adding ``scale·ξ`` and
+    ``ξ²``.
+    ``acc`` is float scratch of at least ``LANES``."""
+    L = LANES
+    n = xf.size
+    nb = (n + L - 1) // L
+    lane_words(rs, wb, nb)
+    for j in range(L):
+        acc[j] = 0.0
+    # the full rows with a constant trip count (LLVM unrolls and vectorises them; a
+    # shared helper or a variable count measured 25-40% slower), then the last one
+    full = n // L
+    for b in range(full):
+        mask = np.uint64(0)
+        for j in range(L):
+            i = b * L + j
+            z, ok = fast_normal(wb[i])
+            z = z if ok else 0.0
+            acc[j] += z * z
+            pf[i] = xf[i] - drift * gf[i] + scale * z
+            mask |= np.uint64(not ok) << np.uint64(j)
+        wb[nb * L + b] = mask
+    if full < nb:
+        mask = np.uint64(0)
+        for j in range(n - full * L):
+            i = full * L + j
+            z, ok = fast_normal(wb[i])
+            z = z if ok else 0.0
+            acc[j] += z * z
+            pf[i] = xf[i] - drift * gf[i] + scale * z
+            mask |= np.uint64(not ok) << np.uint64(j)
+        wb[nb * L + full] = mask
+    xi2 = 0.0
+    for j in range(L):
+        xi2 += acc[j]
+    aux = rs[4 * L:4 * L + 4]
+    for b in range(nb):
+        mask = wb[nb * L + b]
+        j = 0
+        while mask != 0:            # the rejected words of row b, in order
+            if mask & np.uint64(1):
+                i = b * L + j
+                z = finish_rejected(aux, wb[i])
+                xi2 += z * z
+                pf[i] += scale * z
+            mask >>= np.uint64(1)
+            j += 1
+    return xi2
 
 
 @njit(cache=True, nogil=True)
-def _mh_rev(x, xp, gp, s, h):  # pragma: no cover - numba
-    """Reverse-move term of the MALA ratio of one block in whitened coordinates,
-    ``|(x − x')/s + (h/2) s ∇E(x')|²`` (four partial sums)."""
-    xf, xpf, gf = x.ravel(), xp.ravel(), gp.ravel()
-    inv_s = 1.0 / s
-    hs = 0.5 * h * s
-    n = xf.size
-    n4 = n - n % 4
-    s0 = s1 = s2 = s3 = 0.0
-    for i in range(0, n4, 4):
-        z0 = (xf[i] - xpf[i]) * inv_s + hs * gf[i]
-        z1 = (xf[i + 1] - xpf[i + 1]) * inv_s + hs * gf[i + 1]
-        z2 = (xf[i + 2] - xpf[i + 2]) * inv_s + hs * gf[i + 2]
-        z3 = (xf[i + 3] - xpf[i + 3]) * inv_s + hs * gf[i + 3]
-        s0 += z0 * z0
-        s1 += z1 * z1
-        s2 += z2 * z2
-        s3 += z3 * z3
-    for i in range(n4, n):
-        z = (xf[i] - xpf[i]) * inv_s + hs * gf[i]
-        s0 += z * z
-    return (s0 + s1) + (s2 + s3)
+def _log_uniform(rs):  # pragma: no cover - numba
+    u = uniform(rs)
+    return math.log(u) if u > 0.0 else -math.inf
 
 
 @njit(cache=True, nogil=True)
@@ -555,37 +703,43 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2,
     wood = wpar[0] != 0.0
     s2 = g_w / d
     s = math.sqrt(s2)
-    zb = np.empty(N * d)                         # one step's normals, drawn as a block
-    wb = np.empty(N * d, dtype=np.uint64)
+    zb = np.empty(normals_needed(N * d))         # one step's normals, drawn as a block
+    wb = np.empty(words_needed(N * d), dtype=np.uint64)
+    # double buffering of (W, gW) as in full_chunk: chain c's state is in W[c] while
+    # side[c] = 0, in Wp[c] while 1 (the caches have their own index, cur[c])
+    side = np.zeros(C, dtype=np.int64)
     for k in range(S):
         h = math.exp(log_h[0])
         sh = math.sqrt(h)
         alpha_sum = 0.0
         for c in range(C):
             b = 1 - cur[c]
-            xi2 = _propose_rng(W[c], gW[c], Wp[c], 0.5 * h * s2, sh * s, rng[c], zb, wb)
+            Wc, Wn = (W[c], Wp[c]) if side[c] == 0 else (Wp[c], W[c])
+            gWc, gWn = (gW[c], gWp[c]) if side[c] == 0 else (gWp[c], gW[c])
+            xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2, sh * s, rng[c], zb, wb)
             if wood:
-                Ep = _wood_core(Wp[c], Lb, w0, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
-                                Ti2[c, b], q2[c, b], gWp[c])
+                Ep, rev = _wood_core(Wn, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
+                                     Ti2[c, b], q2[c, b], gWn, Wc, s, h)
             else:
-                Ep = _marginal_core(Wp[c], X, y, code, g_w, g_a, kappa, chi, Phi2[c, b], D[c],
-                                    M[c], K2[c, b], Ai2[c, b], t2[c, b], gWp[c])
+                Ep, rev = _marginal_core(Wn, X, y, code, g_w, g_a, kappa, chi, Phi2[c, b],
+                                         D[c], M[c], K2[c, b], Ai2[c, b], t2[c, b], gWn, Wc,
+                                         s, h)
             if not math.isfinite(Ep):
                 _flag(status, NONFINITE, c, step0 + k)
+                _settle(side, W, gW, Wp, gWp)
                 return
             # Metropolis-Hastings ratio in whitened coordinates
-            rev = _mh_rev(W[c], Wp[c], gWp[c], s, h)
             la = -(Ep - E[c]) - rev / (2.0 * h) + 0.5 * xi2
             alpha = 1.0 if la >= 0.0 else math.exp(la)
             alpha_sum += alpha
             lu = _log_uniform(rng[c])          # drawn for ULA too: one stream layout
             if (not mala) or lu < la:
-                _copy(W[c], Wp[c])
-                _copy(gW[c], gWp[c])
+                side[c] = 1 - side[c]
                 E[c] = Ep
                 cur[c] = b
             if E[c] > e_max[c]:
                 _flag(status, EXPLODED, c, step0 + k)
+                _settle(side, W, gW, Wp, gWp)
                 return
             acc[c] += alpha
         _adapt(log_h, lh_stats, alpha_sum, C, adapt, adapt_avg, target, rate)
@@ -594,17 +748,30 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2,
             bb = (m * nbatch) // m_total
             for c in range(C):
                 i = cur[c]
+                Wc = W[c] if side[c] == 0 else Wp[c]
                 if wood:
-                    Q, sl = observe_wood(W[c], S2[c, i], Ti2[c, i], q2[c, i], X, Xs, Lb, u_slow,
+                    Q, sl = observe_wood(Wc, S2[c, i], Ti2[c, i], q2[c, i], X, Xs, Lb, u_slow,
                                          g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m], vte[c],
                                          Kacc[c], SWb[c, bb])
                 else:
-                    Q, sl = observe_cached(W[c], Phi2[c, i], K2[c, i], Ai2[c, i], t2[c, i], Xs,
+                    Q, sl = observe_cached(Wc, Phi2[c, i], K2[c, i], Ai2[c, i], t2[c, i], Xs,
                                            y, u_slow, code, g_a, kappa, chi, tr_ftr[c, m],
                                            tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
                 tr_Q[c, m] = Q
                 tr_slow[c, m] = sl
                 tr_E[c, m] = E[c]
+    _settle(side, W, gW, Wp, gWp)
+
+
+@njit(cache=True, nogil=True)
+def _settle(side, W, gW, Wp, gWp):  # pragma: no cover - numba
+    """Move ``(W, gW)`` of every chain whose current buffers are the scratch ones
+    (``side[c] = 1``) back home."""
+    for c in range(side.shape[0]):
+        if side[c] == 1:
+            _copy(W[c], Wp[c])
+            _copy(gW[c], gWp[c])
+            side[c] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -619,10 +786,11 @@ def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q
         _copy(Wp[c], W[c])
         if wpar[0] != 0.0:
             E[c] = _wood_core(Wp[c], Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi, S2[c, 0],
-                              Ti2[c, 0], q2[c, 0], gWp[c])
+                              Ti2[c, 0], q2[c, 0], gWp[c], W[c], 1.0, 0.0)[0]
         else:
             E[c] = _marginal_core(Wp[c], X, y, code, g_w, g_a, kappa, chi, Phi2[c, 0], D[c],
-                                  M[c], K2[c, 0], Ai2[c, 0], t2[c, 0], gWp[c])
+                                  M[c], K2[c, 0], Ai2[c, 0], t2[c, 0], gWp[c], W[c], 1.0,
+                                  0.0)[0]
         _copy(gW[c], gWp[c])
         cur[c] = 0
 
@@ -636,7 +804,7 @@ def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, X, y, code, g
         _copy(Wp[c], W[c])
         _copy(ap[c], a[c])
         E[c] = _full_core(Wp[c], ap[c], X, y, code, g_w, g_a, kappa, chi, H[c], D[c], r[c],
-                          v[c], u[c], gWp[c], gap[c])
+                          v[c], u[c], gWp[c], gap[c], W[c], a[c], 1.0, 1.0, 0.0)[0]
         _copy(gW[c], gWp[c])
         _copy(ga[c], gap[c])
 
@@ -662,33 +830,39 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
     sw = math.sqrt(s2w)
     s2a = g_a / (chi * N)
     sa = math.sqrt(s2a)
-    zb = np.empty(N * d)                         # one step's normals, drawn as a block
-    wb = np.empty(N * d, dtype=np.uint64)
+    zb = np.empty(normals_needed(N * d))         # one step's normals, drawn as a block
+    wb = np.empty(words_needed(N * d), dtype=np.uint64)
+    # double buffering: chain c's state is in (W, a, gW, ga)[c] while side[c] = 0, in
+    # the scratch (Wp, ap, gWp, gap)[c] while 1; an acceptance flips side[c] instead of
+    # copying four arrays, and _settle moves every state home before returning
+    side = np.zeros(C, dtype=np.int64)
     for k in range(S):
         h = math.exp(log_h[0])
         sh = math.sqrt(h)
         alpha_sum = 0.0
         for c in range(C):
-            xi2 = _propose_rng(W[c], gW[c], Wp[c], 0.5 * h * s2w, sh * sw, rng[c], zb, wb)
-            xi2 += _propose_rng(a[c], ga[c], ap[c], 0.5 * h * s2a, sh * sa, rng[c], zb, wb)
-            Ep = _full_core(Wp[c], ap[c], X, y, code, g_w, g_a, kappa, chi, H[c], D[c], r[c],
-                            v[c], u[c], gWp[c], gap[c])
+            Wc, Wn = (W[c], Wp[c]) if side[c] == 0 else (Wp[c], W[c])
+            ac, an = (a[c], ap[c]) if side[c] == 0 else (ap[c], a[c])
+            gWc, gWn = (gW[c], gWp[c]) if side[c] == 0 else (gWp[c], gW[c])
+            gac, gan = (ga[c], gap[c]) if side[c] == 0 else (gap[c], ga[c])
+            xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2w, sh * sw, rng[c], zb, wb)
+            xi2 += _propose_rng(ac, gac, an, 0.5 * h * s2a, sh * sa, rng[c], zb, wb)
+            Ep, rev = _full_core(Wn, an, X, y, code, g_w, g_a, kappa, chi, H[c], D[c],
+                                 r[c], v[c], u[c], gWn, gan, Wc, ac, sw, sa, h)
             if not math.isfinite(Ep):
                 _flag(status, NONFINITE, c, step0 + k)
+                _settle_full(side, W, a, gW, ga, Wp, ap, gWp, gap)
                 return
-            rev = _mh_rev(W[c], Wp[c], gWp[c], sw, h) + _mh_rev(a[c], ap[c], gap[c], sa, h)
             la = -(Ep - E[c]) - rev / (2.0 * h) + 0.5 * xi2
             alpha = 1.0 if la >= 0.0 else math.exp(la)
             alpha_sum += alpha
             lu = _log_uniform(rng[c])          # drawn for ULA too: one stream layout
             if (not mala) or lu < la:
-                _copy(W[c], Wp[c])
-                _copy(a[c], ap[c])
-                _copy(gW[c], gWp[c])
-                _copy(ga[c], gap[c])
+                side[c] = 1 - side[c]
                 E[c] = Ep
             if E[c] > e_max[c]:
                 _flag(status, EXPLODED, c, step0 + k)
+                _settle_full(side, W, a, gW, ga, Wp, ap, gWp, gap)
                 return
             acc[c] += alpha
         _adapt(log_h, lh_stats, alpha_sum, C, adapt, adapt_avg, target, rate)
@@ -696,8 +870,20 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
         if m >= 0:
             bb = (m * nbatch) // m_total
             for c in range(C):
-                Q, sl = observe(W[c], X, Xs, y, u_slow, code, g_a, kappa, chi, tr_ftr[c, m],
+                Q, sl = observe(W[c] if side[c] == 0 else Wp[c], X, Xs, y, u_slow, code, g_a,
+                                kappa, chi, tr_ftr[c, m],
                                 tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
                 tr_Q[c, m] = Q
                 tr_slow[c, m] = sl
                 tr_E[c, m] = E[c]
+    _settle_full(side, W, a, gW, ga, Wp, ap, gWp, gap)
+
+
+@njit(cache=True, nogil=True)
+def _settle_full(side, W, a, gW, ga, Wp, ap, gWp, gap):  # pragma: no cover - numba
+    """:func:`_settle` for the full sampler's four arrays."""
+    for c in range(side.shape[0]):
+        if side[c] == 1:
+            _copy(a[c], ap[c])
+            _copy(ga[c], gap[c])
+    _settle(side, W, gW, Wp, gWp)

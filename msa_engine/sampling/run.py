@@ -43,7 +43,8 @@ from .marginal import MarginalSampler
 from .rng_numba import seed_states
 
 SAMPLERS = {"marginal": MarginalSampler, "full": FullSampler}
-CHECKPOINT_VERSION = 2          # 2: one random stream per chain (issue 7)
+CHECKPOINT_VERSION = 3          # 2: one random stream per chain; 3: lane streams (issue 7)
+RESUMABLE_VERSIONS = (2, 3)     # a version-2 run resumes on its single-state streams
 ADAPT_RATE = 0.1            # Robbins-Monro gain on log h per step during burn-in
 N_BATCHES = 10              # batches per chain for the batch-means error of Σ_W
 TRACE_BUDGET = 2 ** 30      # bytes of stored traces before we ask for thinning
@@ -340,15 +341,32 @@ class _Run:
             raise MSAError(f"cannot read checkpoint {str(path)!r}: {exc}") from None
         if not isinstance(meta, dict):
             raise MSAError(f"cannot read checkpoint {str(path)!r}: malformed metadata")
-        mine = {k: self.meta[k] for k in self.meta}
-        theirs = {k: meta.get(k) for k in self.meta}
+        version = meta.get("version")
+        if version not in RESUMABLE_VERSIONS:
+            raise MSAError(f"checkpoint {str(path)!r} was written in an older format "
+                           f"(version {version!r}; this version reads "
+                           f"{', '.join(map(str, RESUMABLE_VERSIONS))}); run again without "
+                           "--resume")
+        mine = {k: self.meta[k] for k in self.meta if k != "version"}
+        theirs = {k: meta.get(k) for k in mine}
         if mine != theirs:
             diff = ", ".join(f"{k}: {theirs[k]!r} != {mine[k]!r}" for k in mine
                              if mine[k] != theirs[k])
             raise MSAError(f"checkpoint {str(path)!r} belongs to a different run ({diff})")
         try:
             for k in self.ARRAYS:
-                getattr(self, k)[...] = arrays[k]
+                a = arrays[k]
+                if k == "rng" and version == 2:
+                    # single xoshiro states (C, 4): the kernels draw from them word by
+                    # word, exactly as the run that wrote them did
+                    if a.shape != (self.chains, 4):
+                        raise ValueError(f"rng has shape {a.shape}")
+                    self.rng = np.ascontiguousarray(a, dtype=np.uint64)
+                    self.meta["version"] = 2      # later checkpoints keep that layout
+                    continue
+                if k == "Kacc" and self.Kacc.size == 0:
+                    continue        # not accumulated on this path (older files carry one)
+                getattr(self, k)[...] = a
             for k in self.state:
                 self.state[k][...] = arrays[f"state_{k}"]
             self.e_max[...] = arrays["e_max"]
