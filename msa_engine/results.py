@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -179,7 +180,29 @@ class TheoryResult:
             "residual": self.residual,
             "iterations": len(self.log),
             "wall_time": self.wall_time,
+            "diagnostics": _diagnostics(self.extras),
         }
+
+
+def _diagnostics(extras: dict) -> dict:
+    """The scalar entries of a theory's ``extras`` (the non-linear saddle's fresh-sample
+    residual error and mean z², its estimator, sample counts, acceptance, …), so that
+    ``--json`` output and saved sessions carry what a reader needs to judge a Monte
+    Carlo theory; arrays and private (``_``) entries are left out, non-finite numbers
+    become null."""
+    out = {}
+    for k, v in extras.items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            out[k] = bool(v)
+        elif isinstance(v, (int, np.integer)):
+            out[k] = int(v)
+        elif isinstance(v, (float, np.floating)):
+            out[k] = float(v) if math.isfinite(float(v)) else None
+        elif isinstance(v, str):
+            out[k] = v
+    return out
 
 
 def _opt(v):

@@ -57,6 +57,29 @@ def test_solve_json_keys(tmp_path, capsys, theory):
         assert obj["Q"] == 0.8
     if theory in ("tree", "one-loop"):
         assert obj["log_evidence"] is None
+    # the theory's scalar diagnostics travel with it (JSON-safe, no arrays)
+    assert isinstance(obj["diagnostics"], dict)
+    assert all(isinstance(v, (bool, int, float, str)) or v is None
+               for v in obj["diagnostics"].values())
+    if theory == "tree":
+        assert obj["diagnostics"]["tilted_residual"] < 1e-8
+    if theory == "exact":
+        assert obj["diagnostics"]["nodes"] > 0
+
+
+def test_diagnostics_keep_scalars_only_and_null_non_finite():
+    from dataclasses import replace
+
+    pb = msa.Problem(msa.make_data({"task": "linear", "d": 5, "P": 6, "seed": 0}),
+                     msa.Network.make("linear", 50, 1.0, 1.0, 0.1, chi=1.0))
+    res = replace(msa.solve(pb, "nngp"),
+                  extras={"residual_z2": np.float64(1.3), "estimator": "mcmc", "samples": np.int64(7),
+                          "steps_converged": np.bool_(True), "bad": float("nan"),
+                          "jackknife": np.zeros(3), "_private": 1.0})
+    d = res.to_json_dict()["diagnostics"]
+    assert d == {"residual_z2": 1.3, "estimator": "mcmc", "samples": 7, "steps_converged": True,
+                 "bad": None}
+    json.dumps(d, allow_nan=False)
 
 
 def test_gamma_and_presets_in_config(tmp_path, capsys):

@@ -76,6 +76,9 @@ def test_relu_tree_level_solves_and_beats_nngp(cases, task):
           f"{se:.1e}")
     assert sim.rhat_max < 1.05
     assert tree.converged and tree.extras["residual_z2"] < 3.0
+    diag = tree.to_json_dict()["diagnostics"]        # what --json and sessions carry
+    assert diag["residual_z2"] == tree.extras["residual_z2"]
+    assert diag["estimator"] == tree.extras["estimator"] and "residual_se" in diag
     assert lo < 1.0                              # the measure it sampled exists
     assert diff > Z_ORDER * se
 
