@@ -40,7 +40,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .rng_numba import (LANES, STATE_WORDS, draw_normals, fast_normal, finish_rejected,
+from .rng_numba import (LANES, STATE_WORDS, complete_rejected, draw_normals, fast_normal,
                          lane_words, normals_needed, uniform, words_needed)
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
@@ -626,19 +626,7 @@ def _propose_lanes(xf, gf, pf, drift, scale, rs, acc, wb):  # pragma: no cover -
     xi2 = 0.0
     for j in range(L):
         xi2 += acc[j]
-    aux = rs[4 * L:4 * L + 4]
-    for b in range(nb):
-        mask = wb[nb * L + b]
-        j = 0
-        while mask != 0:            # the rejected words of row b, in order
-            if mask & np.uint64(1):
-                i = b * L + j
-                z = finish_rejected(aux, wb[i])
-                xi2 += z * z
-                pf[i] += scale * z
-            mask >>= np.uint64(1)
-            j += 1
-    return xi2
+    return complete_rejected(rs, wb, nb, pf, scale, xi2)
 
 
 @njit(cache=True, nogil=True)

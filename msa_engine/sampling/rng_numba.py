@@ -322,27 +322,45 @@ def _draw_lanes(s, f, n, words):  # pragma: no cover - numba
     docstring).  ``f`` must hold :func:`normals_needed` ``(n)`` (the last row of the
     block is computed whole) and ``words`` :func:`words_needed` ``(n)``.
 
-    One SIMD loop applies the ziggurat's fast path to every word, leaving NaN where
-    its test rejects the word (~1.5%) and counting the rejections of each row in the
-    tail of ``words``; a second loop visits only the rows with rejections and
-    completes them in increasing order of ``i`` (:func:`finish_rejected`)."""
+    One SIMD loop applies the ziggurat's fast path to every word, leaving 0 where its
+    test rejects the word (~1.5%) and recording each row's rejections as a bit mask in
+    the tail of ``words``; :func:`complete_rejected` then fills those in, in
+    increasing order of ``i``."""
     L = LANES
     nb = (n + L - 1) // L
     lane_words(s, words, nb)
     for b in range(nb):
-        cnt = 0
+        mask = np.uint64(0)
         for j in range(L):
             i = b * L + j
             x, ok = fast_normal(words[i])
-            f[i] = x if ok else np.nan
-            cnt += not ok
-        words[nb * L + b] = cnt
+            f[i] = x if ok else 0.0
+            mask |= np.uint64(not ok and i < n) << np.uint64(j)
+        words[nb * L + b] = mask
+    complete_rejected(s, words, nb, f, 1.0, 0.0)
+
+
+@njit(cache=True, nogil=True)
+def complete_rejected(s, words, nb, out, scale, xi2):  # pragma: no cover - numba
+    """Second pass of a lane-stream draw: for every word whose fast test failed (bit
+    ``j`` of the mask ``words[nb·LANES + b]`` marks word ``b·LANES + j``), in increasing
+    order, complete the normal ``ξ`` from the auxiliary stream
+    (:func:`finish_rejected`) and add ``scale·ξ`` to ``out`` at that position; returns
+    ``xi2`` plus ``ξ²`` of each, added in that order."""
+    L = LANES
     a = s[4 * L:4 * L + 4]
     for b in range(nb):
-        if words[nb * L + b] != 0:
-            for i in range(b * L, min(n, (b + 1) * L)):
-                if f[i] != f[i]:
-                    f[i] = finish_rejected(a, words[i])
+        mask = words[nb * L + b]
+        j = 0
+        while mask != 0:            # the rejected words of row b, in order
+            if mask & np.uint64(1):
+                i = b * L + j
+                z = finish_rejected(a, words[i])
+                xi2 += z * z
+                out[i] += scale * z
+            mask >>= np.uint64(1)
+            j += 1
+    return xi2
 
 
 @njit(cache=True, nogil=True)
@@ -411,7 +429,7 @@ def replay(states, steps, n_w, n_a):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def words_needed(n):  # pragma: no cover - numba
     """Size of the ``uint64`` scratch :func:`draw_normals` needs for ``n`` normals
-    (whole rows of words, then one rejection count per row)."""
+    (whole rows of words, then one rejection mask per row)."""
     nb = (n + LANES - 1) // LANES
     return nb * LANES + nb
 
