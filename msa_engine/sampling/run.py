@@ -297,7 +297,7 @@ class _Run:
         self.tr_slow = np.zeros((C, self.m_total))
         self.vte = np.zeros((C, Ps))
         # ⟨K⟩ is accumulated per draw (P² each) except on the Woodbury path, which
-        # recovers it from Σ_W at the end (see _result): no C·P² array there
+        # recovers it from Σ_W at the end (see result()): no C·P² array there
         self.Kacc = np.zeros((C, 0, 0) if getattr(self.sampler, "uses_woodbury", False)
                              else (C, P, P))
         self.SWb = np.zeros((C, self.nbatch, d, d))
