@@ -101,8 +101,11 @@ def plan_tasks(session: Session, chis: Sequence, widths: Sequence[int] | None,
                 if last is not None:
                     e = session.find("theory", theory, last, N)[0]
                     warm = {"chi": last, "tbar": e.get("warm_tbar") or e.get("tbar")}
+            # every point gets its own seed, as a simulation does: the Monte Carlo of the
+            # non-linear saddles (tree, one loop) is then the user's --seed, not 0
             tasks.append({"kind": "theory-chain", "theory": theory, "N": int(N),
-                          "chis": todo, "warm": warm})
+                          "chis": todo, "warm": warm,
+                          "seeds": [point_seed(base_seed, N, c) for c in todo]})
         if simulate:
             opts = dict(sim_options or {})
             sampler = opts.get("sampler", "marginal")
@@ -121,38 +124,44 @@ def task_points(task: dict) -> int:
 def run_theory_chain(problem: Problem, theory: str, chis: Sequence[float],
                      warm: dict | None = None, callback=None,
                      on_point: Callable[[dict], None] | None = None,
-                     cancel: threading.Event | None = None) -> list[dict]:
+                     cancel: threading.Event | None = None,
+                     seeds: Sequence[int | None] | None = None) -> list[dict]:
     """Solve ``theory`` along ``chis`` (ascending), warm-starting annealed saddles.
 
     Between requested points the tree saddle is annealed on a geometric grid
     of ratio ≤ 2, exactly as :func:`msa_engine.solve` does from χ = 1, so a
-    chain's first point equals a fresh ``solve``.
+    chain's first point equals a fresh ``solve``.  ``seeds`` (one per point, or None)
+    seed the Monte Carlo of non-linear saddles; each entry records its seed.
     """
+    if seeds is not None and len(seeds) != len(chis):
+        raise MSAError(f"run_theory_chain: {len(seeds)} seeds for {len(chis)} points")
     theory = check_theory(theory)
     entries = []
     prev_chi = 1.0 if warm is None else float(warm["chi"])
     tbar = None if warm is None else np.asarray(warm["tbar"], dtype=float)
-    for chi in chis:
+    for i, chi in enumerate(chis):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
+        seed = None if seeds is None else seeds[i]
         p = problem.with_chi(chi)
         t0 = time.perf_counter()
         if theory in ANNEALED:
             grid = chi_grid(chi, start=prev_chi)
             if tbar is not None:
                 grid = grid[1:] if grid.size > 1 else grid
-            path = anneal(problem, "tree", grid, callback, tbar0=tbar)
+            path = anneal(problem, "tree", grid, callback, tbar0=tbar, seed=seed)
             tree_res = path[-1]
             log = sum((r.log for r in path), ())
             if theory == "one-loop":
-                res = anneal(problem, "one-loop", [chi], callback, tbar0=tree_res.tbar)[-1]
+                res = anneal(problem, "one-loop", [chi], callback, tbar0=tree_res.tbar,
+                             seed=seed)[-1]
                 log = log + res.log
             else:
                 res = tree_res
             tbar, prev_chi = tree_res.tbar, chi
             extra = {"warm_tbar": tree_res.tbar, "via": "sweep-chain"}
         else:
-            res = solve(p, theory, callback=callback)
+            res = solve(p, theory, callback=callback, seed=seed)
             log, extra = res.log, {"via": "solve"}
         from dataclasses import replace
         res = replace(res, wall_time=time.perf_counter() - t0)
@@ -183,7 +192,7 @@ def execute_task(session: Session, task: dict, callback=None, on_point=None,
     base = session.problem(N=task["N"])
     if task["kind"] == "theory-chain":
         return run_theory_chain(base, task["theory"], task["chis"], task.get("warm"),
-                                callback, on_point, cancel)
+                                callback, on_point, cancel, seeds=task.get("seeds"))
     entry = run_simulation_task(base.with_chi(task["chi"]), task["options"], task["seed"],
                                 callback, cancel, threads)
     if on_point:
