@@ -77,6 +77,20 @@ def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.
     return start * (chi_target / start) ** (np.arange(n + 1) / n)
 
 
+def _monte_carlo_failure(theory: str, chi: float, res: TheoryResult) -> str:
+    """Why a Monte Carlo saddle (non-linear tree / one loop) was not accepted, in one line."""
+    ex = res.extras
+    head = f"{theory} did not converge at chi = {float(chi):.6g}: "
+    if ex.get("residual_noise", 0.0) > ex.get("precision", math.inf):
+        return (head + f"its Monte Carlo noise ({ex['residual_noise']:.3g} of |y| in the "
+                f"self-consistency residual) exceeds the precision {ex['precision']:.3g} even "
+                f"with {ex.get('samples', '?')} samples; the tilted measure is too strong for "
+                "its chains to resolve: increase kappa or use more chains")
+    return (head + f"the self-consistency residual on fresh samples is {res.residual:.3g} "
+            f"(mean z² {ex.get('residual_z2', float('nan')):.3g}); use a finer annealing "
+            "grid or more chains")
+
+
 def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callback = None,
            sp: Spectral | None = None, tbar0: np.ndarray | None = None,
            seed: int | None = None) -> list[TheoryResult]:
@@ -100,6 +114,8 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
         except np.linalg.LinAlgError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: singular linear system "
                            f"({exc}); increase kappa") from None
+        if not res.converged and "residual_noise" in res.extras:
+            raise MSAError(_monte_carlo_failure(theory, chi, res))
         if not res.converged:
             if theory == "one-loop":
                 hint = (f"the one loop is an expansion in 1/N at fixed P and needs N well above "
@@ -135,11 +151,7 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
         res = THEORIES[theory](problem, sp=sp, callback=callback, seed=seed,
                                anneal_factor=anneal_factor)
         if not res.converged:
-            raise MSAError(
-                f"{theory} did not converge at chi = {problem.network.chi:.6g}: the "
-                f"self-consistency residual on fresh samples is {res.residual:.3g} "
-                f"(mean z² {res.extras.get('residual_z2', float('nan')):.3g}); use a finer "
-                "annealing grid or more chains")
+            raise MSAError(_monte_carlo_failure(theory, problem.network.chi, res))
         return _replace(_require_finite(res), seed=seed, wall_time=time.perf_counter() - t0)
     if theory in ANNEALED:
         if theory == "one-loop":

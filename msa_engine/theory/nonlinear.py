@@ -82,6 +82,7 @@ DEFAULTS = {
     "final_burn_in": 200,  # ... at full sample size (≈10 autocorrelation times of s²)
     "damping": 0.8,
     "anneal_factor": 2.0,
+    "anneal_maxiter": 8,   # iterations per annealing stage before its χ step is halved
     "maxiter": 25,
     "average": 4,          # iterates averaged at the target
     "stop_z2": 2.0,        # stop when mean (step/se)² is below this
@@ -92,8 +93,16 @@ DEFAULTS = {
     "is_inflate": 1.1,     # proposal covariance = this × the tilted second moment
     "is_maxiter": 60,
     "is_qmc": True,        # scrambled Sobol groups (else plain pseudo-random draws)
+    # precision: the Monte Carlo noise of the fresh-sample residual, √(Σ se_α²)/|y|,
+    # must not exceed this; the MCMC final sample grows (up to `refine`×) to meet it
+    "precision": 0.05,
+    "refine": 4,
+    "stage_precision": 0.1,  # the same for an iteration's (smaller) sample to count as done
 }
-RESIDUAL_Z2_MAX = 9.0      # fresh-sample residual (mean z²) above this: not converged
+# fresh-sample residual (mean z²) above this: not converged.  With 16 jackknife groups,
+# mean z² of fully correlated t-distributed components has mean 1.15, sd 1.84: 9 is the
+# conservative 4σ bound.  It tests consistency only; `precision` tests size.
+RESIDUAL_Z2_MAX = 9.0
 
 
 # --------------------------------------------------------------------------- estimates
@@ -211,8 +220,12 @@ class _Estimator:
                 continue
             var = []
             for b in (0.0, 1.0):
-                _, se = jackknife(lambda drop: self._kernel(key, k0, b, drop), S.G)
-                var.append(float(np.sum(se ** 2)))
+                # a strong tilt can leave a group with no prior weight (v underflows):
+                # the control variate is then undefined there, and not chosen
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    _, se = jackknife(lambda drop: self._kernel(key, k0, b, drop), S.G)
+                v = float(np.sum(se ** 2))
+                var.append(v if np.isfinite(v) else math.inf)
             self.beta[key] = 1.0 if var[1] < var[0] else 0.0
         wv = S.w * S.v
         self.ess_prior = float(wv.sum() ** 2 / np.sum(wv ** 2))
@@ -453,7 +466,7 @@ class _GaussianIS:
     def samples(self, tbar: np.ndarray, c: float, test: bool) -> tuple:
         w, ess = self.weights(tbar, c)
         S = _Samples(self, self.Z, tbar, c, self.groups, weights=w, test=test,
-                     ref_v=1.0 / w, ref_kernels=self.kernels)
+                     ref_v=1.0 / np.maximum(w, 1e-300), ref_kernels=self.kernels)
         return S, ess
 
 
@@ -550,6 +563,8 @@ def _is_solve(problem, sp, st, o, callback, loop, tbar_start):
     ess = 0.0
     for rnd in range(2):   # refit the proposal once at the solution
         prop = _GaussianIS(geom, Sig, o["is_samples"], o["groups"], st.sampler.rng, o["is_qmc"])
+        if prop.weights(tbar, c)[1] < o["is_min_ess"]:
+            return None   # a strong tilt (mean field): weights underflow, nothing to solve on
         chk = lambda t: st.sampler.check(t, c)   # noqa: E731
         # converge on a quarter of the set first (cheap), then polish on all of it
         tbar, conv, ess = _is_iterate(problem, sp, prop.subset(max(1, o["groups"] // 4)), tbar,
@@ -623,26 +638,44 @@ def _c(problem: Problem) -> float:
     return net.g_a * net.chi / net.N
 
 
+def _shrink_into_existence(sampler: TiltedSampler, tbar: np.ndarray, c: float) -> np.ndarray:
+    """A t̄ outside the region where the (ReLU) measure exists, shrunk towards the NNGP
+    point t̄ = 0 until it is inside (c grows with χ; a warm start or a prediction from a
+    smaller χ can lie outside)."""
+    for _ in range(60):
+        try:
+            sampler.check(tbar, c)
+            return tbar
+        except MSAError:
+            tbar = 0.5 * tbar
+    return tbar
+
+
+# a step whose residual grows beyond this factor (plus 3σ of Monte Carlo noise) is taken
+# back and halved: Newton from far away, on a noisy Jacobian, can throw t̄ onto a branch
+# from which it never returns (measured: the mean-field erf case diverged for 2 seeds of 3)
+BACKTRACK_GROWTH = 1.5
+WEAK_TILT = 0.5
+MIN_DAMPING = 1.0 / 64
+
+
 def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
              maxiter: int, min_iter: int, stage: str, callback: Callback,
              loop: bool = False, burn_in: int | None = None):
     """Damped stochastic Newton at one χ until the step is consistent with MC noise.
 
-    Returns the list of Newton targets ``t̄ + δ`` of the iterations (for averaging).
+    A step after which the residual grew beyond noise is taken back and halved
+    (backtracking on the residual measured at the next iterate's fresh samples).
+    Returns the Newton targets ``t̄ + δ`` of the accepted iterations (for averaging) and
+    whether the stopping test was met.
     """
     net = problem.network
     c = _c(problem)
     ynorm = max(float(np.linalg.norm(problem.data.y_train)), 1e-300)
     targets = []
-    # a warm start from a smaller χ can lie outside the region where the measure
-    # exists (c grows with χ): shrink it towards the NNGP point t̄ = 0 until it does
-    for _ in range(60):
-        try:
-            st.sampler.check(st.tbar, c)
-            break
-        except MSAError:
-            st.tbar = 0.5 * st.tbar
+    st.tbar = _shrink_into_existence(st.sampler, st.tbar, c)
     first = None
+    prev = None          # (t̄, δ, α, residual, noise) of the last step taken
     for it in range(1, maxiter + 1):
         Z = st.sampler.sample(st.tbar, c, draws, o["thin"],
                               o["burn_in"] if burn_in is None else burn_in)
@@ -651,14 +684,34 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         if loop:
             est.loop_setup()
             full, se = jackknife(est.loop_step, o["groups"])
-            r = full["grad"]
+            r, rse = full["grad"], se["grad"]
         else:
             full, se = jackknife(est.tree_step, o["groups"])
-            r = full["r"]
+            r, rse = full["r"], se["r"]
         delta, dse = full["delta"], se["delta"]
+        res = float(np.linalg.norm(r)) / ynorm
+        noise = residual_noise(problem, rse)
+        if (prev is not None and np.isfinite(res)
+                and res > BACKTRACK_GROWTH * prev[3] + 3.0 * max(noise, prev[4])):
+            alpha = 0.5 * prev[2]
+            rec = IterationRecord(stage, net.chi, len(st.log) + 1, res,
+                                  step=float(alpha * np.linalg.norm(prev[1])), damping=alpha)
+            st.log.append(rec)
+            if callback:
+                callback(rec)
+            if alpha < MIN_DAMPING:
+                raise MSAError(
+                    f"the {stage} iteration cannot reduce its residual at chi = "
+                    f"{net.chi:.4g} (residual {prev[3]:.3g}, every shorter step grew it): the "
+                    "tilted measure changes faster than its samples resolve; increase kappa "
+                    "or use a finer chi grid")
+            st.tbar = _shrink_into_existence(st.sampler, prev[0] + alpha * prev[1], c)
+            prev = (prev[0], prev[1], alpha, prev[3], prev[4])
+            continue
         z2 = float(np.mean((delta / np.maximum(dse, 1e-300)) ** 2))
         targets.append(st.tbar + delta)
-        alpha = o["damping"]
+        # after a backtrack the damping recovers by doubling, not in one jump
+        alpha = o["damping"] if prev is None else min(o["damping"], 2.0 * prev[2])
         new = None
         while alpha > 1e-3:
             trial = st.tbar + alpha * delta
@@ -668,8 +721,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
                 break
             except MSAError:
                 alpha *= 0.5
-        rec = IterationRecord(stage, net.chi, len(st.log) + 1,
-                              float(np.linalg.norm(r)) / ynorm,
+        rec = IterationRecord(stage, net.chi, len(st.log) + 1, res,
                               step=float(alpha * np.linalg.norm(delta)), damping=alpha)
         st.log.append(rec)
         if callback:
@@ -682,16 +734,28 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
                 f"the {stage} iteration diverged at chi = {net.chi:.4g} (residual "
                 f"{rec.residual:.3g}): the tilted measure is close to non-normalisable or "
                 "its samples do not resolve it; increase kappa or use a finer chi grid")
-        done = it >= min_iter and z2 < o["stop_z2"]
+        # done: the step is consistent with noise, and the noise itself is small (a
+        # noisy estimate makes any step look consistent with it)
+        done = it >= min_iter and z2 < o["stop_z2"] and noise <= o["stage_precision"]
+        prev = (st.tbar, delta, alpha, res, noise)
         st.tbar = new
         if done:
             return targets, True
     return targets, False
 
 
-def _final(problem: Problem, sp: Spectral, st: _State, o: dict, loop: bool):
+def residual_noise(problem: Problem, r_se: np.ndarray) -> float:
+    """The expected size of pure Monte Carlo noise in the residual, relative to |y|:
+    a saddle can be consistent with zero residual (mean z² ≈ 1) and still be imprecise."""
+    y = problem.data.y_train
+    return float(np.sqrt(np.sum(np.square(r_se))) / max(np.linalg.norm(y), 1e-300))
+
+
+def _final(problem: Problem, sp: Spectral, st: _State, o: dict, loop: bool,
+           draws: int | None = None):
     c = _c(problem)
-    Z = st.sampler.sample(st.tbar, c, o["final_draws"], o["thin"], o["final_burn_in"])
+    Z = st.sampler.sample(st.tbar, c, draws or o["final_draws"], o["thin"],
+                          o["final_burn_in"])
     S = _Samples(st.sampler, Z, st.tbar, c, o["groups"])
     est = _Estimator(problem, sp, S)
     reps = {"train": None, "test": None}
@@ -718,6 +782,8 @@ def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
     extras = {
         "residual_se": res_se,
         "residual_z2": float(np.mean((r / np.maximum(rse, 1e-300)) ** 2)),
+        "residual_noise": residual_noise(problem, rse),
+        "precision": float(o["precision"]),
         "weight_cov_top_eigenvalue_se": float(se["lam_top"]),
         "weight_cov_excess_se": float(se["excess"]),
         "Q_se": float(se["Q"]),
@@ -733,9 +799,11 @@ def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
         extras["relu_tilt_bound"] = st.sampler.relu_bound
     if extra:
         extras.update(extra)
-    # a saddle whose fresh-sample residual is far outside its own error bars is not one
+    # a saddle whose fresh-sample residual is far outside its own error bars is not one;
+    # nor is one whose error bars are too wide to tell (the precision requirement)
     extras["steps_converged"] = bool(converged)
-    converged = bool(extras["residual_z2"] < RESIDUAL_Z2_MAX)
+    converged = bool(extras["residual_z2"] < RESIDUAL_Z2_MAX
+                     and extras["residual_noise"] <= o["precision"])
     return TheoryResult(
         theory, problem, full["train"], full["test"], var, full["SW"], est.K(), st.tbar.copy(),
         Q=float(full["Q"]), log_evidence=None, train_mean_se=se["train"],
@@ -743,22 +811,73 @@ def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
         wall_time=time.perf_counter() - t0, seed=seed, extras=extras)
 
 
-def _anneal_tree(problem, sp, st, o, callback, chi_from, warm):
-    from . import chi_grid
-    target = problem.network.chi
-    grid = chi_grid(target, o["anneal_factor"], start=chi_from)
-    if warm:
-        grid = grid[1:] if grid.size > 1 else grid
-    for chi in grid[:-1]:
-        p = problem.with_chi(float(chi))
-        _iterate(p, sp, st, o, o["draws"], 3, 1, "tree", callback)
+def _anneal_tree(problem, sp, st, o, callback, chi_from):
+    """The tree saddle along a geometric χ grid from ``chi_from`` up to (not at) the target.
+
+    Each stage iterates until its Newton step is consistent with noise (at most
+    ``anneal_maxiter``); a stage that does not get there is undone and its χ step halved
+    (down to a ratio of 1 + 1/16).  Between stages t̄ is extrapolated linearly in log χ
+    from the last two saddles, so that a stage starts near its saddle rather than at the
+    last one (mean-field erf case: first residuals of a stage were 2–5 |y| without).
+    """
+    log_chi, log_target = math.log(chi_from), math.log(problem.network.chi)
+    if abs(log_target - log_chi) < 1e-12:
+        return
+    sign = 1.0 if log_target > log_chi else -1.0
+    hmax = math.log(o["anneal_factor"])
+    hmin = math.log(1.0 + 1.0 / 16)
+    h = hmax
+    # the first stage sits at chi_from itself (the NNGP point's own saddle)
+    _iterate(problem.with_chi(chi_from), sp, st, o, o["draws"], o["anneal_maxiter"], 1,
+             "tree", callback)
+    path = [(log_chi, st.tbar.copy())]
+    while True:
+        rest = abs(log_target - log_chi)
+        # split the rest evenly into steps of at most h (the geometric grid of solve)
+        step = rest / max(1, math.ceil(rest / h - 1e-9))
+        nxt = log_target if step >= rest - 1e-12 else log_chi + sign * step
+        snap = (st.tbar.copy(), st.sampler.snapshot())
+        st.tbar = _predict(path, nxt, st.tbar)
+        if nxt == log_target:
+            return                          # the target's own iterations follow
+        _, ok = _iterate(problem.with_chi(math.exp(nxt)), sp, st, o, o["draws"],
+                         o["anneal_maxiter"], 1, "tree", callback)
+        if not ok and step > hmin:
+            st.tbar = snap[0]
+            st.sampler.restore(snap[1])
+            h = 0.5 * step
+            continue
+        if not ok:   # fail fast: going on from an unresolved stage only crawls (measured)
+            raise MSAError(
+                f"the tree saddle cannot be followed at chi = {math.exp(nxt):.4g}: even a "
+                f"χ step of {math.exp(step) - 1:.1%} leaves a residual of "
+                f"{st.log[-1].residual:.3g} |y| that the chains' samples do not resolve "
+                "(the tilted measure is too strong); increase kappa or use more chains")
+        log_chi = nxt
+        path.append((log_chi, st.tbar.copy()))
+        h = min(hmax, 1.5 * h)             # widen again after a stage that converged
+
+
+def _predict(path, log_chi, tbar):
+    """t̄ at log χ extrapolated linearly from the last two saddles of the path."""
+    if len(path) < 2:
+        return tbar
+    (x0, t0), (x1, t1) = path[-2], path[-1]
+    return t1 + (t1 - t0) * (log_chi - x1) / (x1 - x0)
 
 
 def _start(problem: Problem, sp: Spectral, tbar0, seed, o):
     sampler = TiltedSampler(problem, chains=o["chains"], seed=seed)
     if tbar0 is None:
-        tbar = gp_mean(sp, problem.network.g_a, problem.network.kappa)[2]
-        return _State(sampler, tbar, []), 1.0, False
+        net = problem.network
+        tbar = gp_mean(sp, net.g_a, net.kappa)[2]
+        # the anneal starts where the tilt at the NNGP point is weak: c·Var_prior(s) at
+        # most WEAK_TILT, with Var_prior(s) = t̄ᵀ k t̄.  Usually χ = 1; with small κ or many
+        # points t̄ is large and χ = 1 is already far from the NNGP (measured, erf d = 50,
+        # P = 100, κ = 0.05: c·Var(s) = 54 at χ = 1, first residual 26 |y|)
+        strength = (net.g_a / net.N) * float(tbar @ sp.k @ tbar)
+        chi0 = min(1.0, net.chi, WEAK_TILT / strength if strength > 0 else 1.0)
+        return _State(sampler, tbar, []), chi0, False
     tbar = np.array(tbar0, dtype=float)
     c = _c(problem)
     # a warm start outside the region where the ReLU measure exists: shrink towards 0
@@ -794,7 +913,7 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
     loop = name == "one-loop"
     conv = None
     if not warm:
-        _anneal_tree(problem, sp, st, o, callback, chi_from, False)
+        _anneal_tree(problem, sp, st, o, callback, chi_from)
         if loop or o["estimator"] != "mcmc":
             conv = _solve_saddle(problem, sp, st, o, callback)
     if o["estimator"] != "mcmc":
@@ -811,9 +930,15 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
     if loop or conv is None:   # the MCMC tree saddle, when it was not solved just above
         conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
     est, full, se, var, reps = _final(problem, sp, st, o, loop=loop)
+    draws = o["final_draws"]
+    noise = residual_noise(problem, se["r"])
+    if noise > o["precision"] and o["refine"] > 1:
+        # too noisy to be a usable saddle: one larger final sample (noise ∝ 1/√draws)
+        draws *= min(int(o["refine"]), math.ceil((noise / o["precision"]) ** 2))
+        est, full, se, var, reps = _final(problem, sp, st, o, loop, draws)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
-                          "test_mean_jackknife": reps["test"]})
+                          "test_mean_jackknife": reps["test"], "final_draws": draws})
 
 
 def tree(problem: Problem, sp: Spectral | None = None, callback: Callback = None,

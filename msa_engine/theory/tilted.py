@@ -497,6 +497,16 @@ class TiltedSampler:
         self._update_preconditioner(out)
         return out
 
+    def snapshot(self) -> tuple:
+        """The chains' state (positions, preconditioner, step size), for :meth:`restore`."""
+        return (self.Z.copy(), self.L.copy(), self.log_h)
+
+    def restore(self, snap: tuple) -> None:
+        """Put the chains back where :meth:`snapshot` found them (the random stream goes
+        on: a retried stage draws new numbers)."""
+        Z, L, log_h = snap
+        self.Z, self.L, self.log_h = Z.copy(), L.copy(), log_h
+
     def _update_preconditioner(self, out: np.ndarray) -> None:
         """A new MALA preconditioner from the kept states (odd φ: folded by z ↦ −z)."""
         m = self.geom.m
