@@ -422,8 +422,10 @@ class _GaussianIS:
         U = np.empty((groups, per, m))
         for k in range(groups):
             if qmc_:
-                sob = qmc.Sobol(m, scramble=True, seed=int(rng.integers(2 ** 63)))
-                U[k] = ndtri(sob.random(per))
+                sob = qmc.Sobol(m, scramble=True, bits=30, seed=int(rng.integers(2 ** 63)))
+                # the points lie on the grid j/2³⁰, 0 included (ndtri(0) = −inf: seen in
+                # about one set in 400); the centre of each cell keeps the net and is inside
+                U[k] = ndtri(sob.random(per) + 2.0 ** -31)
             else:
                 U[k] = rng.standard_normal((per, m))
         self.U = U
@@ -655,8 +657,9 @@ def _shrink_into_existence(sampler: TiltedSampler, tbar: np.ndarray, c: float) -
 # back and halved: Newton from far away, on a noisy Jacobian, can throw t̄ onto a branch
 # from which it never returns (measured: the mean-field erf case diverged for 2 seeds of 3)
 BACKTRACK_GROWTH = 1.5
-WEAK_TILT = 0.5
 MIN_DAMPING = 1.0 / 64
+# the anneal starts at the χ where c·Var_prior(s) at the NNGP point is this (or at χ = 1)
+WEAK_TILT = 0.5
 
 
 def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
@@ -840,8 +843,11 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
         st.tbar = _predict(path, nxt, st.tbar)
         if nxt == log_target:
             return                          # the target's own iterations follow
-        _, ok = _iterate(problem.with_chi(math.exp(nxt)), sp, st, o, o["draws"],
-                         o["anneal_maxiter"], 1, "tree", callback)
+        try:
+            _, ok = _iterate(problem.with_chi(math.exp(nxt)), sp, st, o, o["draws"],
+                             o["anneal_maxiter"], 1, "tree", callback)
+        except MSAError:   # diverged or could not backtrack: a shorter χ step may not
+            ok = False
         if not ok and step > hmin:
             st.tbar = snap[0]
             st.sampler.restore(snap[1])
