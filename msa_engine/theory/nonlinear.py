@@ -886,13 +886,7 @@ def _start(problem: Problem, sp: Spectral, tbar0, seed, o):
         return _State(sampler, tbar, []), chi0, False
     tbar = np.array(tbar0, dtype=float)
     c = _c(problem)
-    # a warm start outside the region where the ReLU measure exists: shrink towards 0
-    for _ in range(60):
-        try:
-            sampler.check(tbar, c)
-            break
-        except MSAError:
-            tbar = 0.5 * tbar
+    tbar = _shrink_into_existence(sampler, tbar, c)   # a warm start outside the ReLU region
     # burn the chains in on the way from the prior to the warm start's tilt
     for f in (0.25, 0.5, 0.75):
         sampler.sample(f * tbar, c, 4, 1, o["burn_in"])
