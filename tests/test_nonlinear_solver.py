@@ -19,6 +19,7 @@ import pytest
 import msa_engine as msa
 from msa_engine.theory import _monte_carlo_failure
 from msa_engine.theory import nonlinear as NL
+from msa_engine.theory import tilted as T
 
 from .nonlinear_support import hermite_problem
 
@@ -70,23 +71,81 @@ def test_backtracking_takes_back_a_step_that_grew_the_residual(monkeypatch):
 
 def test_precision_requirement_grows_the_sample_and_gates():
     p = hermite_problem("erf", chi=10.0)
-    opts = dict(seed=5, estimator="mcmc", chains=64, groups=16, final_draws=48)
-    base = NL.tree(p, refine=1, precision=1.0, **opts)
+    ratios = []
+    for seed in (5, 6, 7, 8):
+        # max_chains = chains: the chains do not grow here (that is a test below)
+        opts = dict(seed=seed, estimator="mcmc", chains=64, max_chains=64, groups=16,
+                    final_draws=48)
+        base = NL.tree(p, refine=1, precision=1.0, **opts)
+        noise = base.extras["residual_noise"]
+        assert base.converged and base.extras["final_draws"] == 48
+        # ask for half that noise: the final sample grows 4× (the same run up to the gate)
+        grown = NL.tree(p, refine=4, precision=0.5 * noise, **opts)
+        assert grown.extras["final_draws"] == 4 * 48
+        ratios.append(grown.extras["residual_noise"] / noise)
+        if seed == 5:
+            # a precision the sample cannot reach: consistent (mean z² small) but not
+            # converged, and solve says why in one line
+            strict = NL.tree(p, refine=1, precision=0.1 * noise, **opts)
+            assert strict.extras["residual_z2"] < NL.RESIDUAL_Z2_MAX and not strict.converged
+            msg = _monte_carlo_failure("tree", 10.0, strict)
+            assert "Monte Carlo noise" in msg and "\n" not in msg
+    # 4× the draws: the noise about halves.  Each ratio is of two jackknife estimates
+    # (16 groups, relative sd ≈ 0.18 each): measured over seeds 5–10 the ratio had mean
+    # 0.56 and sd 0.16, so the mean of four has sd 0.08: 3σ band about 0.5–0.56
+    print("noise ratios at 4× draws:", np.round(ratios, 2))
+    assert 0.25 <= float(np.mean(ratios)) <= 0.8
+
+
+def test_chains_grow_within_their_groups():
+    """``grow`` clones every chain inside its own group, so the groups (the jackknife's
+    independent replicas) stay independent of each other."""
+    p = hermite_problem("erf", chi=10.0)
+    s = T.TiltedSampler(p, chains=32, seed=0)
+    Z0 = s.Z.copy()
+    s.grow(groups=8)
+    assert s.chains == 64 and s.Z.shape == (64, Z0.shape[1])
+    for g in range(8):
+        parents = Z0[4 * g:4 * (g + 1)]
+        block = s.Z[8 * g:8 * (g + 1)]
+        np.testing.assert_array_equal(block[0::2], parents)
+        np.testing.assert_array_equal(block[1::2], parents)
+    snap = s.snapshot()
+    s.grow(groups=8)
+    s.restore(snap)
+    assert s.chains == 64
+
+
+def test_precision_is_reached_by_growing_the_chains():
+    """A final sample whose noise exceeds ``precision`` and that longer runs are not
+    allowed to fix (refine = 1) is re-solved with twice the chains until it is precise,
+    up to ``max_chains``; with ``max_chains = chains`` the same request fails."""
+    p = hermite_problem("erf", chi=10.0)
+    opts = dict(seed=5, estimator="mcmc", chains=64, groups=16, final_draws=48, refine=1)
+    base = NL.tree(p, precision=1.0, **opts)
     noise = base.extras["residual_noise"]
-    print(f"64 chains × 48 draws: residual noise {noise:.4f}, mean z² "
-          f"{base.extras['residual_z2']:.2f}")
-    assert base.converged and base.extras["final_draws"] == 48
-    # ask for half that noise: the final sample grows 4× and the noise halves.  The noise
-    # is itself a jackknife estimate; measured over seeds 5–10 its relative sd is 0.16 at 48
-    # draws and 0.08 at 192 (mean ratio 0.53), so the ratio's is 0.18: 3σ band 0.5(1 ± 0.54)
-    grown = NL.tree(p, refine=4, precision=0.5 * noise, **opts)
-    ratio = grown.extras["residual_noise"] / noise
-    print(f"precision {0.5 * noise:.4f}: final draws {grown.extras['final_draws']}, noise "
-          f"ratio {ratio:.2f}")
-    assert grown.extras["final_draws"] == 4 * 48
-    assert 0.23 <= ratio <= 0.77
-    # a precision the sample cannot reach: consistent (mean z² small) but not converged
-    strict = NL.tree(p, refine=1, precision=0.1 * noise, **opts)
-    assert strict.extras["residual_z2"] < NL.RESIDUAL_Z2_MAX and not strict.converged
-    msg = _monte_carlo_failure("tree", 10.0, strict)
-    assert "Monte Carlo noise" in msg and "\n" not in msg
+    stuck = NL.tree(p, precision=0.6 * noise, max_chains=64, **opts)
+    grown = NL.tree(p, precision=0.6 * noise, max_chains=1024, **opts)
+    print(f"64 chains: noise {noise:.4f}; asked {0.6 * noise:.4f}: with max_chains 64 "
+          f"{stuck.extras['residual_noise']:.4f} ({stuck.converged}), grown to "
+          f"{grown.extras['chains']} chains {grown.extras['residual_noise']:.4f}")
+    assert base.extras["chains"] == 64 and stuck.extras["chains"] == 64
+    assert not stuck.converged      # the same run as `base` up to the gate
+    # 0.6× the noise needs ≈ 2.8× the samples: at least one doubling, and it must succeed
+    assert grown.extras["chains"] >= 128 and grown.converged
+    assert grown.extras["residual_noise"] <= 0.6 * noise
+
+
+def test_autocorrelation_time_of_an_ar1_process_and_of_unmixed_chains():
+    """τ = (1 + ρ)/(1 − ρ) = 9 for AR(1) with ρ = 0.8 (the estimator truncates where the
+    autocorrelation falls below 0.05, which drops ≈ 0.4); chains that sit at different
+    levels have a τ of the order of the run, which is what makes the burn-in grow."""
+    rng = np.random.default_rng(0)
+    x = np.empty((64, 400))
+    x[:, 0] = rng.standard_normal(64) / np.sqrt(1 - 0.64)
+    for t in range(1, 400):
+        x[:, t] = 0.8 * x[:, t - 1] + rng.standard_normal(64)
+    tau = NL.autocorrelation_time(x)
+    assert 7.5 < tau < 10.0, tau
+    stuck = rng.standard_normal((64, 1)) * 3.0 + 0.1 * rng.standard_normal((64, 48))
+    assert NL.autocorrelation_time(stuck) > 20

@@ -19,6 +19,15 @@ order.  Every ``*_se`` is a delete-one-group jackknife over independent groups o
 ``extras["residual_z2"]`` the mean of ``(r_α/se_α)²``: ≈ 1 when the saddle is consistent
 with zero residual.
 
+Slow mixing (large d, strong tilt).  The slowest mode of the chains is the tilt itself,
+s² (autocorrelation time ≈ 140 MALA steps at d = 50, P = 100).  So the burn-in after each
+t̄ update is at least twice the autocorrelation time of s² measured on the previous
+iteration's samples (a K that lags behind t̄ makes Newton stall), and where a stage's
+Monte Carlo noise, rather than its χ step, stops the anneal — or the final saddle stays
+imprecise — the chains double (each cloned within its jackknife group, so the groups stay
+independent) up to ``max_chains``: more chains shrink the noise where longer runs of slow
+chains barely do.
+
 Control variate.  With ``v = exp(−(c/2)s²)`` the tilted samples reweighted by ``v``
 estimate prior averages, whose value for ``E[φφᵀ]`` is the analytic NNGP kernel.  So
 ``E_t̄[G] ≈ Ê_t̄[G] − β(Ê_0[G] − k)`` is unbiased (up to the self-normalisation), and
@@ -74,11 +83,14 @@ from .tilted import TiltedSampler
 
 DEFAULTS = {
     "chains": 256,         # persistent MALA chains
+    "max_chains": 2048,    # ... doubled (clones within groups) while noise stops a stage
+    "max_samples": 2 ** 20,  # chains × final draws at most (memory: P doubles a sample)
     "groups": 16,          # independent replicas (blocks of chains) for standard errors
     "draws": 48,           # kept states per chain per iteration while annealing
     "final_draws": 192,    # kept states per chain per iteration at the target
     "thin": 2,
-    "burn_in": 30,         # steps after each t̄ update while iterating
+    "burn_in": 30,         # steps after each t̄ update while iterating (at least 2τ of s²)
+    "max_burn_in": 1000,   # ... but not more
     "final_burn_in": 200,  # ... at full sample size (≈10 autocorrelation times of s²)
     "damping": 0.8,
     "anneal_factor": 2.0,
@@ -552,6 +564,19 @@ def _loop_jacobians(problem, sp, prop, tbar, c):
     return Jg, Jt
 
 
+def _is_hopeless(geom, Z: np.ndarray, tbar: np.ndarray, c: float, o: dict) -> bool:
+    """A cheap look before the Gaussian-IS attempt: a proposal fitted to the chains'
+    current states and 4096 points of it.  Where even that ESS fraction is below half of
+    ``is_min_ess`` (a mean-field tilt: typically ≈ 0), the attempt — a full final MCMC
+    sample and 2¹⁸ weighted points — cannot succeed (it cost 7 s of a 120 s solve at
+    d = 50).  The look has its own generator, so it leaves the solve's stream alone."""
+    if Z.shape[0] < 4 * Z.shape[1]:
+        return False
+    look = _GaussianIS(geom, _is_proposal_cov(Z, None, o["is_inflate"]), 4096, 16,
+                       np.random.default_rng(0), o["is_qmc"])
+    return look.weights(tbar, c)[1] < 0.5 * o["is_min_ess"]
+
+
 def _is_solve(problem, sp, st, o, callback, loop, tbar_start):
     """The saddle (tree or one loop) on a Gaussian-IS set, its outputs with jackknife
     errors, and the residual on a FRESH independent set.  ``None`` when the importance
@@ -559,6 +584,8 @@ def _is_solve(problem, sp, st, o, callback, loop, tbar_start):
     c = _c(problem)
     geom = st.sampler.geom
     stage = ("one-loop" if loop else "tree") + "-is"
+    if _is_hopeless(geom, st.sampler.Z, tbar_start, c, o):
+        return None
     Z = st.sampler.sample(tbar_start, c, o["final_draws"], o["thin"], o["final_burn_in"])
     Sig = _is_proposal_cov(Z, None, o["is_inflate"])
     tbar = np.array(tbar_start, dtype=float)
@@ -621,6 +648,29 @@ class _State:
     sampler: TiltedSampler
     tbar: np.ndarray
     log: list
+    tau: float = 0.0      # autocorrelation time of s² (MALA steps) at the last iterate
+
+
+def autocorrelation_time(x: np.ndarray) -> float:
+    """Integrated autocorrelation time of ``x`` (chains × draws), in draws.
+
+    Deviations are taken from the mean over *all* chains, so chains that sit at different
+    levels (not yet mixed) count as correlated at every lag; the sum of the chain-averaged
+    autocorrelations stops at the first lag where it falls below 0.05 (at most draws/2).
+    """
+    x = np.asarray(x, dtype=float)
+    d = x - x.mean()
+    v = float(np.mean(d * d))
+    n = x.shape[1]
+    if v <= 0 or n < 4:
+        return 1.0
+    tau = 1.0
+    for lag in range(1, n // 2):
+        r = float(np.mean(d[:, :-lag] * d[:, lag:])) / v
+        if r < 0.05:
+            break
+        tau += 2.0 * r
+    return tau
 
 
 def _opts(options: dict) -> dict:
@@ -669,8 +719,8 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
 
     A step after which the residual grew beyond noise is taken back and halved
     (backtracking on the residual measured at the next iterate's fresh samples).
-    Returns the Newton targets ``t̄ + δ`` of the accepted iterations (for averaging) and
-    whether the stopping test was met.
+    Returns the Newton targets ``t̄ + δ`` of the accepted iterations (for averaging),
+    whether the stopping test was met, and the Monte Carlo noise of the last residual.
     """
     net = problem.network
     c = _c(problem)
@@ -680,9 +730,14 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
     first = None
     prev = None          # (t̄, δ, α, residual, noise) of the last step taken
     for it in range(1, maxiter + 1):
-        Z = st.sampler.sample(st.tbar, c, draws, o["thin"],
-                              o["burn_in"] if burn_in is None else burn_in)
+        # the chains must follow t̄ before they are measured: a burn-in shorter than the
+        # autocorrelation time of the tilt leaves K lagging behind t̄, and Newton on a
+        # lagging K stalls (measured: erf d = 50, τ ≈ 140 MALA steps against 30)
+        burn = max(o["burn_in"] if burn_in is None else burn_in,
+                   min(math.ceil(2.0 * st.tau), o["max_burn_in"]))
+        Z = st.sampler.sample(st.tbar, c, draws, o["thin"], burn)
         S = _Samples(st.sampler, Z, st.tbar, c, o["groups"], test=False)
+        st.tau = o["thin"] * autocorrelation_time(S.s.reshape(Z.shape[0], -1) ** 2)
         est = _Estimator(problem, sp, S, full=False)
         if loop:
             est.loop_setup()
@@ -743,8 +798,8 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         prev = (st.tbar, delta, alpha, res, noise)
         st.tbar = new
         if done:
-            return targets, True
-    return targets, False
+            return targets, True, noise
+    return targets, False, noise
 
 
 def residual_noise(problem: Problem, r_se: np.ndarray) -> float:
@@ -794,7 +849,7 @@ def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
         "prior_ess_fraction": est.ess_prior / est.S.Z.shape[0],
         "acceptance": st.sampler.acceptance,
         "samples": int(est.S.Z.shape[0]),
-        "chains": o["chains"], "groups": o["groups"],
+        "chains": st.sampler.chains, "groups": o["groups"],
     }
     if "teacher_overlap" in full:
         extras["weight_cov_teacher_overlap_se"] = float(se["teacher_overlap"])
@@ -832,7 +887,7 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
     h = hmax
     # the first stage sits at chi_from itself (the NNGP point's own saddle)
     _iterate(problem.with_chi(chi_from), sp, st, o, o["draws"], o["anneal_maxiter"], 1,
-             "tree", callback)
+             "tree", callback)   # (an unresolved first stage is followed by smaller ones)
     path = [(log_chi, st.tbar.copy())]
     while True:
         rest = abs(log_target - log_chi)
@@ -844,10 +899,16 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
         if nxt == log_target:
             return                          # the target's own iterations follow
         try:
-            _, ok = _iterate(problem.with_chi(math.exp(nxt)), sp, st, o, o["draws"],
-                             o["anneal_maxiter"], 1, "tree", callback)
+            _, ok, noise = _iterate(problem.with_chi(math.exp(nxt)), sp, st, o, o["draws"],
+                                    o["anneal_maxiter"], 1, "tree", callback)
         except MSAError:   # diverged or could not backtrack: a shorter χ step may not
-            ok = False
+            ok, noise = False, 0.0
+        if not ok and noise > o["stage_precision"] and _grow(st, o):
+            # the samples, not the χ step, are the problem: retry it with more chains
+            st.tbar = snap[0]
+            st.sampler.restore(snap[1])
+            st.sampler.grow(o["groups"])
+            continue
         if not ok and step > hmin:
             st.tbar = snap[0]
             st.sampler.restore(snap[1])
@@ -862,6 +923,11 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
         log_chi = nxt
         path.append((log_chi, st.tbar.copy()))
         h = min(hmax, 1.5 * h)             # widen again after a stage that converged
+
+
+def _grow(st: _State, o: dict) -> bool:
+    """Whether the chains may double (``max_chains``); the caller grows them."""
+    return 2 * st.sampler.chains <= o["max_chains"]
 
 
 def _predict(path, log_chi, tbar):
@@ -897,9 +963,9 @@ def _solve_saddle(problem, sp, st, o, callback, loop=False):
     """Iterate at the target χ, then average the last Newton targets at full sample size."""
     stage = "one-loop" if loop else "tree"
     _iterate(problem, sp, st, o, o["draws"], o["maxiter"], 2, stage, callback, loop=loop)
-    targets, conv = _iterate(problem, sp, st, o, o["final_draws"], max(o["average"], 2) + 4,
-                             max(o["average"], 2), stage, callback, loop=loop,
-                             burn_in=o["final_burn_in"])
+    targets, conv, _ = _iterate(problem, sp, st, o, o["final_draws"],
+                                max(o["average"], 2) + 4, max(o["average"], 2), stage,
+                                callback, loop=loop, burn_in=o["final_burn_in"])
     k = min(len(targets), o["average"])
     st.tbar = np.mean(targets[-k:], axis=0)
     return conv
@@ -929,13 +995,26 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
                            f"below {o['is_min_ess']}: the tilt is too strong; use MCMC")
     if loop or conv is None:   # the MCMC tree saddle, when it was not solved just above
         conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
-    est, full, se, var, reps = _final(problem, sp, st, o, loop=loop)
-    draws = o["final_draws"]
-    noise = residual_noise(problem, se["r"])
-    if noise > o["precision"] and o["refine"] > 1:
-        # too noisy to be a usable saddle: one larger final sample (noise ∝ 1/√draws)
-        draws *= min(int(o["refine"]), math.ceil((noise / o["precision"]) ** 2))
-        est, full, se, var, reps = _final(problem, sp, st, o, loop, draws)
+    while True:
+        est, full, se, var, reps = _final(problem, sp, st, o, loop=loop)
+        draws = o["final_draws"]
+        noise = residual_noise(problem, se["r"])
+        if noise > o["precision"] and o["refine"] > 1:
+            # too noisy to be a usable saddle: one larger final sample (noise ∝ 1/√draws
+            # when the chains mix within it)
+            k = min(int(o["refine"]), math.ceil((noise / o["precision"]) ** 2))
+            more = min(draws * k, o["max_samples"] // st.sampler.chains)
+            if more > draws:
+                draws = more
+                est, full, se, var, reps = _final(problem, sp, st, o, loop, draws)
+        noise = residual_noise(problem, se["r"])
+        z2 = float(np.mean((full["r"] / np.maximum(se["r"], 1e-300)) ** 2))
+        if (noise <= o["precision"] and z2 < RESIDUAL_Z2_MAX) or not _grow(st, o):
+            break
+        # still imprecise or inconsistent: chains that mix slowly are not helped by
+        # longer runs nearly as much as by more chains; re-solve with twice as many
+        st.sampler.grow(o["groups"])
+        conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
                           "test_mean_jackknife": reps["test"], "final_draws": draws})
