@@ -39,6 +39,31 @@ def test_kernel_matches_numpy_reference(activation, P):
     assert 0 < outs[0][5][0].mean() / steps < 1     # some MALA moves accepted, some not
 
 
+def test_kernel_erf_matches_scipy():
+    """The kernel's polynomial erf (and the exp(−h²) it returns with it) against scipy on
+    a dense grid, tails included."""
+    from scipy.special import erf
+    h = np.concatenate([np.linspace(-30.0, 30.0, 600_001), [0.0, 1.5, -1.5, 1e-300]])
+    np.testing.assert_allclose(T.erf_array(h), erf(h), rtol=0, atol=4e-15)
+    small = np.linspace(-1e-3, 1e-3, 2001)
+    np.testing.assert_allclose(T.erf_array(small), erf(small), rtol=4e-15, atol=0)
+    assert T.erf_array(np.array([np.inf, -np.inf])).tolist() == [1.0, -1.0]
+
+
+def test_sampling_in_blocks_keeps_every_state(monkeypatch):
+    """A call too large for one block of random numbers runs in several: every kept state
+    is written, and the last is where the chains are."""
+    p = hermite_problem("erf", chi=10.0)
+    monkeypatch.setattr(T, "BLOCK_NUMBERS", 64 * 10 * 6)      # 6 steps a block
+    s = T.TiltedSampler(p, chains=64, seed=1)
+    tb = 0.2 * p.data.y_train
+    out = s.sample(tb, 0.08, draws=25, thin=2, burn_in=7)
+    assert out.shape == (64, 25, s.geom.m) and np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[:, -1], s.Z)
+    # consecutive kept states differ (no block left a row unwritten or repeated wholesale)
+    assert np.all(np.any(out[:, 1:] != out[:, :-1], axis=(0, 2)))
+
+
 def test_reduced_coordinates_reproduce_w_moments():
     """P < d: sampling h = Xw with the conditional Gaussian for the rest of w gives the
     prior's Σ_W = (g_w/d) I and the NNGP test kernel at t̄ = 0."""

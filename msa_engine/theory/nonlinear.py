@@ -152,6 +152,19 @@ class _Samples:
             out.append(wa.sum(axis=0) if B is None else wa.T @ B[lo:hi])
         return np.array(out)
 
+    def sym_sums(self, a: np.ndarray | None, A: np.ndarray) -> np.ndarray:
+        """Group sums of ``a·w·AᵀA`` (``a ≥ 0`` per sample, or 1): the symmetric products
+        by BLAS ``syrk``, half the work of ``(a w A)ᵀA`` (they were a fifth of a
+        mean-field solve at d = 50, P = 100, with 4·10⁵ samples an iteration)."""
+        from scipy.linalg.blas import dsyrk
+        r = np.sqrt(self.w if a is None else self.w * a)
+        out = []
+        for lo, hi in self.bounds:
+            x = r[lo:hi, None] * A[lo:hi]            # C order: x.T is Fortran, no copy
+            C = dsyrk(1.0, x.T)                      # upper triangle of x.T @ x
+            out.append(C + np.triu(C, 1).T)
+        return np.array(out)
+
 
 class _Jack:
     """Group sums → full and delete-one-group means."""
@@ -164,6 +177,9 @@ class _Jack:
 
     def add(self, name: str, A, B=None):
         self._sums[name] = self.S.sums(A, B)
+
+    def add_sym(self, name: str, a, A):
+        self._sums[name] = self.S.sym_sums(a, A)
 
     def mean(self, name: str, drop: int | None = None):
         s = self._sums[name]
@@ -208,11 +224,11 @@ class _Estimator:
         self.tbar = S.tbar
         J = self.J = _Jack(S)
         Phi, Phis, s = S.Phi, S.Phis, S.s
-        J.add("PP", Phi, Phi)
+        J.add_sym("PP", None, Phi)
         J.add("v", S.v)
-        J.add("vPP", S.v[:, None] * Phi, Phi)
+        J.add_sym("vPP", S.v, Phi)
         J.add("sP", s[:, None] * Phi)
-        J.add("s2PP", (s * s)[:, None] * Phi, Phi)
+        J.add_sym("s2PP", s * s, Phi)
         k_ref, ks_ref = S.ref_kernels if S.ref_kernels is not None else (sp.k, sp.k_star)
         self.k_ref, self.ks_ref = k_ref, ks_ref
         kernels = [("PP", k_ref)]
@@ -222,7 +238,7 @@ class _Estimator:
             J.add("sS", s[:, None] * Phis)
             J.add("s2SP", (s * s)[:, None] * Phis, Phi)
             J.add("s2", s * s)
-            J.add("ZZ", S.Z, S.Z)
+            J.add_sym("ZZ", None, S.Z)
             kernels.append(("SP", ks_ref))
         # control-variate choice (β ∈ {0, 1}) per kernel, by jackknife variance
         self.beta = {}

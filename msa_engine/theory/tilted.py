@@ -45,6 +45,8 @@ TARGET_ACCEPTANCE = 0.574
 # a tilt whose ReLU bound is within this factor of 1 is refused: the measure exists but
 # its radial tail is so heavy that no chain would resolve it
 RELU_MARGIN = 0.98
+# normals per block of a sampling call (two arrays of them: 32 MB in all)
+BLOCK_NUMBERS = 1 << 21
 
 
 # --------------------------------------------------------------------------- numba kernels
@@ -524,7 +526,7 @@ class TiltedSampler:
         g = self.geom
         nc, m = self.Z.shape
         acc = np.zeros((2, nc))
-        block = max(thin, (max(1, (1 << 21) // (nc * m)) // thin) * thin)
+        block = max(thin, (max(1, BLOCK_NUMBERS // (nc * m)) // thin) * thin)
         done = 0
         while done < steps:
             k = min(block, steps - done)
