@@ -17,8 +17,11 @@ Sampler.  Persistent chains, all advanced by one ``@njit(cache=True, nogil=True)
 followed, optionally, by an independence move from the prior (accepted with
 ``exp(T' − T)``, ``T = (c/2) s²``; this keeps chains moving between modes when the tilt is
 weak, and costs nothing to correctness when it is strong).  Random numbers are drawn by
-the caller from a seeded numpy generator and passed in, so :func:`reference_chunk`
-replays the very same steps in plain numpy (tested step for step).
+the caller (normals from a seeded lane stream of :mod:`..sampling.rng_numba`, uniforms
+from a seeded numpy generator) and passed in, so :func:`reference_chunk` replays the very
+same steps in plain numpy (tested step for step).  The chains advance together, a step
+at a time, so that the products are BLAS matrix products; a call too long for one block
+of random numbers runs in blocks (:data:`BLOCK_NUMBERS`).
 
 ReLU is positively homogeneous: along a ray ``z = r u`` the log density is
 ``−r²(1 − c (t̄·relu(A u))²)/2``, so the measure exists only while
