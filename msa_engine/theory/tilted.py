@@ -472,13 +472,12 @@ class TiltedSampler:
             raise MSAError(f"no tilted measure for activation {problem.network.activation!r}")
         self.geom = g = TiltedGeometry(problem)
         self.problem = problem
-        self.chains = int(chains)
         ss = np.random.SeedSequence(0 if seed is None else seed)
         self.rng = np.random.default_rng(ss)
         # the proposals' normals: a lane stream (sampling/rng_numba, ≈ 3 ns a normal
         # against 15 for numpy's; they were a fifth of a solve's time)
         self._stream = seed_states(ss.spawn(1)[0], 1)[0]
-        self.Z = self.rng.standard_normal((self.chains, g.m))
+        self.Z = self.rng.standard_normal((int(chains), g.m))
         self.L = np.eye(g.m)
         self.log_h = math.log(min(1.0, 1.5 / g.m ** (1.0 / 3.0)))
         self.independence = independence
@@ -579,6 +578,11 @@ class TiltedSampler:
         self._update_preconditioner(out)
         return out
 
+    @property
+    def chains(self) -> int:
+        """The number of chains (it changes with :meth:`grow` and :meth:`restore`)."""
+        return self.Z.shape[0]
+
     def snapshot(self) -> tuple:
         """The chains' state (positions, preconditioner, step size), for :meth:`restore`."""
         return (self.Z.copy(), self.L.copy(), self.log_h)
@@ -588,7 +592,6 @@ class TiltedSampler:
         on: a retried stage draws new numbers)."""
         Z, L, log_h = snap
         self.Z, self.L, self.log_h = Z.copy(), L.copy(), log_h
-        self.chains = self.Z.shape[0]
 
     def grow(self, groups: int, factor: int = 2) -> None:
         """``factor`` times as many chains: every chain is cloned *within its group*.
@@ -606,7 +609,6 @@ class TiltedSampler:
             raise MSAError(f"chains ({self.chains}) must be a multiple of groups ({groups})")
         Z = self.Z.reshape(groups, n, self.geom.m)
         self.Z = np.ascontiguousarray(np.repeat(Z, factor, axis=1).reshape(-1, self.geom.m))
-        self.chains = self.Z.shape[0]
 
     def _update_preconditioner(self, out: np.ndarray) -> None:
         """A new MALA preconditioner from the kept states (odd φ: folded by z ↦ −z)."""
