@@ -27,6 +27,8 @@ from .nonlinear_support import (Z_ORDER, difference, hermite_problem, rms_error,
 
 pytestmark = pytest.mark.slow
 
+RELU_RESIDUAL_Z2_MAX = 4.7    # 99.9% point of the measured null (see the tree test)
+
 
 def _problem(task):
     if task == "hermite":
@@ -75,7 +77,13 @@ def test_relu_tree_level_solves_and_beats_nngp(cases, task):
           f"residual z² {tree.extras['residual_z2']:.2f}; D_nngp − D_tree = {diff:.2e} ± "
           f"{se:.1e}")
     assert sim.rhat_max < 1.05
-    assert tree.converged and tree.extras["residual_z2"] < 3.0
+    # residual_z2 is the mean of P correlated z² (P = 16 on Hermite), here from the
+    # Gaussian-IS re-solve: over 40 seeds of this solve (1-40, measured with Geyer's τ
+    # in the MCMC burn-in that precedes it) it had mean 1.02, sd 0.72, i.e. a scaled χ²
+    # with ≈ 4 degrees of freedom; its 99.9% point is 4.7 (the solver's own gate is 9).
+    # A bound of 3 fails a correct solve about 2% of the time (the largest of the 40:
+    # 3.83; at one t̄, 16 fresh MCMC residuals ranged over 0.37-2.97).
+    assert tree.converged and tree.extras["residual_z2"] < RELU_RESIDUAL_Z2_MAX
     diag = tree.to_json_dict()["diagnostics"]        # what --json and sessions carry
     assert diag["residual_z2"] == tree.extras["residual_z2"]
     assert diag["estimator"] == tree.extras["estimator"] and "residual_se" in diag

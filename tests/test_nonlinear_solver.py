@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import msa_engine as msa
+from msa_engine.diagnostics import autocorr_time, pooled_autocorr_time
 from msa_engine.theory import _monte_carlo_failure
 from msa_engine.theory import nonlinear as NL
 from msa_engine.theory import tilted as T
@@ -137,15 +138,35 @@ def test_precision_is_reached_by_growing_the_chains():
 
 
 def test_autocorrelation_time_of_an_ar1_process_and_of_unmixed_chains():
-    """τ = (1 + ρ)/(1 − ρ) = 9 for AR(1) with ρ = 0.8 (the estimator truncates where the
-    autocorrelation falls below 0.05, which drops ≈ 0.4); chains that sit at different
-    levels have a τ of the order of the run, which is what makes the burn-in grow."""
+    """The solver's burn-in rule reads τ of s² by ``pooled_autocorr_time``: τ = (1 + ρ)/(1 − ρ)
+    = 9 for AR(1) with ρ = 0.8 (the truncation where the autocorrelation falls below 0.05
+    drops ≈ 0.4; Geyer's estimator, which sets error bars, gives 9.05); chains that sit at
+    different levels have a τ of the order of the run, which is what makes the burn-in
+    grow; undefined (constant, fewer than four draws): 1."""
     rng = np.random.default_rng(0)
     x = np.empty((64, 400))
     x[:, 0] = rng.standard_normal(64) / np.sqrt(1 - 0.64)
     for t in range(1, 400):
         x[:, t] = 0.8 * x[:, t - 1] + rng.standard_normal(64)
-    tau = NL.autocorrelation_time(x)
+    tau = pooled_autocorr_time(x)
     assert 7.5 < tau < 10.0, tau
+    assert abs(tau - autocorr_time(x)) < 0.5
     stuck = rng.standard_normal((64, 1)) * 3.0 + 0.1 * rng.standard_normal((64, 48))
-    assert NL.autocorrelation_time(stuck) > 20
+    assert pooled_autocorr_time(stuck) > 20
+    assert pooled_autocorr_time(np.ones((4, 10))) == 1.0
+    assert pooled_autocorr_time(x[:, :3]) == 1.0
+
+
+def test_a_longer_final_run_thins_where_memory_binds():
+    """The final run ``k`` times as long keeps at most ``max_samples`` states: at 256
+    chains all of them, at 2048 (cap 512 a chain) every second kept state, at twice
+    the thinning — the same number of MALA steps."""
+    o = NL._opts({"final_draws": 192, "thin": 2, "max_samples": 2 ** 20})
+    assert NL._refined_length(o, 256, 4) == (768, 2)
+    assert NL._refined_length(o, 2048, 4) == (384, 4)
+    assert NL._refined_length(o, 2048, 3) == (288, 4)
+    assert NL._refined_length(o, 2048, 2) == (384, 2)
+    for chains, k in ((256, 4), (2048, 3), (2048, 4), (4096, 4)):
+        draws, thin = NL._refined_length(o, chains, k)
+        assert chains * draws <= o["max_samples"]
+        assert draws * thin >= 192 * k * 2

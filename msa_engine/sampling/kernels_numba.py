@@ -50,46 +50,48 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 OK, NONFINITE, EXPLODED = 0, 1, 2
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _scale_add_one(gf, xf, cf, i, cg, px, inv_s, hs):  # pragma: no cover - numba
+    """Element ``i`` of :func:`_scale_add_sq`: writes ``g``, returns ``(x², z²)``."""
+    x0 = xf[i]
+    g0 = cg * gf[i] + px * x0
+    gf[i] = g0
+    z0 = (cf[i] - x0) * inv_s + hs * g0
+    return x0 * x0, z0 * z0
+
+
 @njit(cache=True, nogil=True)
 def _scale_add_sq(g, cg, x, px, xc, s, h):  # pragma: no cover - numba
     """``g ← cg·g + px·x`` elementwise; returns ``(|x|², rev)`` with ``rev`` the
     reverse-move MALA term ``|(xc − x)/s + (h/2) s g|²`` of a proposal ``x`` from
     ``xc`` (prior scale ``s``; ``h = 0``: not wanted, 0), summed in the same pass.
-    Both sums run in four partial sums: one running sum is bound by the latency of
-    the floating-point add (the order is fixed, so results stay reproducible)."""
+    Both sums run in :data:`~rng_numba.LANES` partial sums, element ``i`` into lane
+    ``i mod LANES``: lanes carry no dependence on one another, so the loop is SIMD
+    without reassociating anything, and the order is fixed, so results do not depend
+    on the compiler (four scalar partial sums measured 3.7× slower, 7.0 against
+    1.9 µs at N·d = 3000)."""
+    L = LANES
     gf, xf, cf = g.ravel(), x.ravel(), xc.ravel()
     n = xf.size
-    n4 = n - n % 4
     inv_s, hs = (1.0 / s, 0.5 * h * s) if h > 0.0 else (0.0, 0.0)
-    s0 = s1 = s2 = s3 = 0.0
-    r0 = r1 = r2 = r3 = 0.0
-    for i in range(0, n4, 4):
-        x0, x1, x2, x3 = xf[i], xf[i + 1], xf[i + 2], xf[i + 3]
-        s0 += x0 * x0
-        s1 += x1 * x1
-        s2 += x2 * x2
-        s3 += x3 * x3
-        g0 = cg * gf[i] + px * x0
-        g1 = cg * gf[i + 1] + px * x1
-        g2 = cg * gf[i + 2] + px * x2
-        g3 = cg * gf[i + 3] + px * x3
-        gf[i], gf[i + 1], gf[i + 2], gf[i + 3] = g0, g1, g2, g3
-        z0 = (cf[i] - x0) * inv_s + hs * g0
-        z1 = (cf[i + 1] - x1) * inv_s + hs * g1
-        z2 = (cf[i + 2] - x2) * inv_s + hs * g2
-        z3 = (cf[i + 3] - x3) * inv_s + hs * g3
-        r0 += z0 * z0
-        r1 += z1 * z1
-        r2 += z2 * z2
-        r3 += z3 * z3
-    for i in range(n4, n):
-        x0 = xf[i]
-        s0 += x0 * x0
-        g0 = cg * gf[i] + px * x0
-        gf[i] = g0
-        z0 = (cf[i] - x0) * inv_s + hs * g0
-        r0 += z0 * z0
-    return (s0 + s1) + (s2 + s3), ((r0 + r1) + (r2 + r3) if h > 0.0 else 0.0)
+    sq = np.zeros(L)
+    rq = np.zeros(L)
+    full = n // L
+    for b in range(full):
+        for j in range(L):
+            x2, z2 = _scale_add_one(gf, xf, cf, b * L + j, cg, px, inv_s, hs)
+            sq[j] += x2
+            rq[j] += z2
+    for i in range(full * L, n):
+        x2, z2 = _scale_add_one(gf, xf, cf, i, cg, px, inv_s, hs)
+        sq[i - full * L] += x2
+        rq[i - full * L] += z2
+    sx = 0.0
+    sr = 0.0
+    for j in range(L):
+        sx += sq[j]
+        sr += rq[j]
+    return sx, (sr if h > 0.0 else 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -157,7 +159,7 @@ SMALL_SPD = 48     # below this size the SPD inverse is written out (LAPACK's ca
 @njit(cache=True, nogil=True)
 def _small_spd_inverse(A, out):  # pragma: no cover - numba
     """:func:`_logdet_and_inverse` for small ``A`` without LAPACK: Cholesky ``A = LLᵀ``,
-    ``L⁻¹`` by forward substitution, ``A⁻¹ = L⁻ᵀL⁻¹`` (symmetric by construction).
+    ``L⁻¹`` by forward substitution, ``A⁻¹ = L⁻ᵀL⁻¹`` (symmetrised).
     Raises ``LinAlgError`` when ``A`` is not positive definite, as LAPACK's path does."""
     n = A.shape[0]
     L = np.zeros((n, n))
@@ -177,23 +179,27 @@ def _small_spd_inverse(A, out):  # pragma: no cover - numba
             for k in range(j):
                 s -= L[i, k] * L[j, k]
             L[i, j] = s * inv
-    # Li = L⁻¹ (lower triangular), column by column
+    # Li = L⁻¹ (lower triangular) by rows, Li[i] = (e_i − Σ_{k<i} L[i,k] Li[k]) / L[i,i]:
+    # contiguous axpys that vectorise (column by column, the inner loop was a strided
+    # dot product: the whole inverse took 4.0 against 2.7 µs at n = 20, 37 against 13
+    # at n = 40)
     Li = np.zeros((n, n))
-    for j in range(n):
-        Li[j, j] = 1.0 / L[j, j]
-        for i in range(j + 1, n):
-            s = 0.0
-            for k in range(j, i):
-                s -= L[i, k] * Li[k, j]
-            Li[i, j] = s / L[i, i]
-    # out = Liᵀ Li: out[i, j] = Σ_{k ≥ max(i, j)} Li[k, i] Li[k, j]
     for i in range(n):
+        for k in range(i):
+            lik = L[i, k]
+            for j in range(k + 1):
+                Li[i, j] -= lik * Li[k, j]
+        Li[i, i] = 1.0
+        inv = 1.0 / L[i, i]
         for j in range(i + 1):
-            s = 0.0
-            for k in range(i, n):
-                s += Li[k, i] * Li[k, j]
-            out[i, j] = s
-            out[j, i] = s
+            Li[i, j] *= inv
+    # out = Liᵀ Li (BLAS), symmetrised
+    np.dot(Li.T, Li, out)
+    for i in range(n):
+        for j in range(i):
+            v = 0.5 * (out[i, j] + out[j, i])
+            out[i, j] = v
+            out[j, i] = v
     return logdet
 
 

@@ -75,6 +75,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..diagnostics import pooled_autocorr_time
 from ..errors import MSAError
 from ..problem import Problem
 from ..results import Callback, IterationRecord, TheoryResult
@@ -667,28 +668,6 @@ class _State:
     tau: float = 0.0      # autocorrelation time of s² (MALA steps) at the last iterate
 
 
-def autocorrelation_time(x: np.ndarray) -> float:
-    """Integrated autocorrelation time of ``x`` (chains × draws), in draws.
-
-    Deviations are taken from the mean over *all* chains, so chains that sit at different
-    levels (not yet mixed) count as correlated at every lag; the sum of the chain-averaged
-    autocorrelations stops at the first lag where it falls below 0.05 (at most draws/2).
-    """
-    x = np.asarray(x, dtype=float)
-    d = x - x.mean()
-    v = float(np.mean(d * d))
-    n = x.shape[1]
-    if v <= 0 or n < 4:
-        return 1.0
-    tau = 1.0
-    for lag in range(1, n // 2):
-        r = float(np.mean(d[:, :-lag] * d[:, lag:])) / v
-        if r < 0.05:
-            break
-        tau += 2.0 * r
-    return tau
-
-
 def _opts(options: dict) -> dict:
     o = dict(DEFAULTS)
     for k, v in options.items():
@@ -753,7 +732,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
                    min(math.ceil(2.0 * st.tau), o["max_burn_in"]))
         Z = st.sampler.sample(st.tbar, c, draws, o["thin"], burn)
         S = _Samples(st.sampler, Z, st.tbar, c, o["groups"], test=False)
-        st.tau = o["thin"] * autocorrelation_time(S.s.reshape(Z.shape[0], -1) ** 2)
+        st.tau = o["thin"] * pooled_autocorr_time(S.s.reshape(Z.shape[0], -1) ** 2)
         est = _Estimator(problem, sp, S, full=False)
         if loop:
             est.loop_setup()
@@ -826,9 +805,9 @@ def residual_noise(problem: Problem, r_se: np.ndarray) -> float:
 
 
 def _final(problem: Problem, sp: Spectral, st: _State, o: dict, loop: bool,
-           draws: int | None = None):
+           draws: int | None = None, thin: int | None = None):
     c = _c(problem)
-    Z = st.sampler.sample(st.tbar, c, draws or o["final_draws"], o["thin"],
+    Z = st.sampler.sample(st.tbar, c, draws or o["final_draws"], thin or o["thin"],
                           o["final_burn_in"])
     S = _Samples(st.sampler, Z, st.tbar, c, o["groups"])
     est = _Estimator(problem, sp, S)
@@ -941,6 +920,19 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
         h = min(hmax, 1.5 * h)             # widen again after a stage that converged
 
 
+def _refined_length(o: dict, chains: int, k: int) -> tuple[int, int]:
+    """``(draws, thin)`` of a final run ``k`` times as long as the default one.  The
+    kept states are bounded by ``max_samples`` (memory: a state keeps P values of φ);
+    where that binds, the run keeps every ``f``-th state instead, at the same length:
+    the tilt's states are correlated over ≈ τ MALA steps (τ ≈ 140 at d = 50), so
+    states ``f·thin`` apart carry nearly all of the run's information while
+    ``f·thin`` is well below τ."""
+    want = o["final_draws"] * k
+    keep = max(1, min(want, o["max_samples"] // chains))
+    f = math.ceil(want / keep)
+    return math.ceil(want / f), o["thin"] * f
+
+
 def _grow(st: _State, o: dict) -> bool:
     """Whether the chains may double (``max_chains``); the caller grows them."""
     return 2 * st.sampler.chains <= o["max_chains"]
@@ -1013,17 +1005,24 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
         conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
     while True:
         est, full, se, var, reps = _final(problem, sp, st, o, loop=loop)
-        draws = o["final_draws"]
+        draws, thin = o["final_draws"], o["thin"]
         noise = residual_noise(problem, se["r"])
         if noise > o["precision"] and o["refine"] > 1:
-            # too noisy to be a usable saddle: one larger final sample (noise ∝ 1/√draws
-            # when the chains mix within it)
+            # too noisy to be a usable saddle: a longer final run (noise ∝ 1/√length
+            # when the chains mix within it) ...
             k = min(int(o["refine"]), math.ceil((noise / o["precision"]) ** 2))
-            more = min(draws * k, o["max_samples"] // st.sampler.chains)
-            if more > draws:
-                draws = more
-                est, full, se, var, reps = _final(problem, sp, st, o, loop, draws)
-        noise = residual_noise(problem, se["r"])
+            longer = [k]
+            if k < o["refine"] and not _grow(st, o):
+                # ... and, where the noise fell more slowly than that (chains that mix
+                # slowly) and no more chains are allowed, the longest the options allow
+                longer.append(int(o["refine"]))
+            for kk in longer:
+                length = _refined_length(o, st.sampler.chains, kk)
+                if noise <= o["precision"] or length[0] * length[1] <= draws * thin:
+                    break
+                draws, thin = length
+                est, full, se, var, reps = _final(problem, sp, st, o, loop, draws, thin)
+                noise = residual_noise(problem, se["r"])
         z2 = float(np.mean((full["r"] / np.maximum(se["r"], 1e-300)) ** 2))
         if (noise <= o["precision"] and z2 < RESIDUAL_Z2_MAX) or not _grow(st, o):
             break
@@ -1033,7 +1032,8 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
         conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
-                          "test_mean_jackknife": reps["test"], "final_draws": draws})
+                          "test_mean_jackknife": reps["test"], "final_draws": draws,
+                          "final_thin": thin})
 
 
 def tree(problem: Problem, sp: Spectral | None = None, callback: Callback = None,
