@@ -240,7 +240,8 @@ def pooled_autocorr_time(x, cutoff: float = 0.05) -> float:
     bars): on windows shorter than τ both are capped by the window, and this one reads
     ~10% longer there.  Used for the non-linear solver's burn-ins at d = 50 (τ ≈ 120 MALA
     steps seen through 96-step windows), it solved seeds 0, 1, 2 where Geyer's solved
-    one of the three (the others' saddles drifted off at the target; README)."""
+    one of the three (the others' saddles drifted off at the target; measured before
+    the stage guard of README's non-linear paragraph)."""
     x = np.asarray(x, dtype=float)
     d = x - x.mean()
     v = float(np.mean(d * d))
