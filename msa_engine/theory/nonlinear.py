@@ -761,7 +761,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
             st.tbar = _shrink_into_existence(st.sampler, prev[0] + alpha * prev[1], c)
             prev = (prev[0], prev[1], alpha, prev[3], prev[4])
             continue
-        z2 = float(np.mean((delta / np.maximum(dse, 1e-300)) ** 2))
+        z2 = _mean_z2(delta, dse)
         targets.append(st.tbar + delta)
         # after a backtrack the damping recovers by doubling, not in one jump
         alpha = o["damping"] if prev is None else min(o["damping"], 2.0 * prev[2])
@@ -792,7 +792,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         # the final gate's bound): at d = 50 a Jacobian estimated from lagging chains
         # gave insignificant steps while the residual grew to |y| (seed 4: a stage
         # "converged" at residual 1.08 |y|, and the solve failed at the target)
-        rz2 = float(np.mean((r / np.maximum(rse, 1e-300)) ** 2))
+        rz2 = _mean_z2(r, rse)
         done = (it >= min_iter and z2 < o["stop_z2"] and noise <= o["stage_precision"]
                 and rz2 < RESIDUAL_Z2_MAX)
         prev = (st.tbar, delta, alpha, res, noise)
@@ -800,6 +800,12 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         if done:
             return targets, True, noise
     return targets, False, noise
+
+
+def _mean_z2(x: np.ndarray, se: np.ndarray) -> float:
+    """Mean of ``(x/se)²`` over components: the consistency-with-zero statistic of a
+    Monte Carlo vector (step, residual) against its standard errors."""
+    return float(np.mean((x / np.maximum(se, 1e-300)) ** 2))
 
 
 def residual_noise(problem: Problem, r_se: np.ndarray) -> float:
@@ -839,7 +845,7 @@ def _result(theory, problem, sp, st, est, full, se, var, converged, o, seed, t0,
                    / max(np.linalg.norm(y), 1e-300))
     extras = {
         "residual_se": res_se,
-        "residual_z2": float(np.mean((r / np.maximum(rse, 1e-300)) ** 2)),
+        "residual_z2": _mean_z2(r, rse),
         "residual_noise": residual_noise(problem, rse),
         "precision": float(o["precision"]),
         "weight_cov_top_eigenvalue_se": float(se["lam_top"]),
@@ -1028,7 +1034,7 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
                 draws, thin = length
                 est, full, se, var, reps = _final(problem, sp, st, o, loop, draws, thin)
                 noise = residual_noise(problem, se["r"])
-        z2 = float(np.mean((full["r"] / np.maximum(se["r"], 1e-300)) ** 2))
+        z2 = _mean_z2(full["r"], se["r"])
         if (noise <= o["precision"] and z2 < RESIDUAL_Z2_MAX) or not _grow(st, o):
             break
         # still imprecise or inconsistent: chains that mix slowly are not helped by
@@ -1077,7 +1083,7 @@ def fresh_residual(problem: Problem, tbar: np.ndarray, seed: int = 12345,
     r, rse = full["r"], se["r"]
     y = problem.data.y_train
     return {"residual": float(np.linalg.norm(r) / np.linalg.norm(y)),
-            "z2": float(np.mean((r / np.maximum(rse, 1e-300)) ** 2)), "r": r, "se": rse}
+            "z2": _mean_z2(r, rse), "r": r, "se": rse}
 
 
 def prior_importance_tree(problem: Problem, n_samples: int = 50_000, seed: int = 0,
