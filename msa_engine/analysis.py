@@ -143,12 +143,14 @@ def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
             chains[(e["name"], e["N"])].append(e)
         else:
             new = solve(session.problem(chi=e["chi"], N=e["N"]), e["name"],
-                        seed=e.get("seed")).to_json_dict()
+                        seed=e.get("seed"), options=e.get("options")).to_json_dict()
             report.append(_theory_report(e, new, rtol))
     for (name, N), es in chains.items():
         es.sort(key=lambda e: e["chi"])
+        # a chain ran with one [theory] table; its entries record it
         new_entries = run_theory_chain(session.problem(N=N), name, [e["chi"] for e in es],
-                                       callback=callback, seeds=[e.get("seed") for e in es])
+                                       callback=callback, seeds=[e.get("seed") for e in es],
+                                       options=es[0].get("options"))
         for e, n in zip(es, new_entries):
             report.append(_theory_report(e, n["summary"], rtol))
     for e in session.find("simulation"):

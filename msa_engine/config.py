@@ -13,9 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import MSAError
+from .errors import MSAError, MSAWarning
 from .problem import Network, Problem, resolve_chi
 from .tasks import make_data
+from .theory.options import DEFAULTS as THEORY_DEFAULTS, MONTE_CARLO, check_options
 
 NETWORK_KEYS = ("activation", "N", "g_w", "g_a", "kappa", "chi", "gamma")
 TOP_LEVEL = ("data", "network", "simulation", "theory", "sweep")
@@ -28,6 +29,8 @@ class Config:
     raw: dict            # the parsed TOML
     resolved: dict       # echo: data spec + network with chi as a number
     path: str | None
+    theory_seed: int | None = None   # [theory] seed: the default of --seed
+    theory_options: dict | None = None   # the rest of [theory], validated (theory.options)
 
 
 def network_from_dict(spec: dict) -> Network:
@@ -47,6 +50,34 @@ def network_from_dict(spec: dict) -> Network:
                    chi=resolve_chi(spec.get("chi"), spec.get("gamma"), N))
 
 
+def theory_table(table: Any, activation: str = "linear") -> tuple[int | None, dict]:
+    """``seed`` and the validated options of a config's ``[theory]`` table.
+
+    The Monte Carlo knobs act on the non-linear tree level and one loop only; for a
+    linear network they are accepted (a config may be copied between activations)
+    with a warning that they change nothing.
+    """
+    if table is None:
+        return None, {}
+    if not isinstance(table, dict):
+        raise MSAError("[theory] must be a table")
+    unknown = sorted(set(table) - {"seed", *THEORY_DEFAULTS})
+    if unknown:
+        raise MSAError(f"theory: unknown key(s) {', '.join(unknown)} (known: seed, "
+                       f"{', '.join(THEORY_DEFAULTS)})")
+    rest = dict(table)
+    seed = rest.pop("seed", None)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise MSAError(f"theory.seed must be an integer >= 0 (got {seed!r})")
+    options = check_options(rest)
+    idle = [k for k in options if k in MONTE_CARLO]
+    if idle and activation == "linear":
+        warnings.warn(f"theory.{', theory.'.join(idle)}: Monte Carlo options of the non-linear "
+                      "tree and one loop; a linear network's theories are closed forms and "
+                      "ignore them", MSAWarning, stacklevel=2)
+    return seed, options
+
+
 def config_from_dict(raw: dict, base_dir: Path | None = None, path: str | None = None) -> Config:
     """Resolve a parsed config dictionary into a :class:`Config`."""
     if not isinstance(raw, dict):
@@ -57,11 +88,12 @@ def config_from_dict(raw: dict, base_dir: Path | None = None, path: str | None =
     net = network_from_dict(raw.get("network", {}))
     data = make_data(raw.get("data", {"task": "linear"}), base_dir)
     problem = Problem(data, net)
+    seed, options = theory_table(raw.get("theory"), net.activation)
     resolved = {"data": dict(data.spec), "network": net.to_dict()}
     for key in ("simulation", "theory", "sweep"):
         if key in raw:
             resolved[key] = raw[key]
-    return Config(problem, raw, resolved, path)
+    return Config(problem, raw, resolved, path, seed, options)
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -184,32 +184,33 @@ def check_data(rows: int, d: int) -> None:
                  "use a smaller d, P or P_test")
 
 
-def estimate_tilted(P: int, P_test: int, d: int) -> int:
+def estimate_tilted(P: int, P_test: int, d: int, options: dict | None = None) -> int:
     """Bytes for the sample sets of a non-linear ``tree``/``one-loop`` (theory/nonlinear.py):
     the MCMC draws (chains × final draws) and the two Gaussian importance-sampling sets
     (the working set and the fresh one), each sample holding its coordinates twice
     (``m = min(P, d)``) and φ, φ' on the train and test points.  Measured: 0.65 GB peak for
-    d = 10, P = 16, P* = 40 (this estimate: 0.6 GB); it grows linearly in P + P*."""
-    from .theory.nonlinear import DEFAULTS   # lazy: it loads numba
+    d = 10, P = 16, P* = 40 (this estimate: 0.6 GB); it grows linearly in P + P*.
+    ``options`` (a ``[theory]`` table) change the chains, draws, groups and IS set sizes."""
+    from .theory.options import merged_options
+    o = merged_options(options)
     P, Ps, d = int(P), int(P_test), int(d)
     m = min(P, d)
     per = 2 * m + 2 * P + 2 * Ps
-    n_mc = DEFAULTS["chains"] * DEFAULTS["final_draws"]
-    return DOUBLE * (2 * DEFAULTS["is_samples"] * per + n_mc * per
-                     + DEFAULTS["groups"] * (P + Ps) * P)
+    n_mc = o["chains"] * o["final_draws"]
+    return DOUBLE * (2 * o["is_samples"] * per + n_mc * per + o["groups"] * (P + Ps) * P)
 
 
-def _solve_need(problem, theory: str) -> int:
+def _solve_need(problem, theory: str, options: dict | None = None) -> int:
     P, Ps, d = _shape(problem)
     need = estimate_solve(P, Ps, d, theory)
     if problem.network.activation != "linear" and theory in ("tree", "one-loop"):
-        need += estimate_tilted(P, Ps, d)
+        need += estimate_tilted(P, Ps, d, options)
     return need
 
 
-def check_solve(problem, theory: str) -> None:
+def check_solve(problem, theory: str, options: dict | None = None) -> None:
     P, Ps, d = _shape(problem)
-    check_memory(_solve_need(problem, theory),
+    check_memory(_solve_need(problem, theory, options),
                  f"theory {theory!r} for P = {P}, P_test = {Ps}, d = {d}",
                  "use fewer training or test points" +
                  (" (or a smaller d)" if theory in _LINEAR_SADDLE else ""))
@@ -244,14 +245,15 @@ def _as_int(v, default: int) -> int | None:
 
 
 def check_sweep(problem, widths: Sequence[int] | None, theories: Iterable[str],
-                simulate: bool, sim_options: dict | None) -> None:
+                simulate: bool, sim_options: dict | None,
+                theory_options: dict | None = None) -> None:
     """Refuse a sweep whose largest point would not fit, before it starts."""
     P, Ps, d = _shape(problem)
     theories = list(theories)
     Ns = [int(n) for n in widths] if widths else [problem.network.N]
     best = (0, "", "")
     for th in theories:
-        need = _solve_need(problem, th)
+        need = _solve_need(problem, th, theory_options)
         if need > best[0]:
             best = (need, f"the sweep's theory {th!r} for P = {P}, P_test = {Ps}, d = {d}",
                     "use fewer training or test points")

@@ -28,7 +28,9 @@ from .errors import Cancelled, MSAError
 from .problem import Problem
 from .resources import check_sweep
 from .sessions import Session, _chi_key, entry_from_result, save_session
-from .theory import ANNEALED, anneal, available_theories, check_theory, chi_grid, solve
+from .theory import (ANNEAL_FACTOR, ANNEALED, anneal, available_theories, check_theory,
+                     chi_grid, solve)
+from .theory.options import check_options
 
 DEFAULT_THEORIES = ("nngp", "rescaling", "tree", "one-loop", "exact")
 
@@ -84,8 +86,10 @@ def point_seed(base_seed: int, N: int, chi: float) -> int:
 
 def plan_tasks(session: Session, chis: Sequence, widths: Sequence[int] | None,
                theories: Sequence[str], simulate: bool, sim_options: dict | None,
-               base_seed: int = 0) -> list[dict]:
-    """The list of tasks for a sweep, skipping points the session already holds."""
+               base_seed: int = 0, theory_options: dict | None = None) -> list[dict]:
+    """The list of tasks for a sweep, skipping points the session already holds.
+    ``theory_options`` (a ``[theory]`` table) travel with every theory chain."""
+    theory_options = check_options(theory_options)
     widths = list(widths) if widths else [int(session.config["network"]["N"])]
     tasks = []
     for N in widths:
@@ -103,9 +107,12 @@ def plan_tasks(session: Session, chis: Sequence, widths: Sequence[int] | None,
                     warm = {"chi": last, "tbar": e.get("warm_tbar") or e.get("tbar")}
             # every point gets its own seed, as a simulation does: the Monte Carlo of the
             # non-linear saddles (tree, one loop) is then the user's --seed, not 0
-            tasks.append({"kind": "theory-chain", "theory": theory, "N": int(N),
-                          "chis": todo, "warm": warm,
-                          "seeds": [point_seed(base_seed, N, c) for c in todo]})
+            task = {"kind": "theory-chain", "theory": theory, "N": int(N),
+                    "chis": todo, "warm": warm,
+                    "seeds": [point_seed(base_seed, N, c) for c in todo]}
+            if theory_options:
+                task["options"] = dict(theory_options)
+            tasks.append(task)
         if simulate:
             opts = dict(sim_options or {})
             sampler = opts.get("sampler", "marginal")
@@ -125,14 +132,19 @@ def run_theory_chain(problem: Problem, theory: str, chis: Sequence[float],
                      warm: dict | None = None, callback=None,
                      on_point: Callable[[dict], None] | None = None,
                      cancel: threading.Event | None = None,
-                     seeds: Sequence[int | None] | None = None) -> list[dict]:
+                     seeds: Sequence[int | None] | None = None,
+                     options: dict | None = None) -> list[dict]:
     """Solve ``theory`` along ``chis`` (ascending), warm-starting annealed saddles.
 
     Between requested points the tree saddle is annealed on a geometric grid
-    of ratio ≤ 2, exactly as :func:`msa_engine.solve` does from χ = 1, so a
-    chain's first point equals a fresh ``solve``.  ``seeds`` (one per point, or None)
-    seed the Monte Carlo of non-linear saddles; each entry records its seed.
+    of ratio ≤ ``anneal_factor`` (2 by default), exactly as :func:`msa_engine.solve`
+    does from χ = 1, so a chain's first point equals a fresh ``solve``.  ``seeds`` (one
+    per point, or None) seed the Monte Carlo of non-linear saddles; each entry records
+    its seed.  ``options`` (a ``[theory]`` table) are used at every point and recorded
+    in each entry, so that a rerun uses them too.
     """
+    options = check_options(options)
+    factor = options.get("anneal_factor", ANNEAL_FACTOR)
     if seeds is not None and len(seeds) != len(chis):
         raise MSAError(f"run_theory_chain: {len(seeds)} seeds for {len(chis)} points")
     theory = check_theory(theory)
@@ -146,26 +158,27 @@ def run_theory_chain(problem: Problem, theory: str, chis: Sequence[float],
         p = problem.with_chi(chi)
         t0 = time.perf_counter()
         if theory in ANNEALED:
-            grid = chi_grid(chi, start=prev_chi)
+            grid = chi_grid(chi, factor, start=prev_chi)
             if tbar is not None:
                 grid = grid[1:] if grid.size > 1 else grid
-            path = anneal(problem, "tree", grid, callback, tbar0=tbar, seed=seed)
+            path = anneal(problem, "tree", grid, callback, tbar0=tbar, seed=seed,
+                          options=options)
             tree_res = path[-1]
             log = sum((r.log for r in path), ())
             if theory == "one-loop":
                 res = anneal(problem, "one-loop", [chi], callback, tbar0=tree_res.tbar,
-                             seed=seed)[-1]
+                             seed=seed, options=options)[-1]
                 log = log + res.log
             else:
                 res = tree_res
             tbar, prev_chi = tree_res.tbar, chi
             extra = {"warm_tbar": tree_res.tbar, "via": "sweep-chain"}
         else:
-            res = solve(p, theory, callback=callback, seed=seed)
+            res = solve(p, theory, callback=callback, seed=seed, options=options)
             log, extra = res.log, {"via": "solve"}
         from dataclasses import replace
         res = replace(res, wall_time=time.perf_counter() - t0)
-        entry = entry_from_result(res, log=log, extra=extra)
+        entry = entry_from_result(res, log=log, options=options or None, extra=extra)
         entries.append(entry)
         if on_point:
             on_point(entry)
@@ -192,7 +205,8 @@ def execute_task(session: Session, task: dict, callback=None, on_point=None,
     base = session.problem(N=task["N"])
     if task["kind"] == "theory-chain":
         return run_theory_chain(base, task["theory"], task["chis"], task.get("warm"),
-                                callback, on_point, cancel, seeds=task.get("seeds"))
+                                callback, on_point, cancel, seeds=task.get("seeds"),
+                                options=task.get("options"))
     entry = run_simulation_task(base.with_chi(task["chi"]), task["options"], task["seed"],
                                 callback, cancel, threads)
     if on_point:
@@ -205,7 +219,7 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
               sim_options: dict | None = None, callback=None,
               cancel: threading.Event | None = None, autosave: bool = True,
               path=None, seed: int = 0, autosave_interval: float = 0.5,
-              executor=None) -> Session:
+              executor=None, theory_options: dict | None = None) -> Session:
     """Run (or resume) a sweep, merging every completed point into ``session``.
 
     ``callback`` receives solver :class:`IterationRecord` s, sampler chunk
@@ -219,20 +233,28 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     ``executor`` runs the tasks (:mod:`msa_engine.executors`): by default in
     this process, in order, with live solver and sampler records; a local
     process pool or Dask stream whole tasks back as they complete.
+
+    ``theory_options`` (a config's ``[theory]`` table without its seed) reach every
+    theory point; the sweep spec records them, so that ``--resume`` uses them too.
     """
+    theory_options = check_options(theory_options)
     available = available_theories(session.problem().network.activation)
     theories = [t for t in (check_theory(t) for t in theories) if t in available]
     spec = {"chis": [c if c == "N" else float(c) for c in chis],
             "widths": list(widths) if widths else None, "theories": theories,
             "simulate": bool(simulate), "sim_options": dict(sim_options or {}),
             "seed": int(seed), "completed": False}
+    if theory_options:
+        spec["theory_options"] = dict(theory_options)
     prior = session.doc.get("sweep") or {}
     session.doc["sweep"] = {**prior, **spec}
     if path is not None:
         session.path = path
-    tasks = plan_tasks(session, chis, widths, theories, simulate, sim_options, seed)
+    tasks = plan_tasks(session, chis, widths, theories, simulate, sim_options, seed,
+                       theory_options)
     if tasks:   # refuse a sweep whose largest point would not fit, before it starts
-        check_sweep(session.problem(), widths, theories, simulate, sim_options)
+        check_sweep(session.problem(), widths, theories, simulate, sim_options,
+                    theory_options)
     total = sum(task_points(t) for t in tasks)
     done = 0
 

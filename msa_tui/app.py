@@ -40,9 +40,9 @@ class Record(Message):
 
 
 class ResultReady(Message):
-    def __init__(self, job: str, result: Any, log: list) -> None:
+    def __init__(self, job: str, result: Any, log: list, options: dict | None = None) -> None:
         super().__init__()
-        self.job, self.result, self.log = job, result, log
+        self.job, self.result, self.log, self.options = job, result, log, options
 
 
 class Progress(Message):
@@ -186,11 +186,12 @@ class MSAApp(App):
         form.show_validation(self.validated)
         return self.validated
 
-    def _checked(self, need_sim: bool = False, need_sweep: bool = False) -> Validated | None:
+    def _checked(self, need_sim: bool = False, need_sweep: bool = False,
+                 need_theory: bool = False) -> Validated | None:
         v = self.revalidate()
         errors = {k: m for k, m in v.errors.items()
                   if k[0] in ("data", "network") or (need_sim and k[0] == "simulation")
-                  or (need_sweep and k[0] == "sweep")}
+                  or (need_sweep and k[0] == "sweep") or (need_theory and k[0] == "theory")}
         if errors:
             (section, key), msg = next(iter(errors.items()))
             self.notify(f"{section}.{model.LABELS.get(key, key)}: {msg}",
@@ -213,6 +214,18 @@ class MSAApp(App):
                 self.notify("data or network changed: results go into a new session")
             self._update_title()
             self.refresh_results()
+        else:
+            self._keep_settings(cfg)
+
+    def _keep_settings(self, cfg: dict) -> None:
+        """The session's [simulation] and [theory] tables follow the form, so that a saved
+        session reopens with the settings last used (each entry records its own)."""
+        config = model.session_config(self.session)
+        for key in ("simulation", "theory"):
+            if key in cfg:
+                config[key] = cfg[key]
+            else:
+                config.pop(key, None)
 
     # -- starting jobs -----------------------------------------------------------
     def _start(self, job: str, label: str, total: float | None) -> threading.Event | None:
@@ -231,7 +244,7 @@ class MSAApp(App):
         return ev
 
     def action_run_theories(self) -> None:
-        v = self._checked()
+        v = self._checked(need_theory=True)
         if v is None:
             return
         from msa_engine.theory import available_theories
@@ -249,7 +262,7 @@ class MSAApp(App):
         ev = self._start("theories", f"theories {', '.join(theories)} at χ={net.chi:.4g}, N={net.N}",
                          len(theories))
         if ev is not None:
-            self._theory_worker(v.problem, theories, ev)
+            self._theory_worker(v.problem, theories, ev, v.theory_seed, v.theory_options)
 
     def action_simulate(self) -> None:
         v = self._checked(need_sim=True)
@@ -263,7 +276,8 @@ class MSAApp(App):
             self._simulation_worker(v.problem, dict(o), ev)
 
     def action_sweep(self) -> None:
-        v = self._checked(need_sim=self.query_one(ParamForm).state.sweep_simulate, need_sweep=True)
+        v = self._checked(need_sim=self.query_one(ParamForm).state.sweep_simulate, need_sweep=True,
+                          need_theory=True)
         if v is None:
             return
         theories = self.query_one(ParamForm).state.theories
@@ -273,7 +287,7 @@ class MSAApp(App):
                          f"{sw['chi_max']:.4g}" + (" with simulations" if sw["simulate"] else ""),
                          None)
         if ev is not None:
-            self._sweep_worker(self.session, sw, theories, v.sim_options, ev)
+            self._sweep_worker(self.session, sw, theories, v.sim_options, ev, v.theory_options)
 
     def action_cancel(self) -> None:
         if not self.jobs:
@@ -297,18 +311,19 @@ class MSAApp(App):
         return callback
 
     @work(thread=True, exit_on_error=False, group="compute")
-    def _theory_worker(self, problem, theories: list[str], cancel: threading.Event) -> None:
+    def _theory_worker(self, problem, theories: list[str], cancel: threading.Event,
+                       seed: int | None = None, options: dict | None = None) -> None:
         done = 0
         try:
             for i, name in enumerate(theories):
                 try:
-                    res = model.run_theory(problem, name, seed=None,
+                    res = model.run_theory(problem, name, seed=seed, options=options,
                                            callback=self._callback("theories", cancel))
                 except MSAError as exc:
                     self.post_message(JobFailed("theories", name, str(exc)))
                 else:
                     done += 1
-                    self.post_message(ResultReady("theories", res, list(res.log)))
+                    self.post_message(ResultReady("theories", res, list(res.log), options))
                 self.post_message(Progress("theories", i + 1, len(theories), name))
         except Cancelled:
             self.post_message(JobDone("theories", f"theories cancelled ({done} done)", True))
@@ -329,14 +344,16 @@ class MSAApp(App):
             self.post_message(JobFailed("simulation", "simulation", str(exc)))
             self.post_message(JobDone("simulation", "simulation failed"))
             return
-        self.post_message(ResultReady("simulation", res, chunks))
+        self.post_message(ResultReady("simulation", res, chunks, options))
         self.post_message(JobDone("simulation", "simulation finished"))
 
     @work(thread=True, exit_on_error=False, group="compute")
-    def _sweep_worker(self, session, sweep: dict, theories, sim_options, cancel) -> None:
+    def _sweep_worker(self, session, sweep: dict, theories, sim_options, cancel,
+                      theory_options: dict | None = None) -> None:
         try:
             model.run_sweep(session, sweep, theories, sim_options,
-                            callback=self._callback("sweep", cancel), cancel=cancel)
+                            callback=self._callback("sweep", cancel), cancel=cancel,
+                            theory_options=theory_options)
         except Cancelled:
             self.post_message(JobDone("sweep", "sweep cancelled", True))
             return
@@ -367,7 +384,10 @@ class MSAApp(App):
 
     def on_result_ready(self, msg: ResultReady) -> None:
         try:
-            self.session.add_result(msg.result, log=[model.record_dict(r) for r in msg.log])
+            # the options travel with the entry, so that a rerun (msa replay --rerun)
+            # uses the same chains, steps and seed, not the defaults
+            self.session.add_result(msg.result, log=[model.record_dict(r) for r in msg.log],
+                                    options=msg.options or None)
         except MSAError as exc:
             self.notify(str(exc), title="result not stored", severity="error")
             return
@@ -510,6 +530,11 @@ class MSAApp(App):
         return Path(session_dir())
 
     def _save(self, name: str | None = None, quiet: bool = False) -> Path | None:
+        v = self.revalidate()
+        if v.ok:
+            cfg = v.config(self.query_one(ParamForm).state)
+            if model.same_problem(model.session_config(self.session), cfg):
+                self._keep_settings(cfg)
         try:
             path = model.save(self.session, self._directory(), name)
         except (MSAError, OSError) as exc:

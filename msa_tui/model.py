@@ -38,7 +38,7 @@ LABELS = {"d": "d (input dim)", "P": "P (train)", "P_test": "P* (test)", "seed":
           "thin": "thin", "step_size": "step size", "chunk": "chunk", "chi_min": "χ from",
           "chi_max": "χ to", "points": "points", "widths": "widths N",
           "path": "file", "test_path": "test file", "target": "target column",
-          "test_fraction": "test fraction"}
+          "test_fraction": "test fraction", "options": "Monte Carlo"}
 
 
 def coerce(text: Any) -> Any:
@@ -108,6 +108,7 @@ class FormState:
     sweep: dict[str, str] = field(default_factory=lambda: dict(SWEEP_DEFAULTS))
     sweep_simulate: bool = False
     data_extra: dict = field(default_factory=dict)   # spec keys without a field (standardize)
+    theory_options: str = ""   # the [theory] table as "key=value" pairs (one field)
 
     @classmethod
     def from_config(cls, config: dict) -> "FormState":
@@ -129,7 +130,8 @@ class FormState:
         for key, value in dict(config.get("simulation", {}) or {}).items():
             if key in sim:
                 sim[key] = _fmt_value(value)
-        return cls(data=data, network=network, simulation=sim, data_extra=extra)
+        return cls(data=data, network=network, simulation=sim, data_extra=extra,
+                   theory_options=options_text(config.get("theory") or {}))
 
 
 @dataclass
@@ -139,6 +141,9 @@ class Validated:
     problem: Problem | None = None
     sim_options: dict | None = None
     sweep: dict | None = None
+    theory_table: dict = field(default_factory=dict)   # the [theory] table as written
+    theory_seed: int | None = None
+    theory_options: dict = field(default_factory=dict)  # validated (theory.options)
 
     @property
     def ok(self) -> bool:
@@ -156,6 +161,8 @@ class Validated:
         cfg = {"data": dict(self.problem.data.spec), "network": self.problem.network.to_dict()}
         if self.sim_options is not None:
             cfg["simulation"] = {k: v for k, v in self.sim_options.items() if v is not None}
+        if self.theory_table:
+            cfg["theory"] = dict(self.theory_table)
         return cfg
 
 
@@ -218,6 +225,7 @@ def validate(form: FormState) -> Validated:
     if data is not None and network is not None:
         out.problem = Problem(data, network)
     out.sim_options = _sim_options(form.simulation, out.errors)
+    _theory_options(form.theory_options, act, out)
     out.sweep = _sweep_options(form, network, out.errors)
     return out
 
@@ -244,6 +252,41 @@ def _sim_options(raw: dict, errors: dict) -> dict | None:
     if opts["sampler"] not in SAMPLERS:
         errors[("simulation", "sampler")] = f"sampler must be one of {', '.join(SAMPLERS)}"
     return None if any(s == "simulation" for s, _ in errors) else opts
+
+
+def options_text(table: dict) -> str:
+    """A ``[theory]`` table as the form shows it: ``seed=1 chains=512``."""
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                    for k, v in table.items())
+
+
+def parse_options(text: str) -> dict:
+    """``"seed=1, chains=512 is_qmc=false"`` → ``{"seed": 1, "chains": 512, "is_qmc": False}``."""
+    table: dict[str, Any] = {}
+    for tok in re.split(r"[,\s]+", (text or "").strip()):
+        if not tok:
+            continue
+        key, eq, value = tok.partition("=")
+        if not eq or not key or not value:
+            raise MSAError(f"write the options as key=value pairs (got {tok!r})")
+        low = value.lower()
+        table[key.strip()] = (True if low == "true" else False if low == "false"
+                              else coerce(value))
+    return table
+
+
+def _theory_options(text: str, activation: str, out: Validated) -> None:
+    """The Monte Carlo options field, validated by the engine as a config's ``[theory]``."""
+    from msa_engine.config import theory_table
+    try:
+        table = parse_options(text)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out.theory_seed, out.theory_options = theory_table(table, activation)
+        out.warnings += [str(w.message) for w in caught]
+        out.theory_table = table
+    except MSAError as exc:
+        out.errors[("theory", "options")] = str(exc)
 
 
 def _sweep_options(form: FormState, network: Network | None, errors: dict) -> dict | None:
@@ -280,8 +323,8 @@ def _sweep_options(form: FormState, network: Network | None, errors: dict) -> di
 
 # -- engine calls (module attributes, so tests can substitute them) ----------
 
-def run_theory(problem: Problem, theory: str, seed=None, callback=None):
-    return solve(problem, theory, seed=seed, callback=callback)
+def run_theory(problem: Problem, theory: str, seed=None, callback=None, options=None):
+    return solve(problem, theory, seed=seed, callback=callback, options=options)
 
 
 def run_simulation(problem: Problem, options: dict, callback=None, cancel=None):
@@ -289,11 +332,13 @@ def run_simulation(problem: Problem, options: dict, callback=None, cancel=None):
     return simulate(problem, callback=callback, cancel=cancel, **options)
 
 
-def run_sweep(session, sweep: dict, theories, sim_options, callback=None, cancel=None):
+def run_sweep(session, sweep: dict, theories, sim_options, callback=None, cancel=None,
+              theory_options=None):
     from msa_engine.sweep import run_sweep as engine_sweep
     return engine_sweep(session, sweep["chis"], widths=sweep["widths"], theories=tuple(theories),
                         simulate=sweep["simulate"], sim_options=sim_options,
-                        callback=callback, cancel=cancel, autosave=False)
+                        callback=callback, cancel=cancel, autosave=False,
+                        theory_options=theory_options)
 
 
 # -- sessions ----------------------------------------------------------------

@@ -105,6 +105,9 @@ class ParamForm(VerticalScroll):
             p.border_title = "Theories"
             for name in THEORIES:
                 yield Checkbox(name, name in st.theories, id=f"th-{name}", compact=True)
+            # the [theory] table: seed and the non-linear saddles' Monte Carlo knobs
+            yield field_row("theory", "options", st.theory_options,
+                            placeholder="defaults; e.g. seed=1 chains=512 precision=0.03")
         with Vertical(id="panel-simulation", classes="panel") as p:
             p.border_title = "Simulation"
             yield select_row("simulation", "sampler", "sampler", model.SAMPLERS,
@@ -133,6 +136,7 @@ class ParamForm(VerticalScroll):
         for key in ("N", "g_w", "g_a", "kappa", "chi"):
             st.network[key] = self.query_one(f"#f-network-{key}", Input).value
         st.theories = [n for n in THEORIES if self.query_one(f"#th-{n}", Checkbox).value]
+        st.theory_options = self.query_one("#f-theory-options", Input).value
         st.simulation = {k: self.query_one(f"#f-simulation-{k}", Select).value
                          for k in ("sampler", "method")}
         for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
@@ -157,6 +161,7 @@ class ParamForm(VerticalScroll):
                 "activation", "linear")
         for key in ("N", "g_w", "g_a", "kappa", "chi"):
             self.query_one(f"#f-network-{key}", Input).value = state.network.get(key, "")
+        self.query_one("#f-theory-options", Input).value = state.theory_options
         for key in ("sampler", "method"):
             self.query_one(f"#f-simulation-{key}", Select).value = state.simulation.get(
                 key, model.SIM_DEFAULTS[key])

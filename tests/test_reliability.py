@@ -160,6 +160,17 @@ BAD_CONFIGS = [
     ("toml-bad-table", _edit("[network]", "[netwrk]"), "config: unknown table(s) netwrk"),
     ("simulation-table-type", lambda tmp: _cfg(tmp, CONFIG + '\n[simulation]\nchains = "4"\n'),
      "simulation.chains must be an integer (got '4')"),
+    # the [theory] table is read when the config loads: every command refuses it
+    ("theory-unknown-key", lambda tmp: _cfg(tmp, CONFIG + "\n[theory]\nchainz = 64\n"),
+     "theory: unknown key(s) chainz"),
+    ("theory-type", lambda tmp: _cfg(tmp, CONFIG + '\n[theory]\nchains = "64"\n'),
+     "theory.chains must be an integer >= 1 (got '64')"),
+    ("theory-groups", lambda tmp: _cfg(tmp, CONFIG + "\n[theory]\nchains = 100\n"),
+     "theory: chains (100) must be a multiple of groups (16)"),
+    ("theory-range", lambda tmp: _cfg(tmp, CONFIG + "\n[theory]\ndamping = 1.5\n"),
+     "theory.damping must be a number in (0, 1] (got 1.5)"),
+    ("theory-seed", lambda tmp: _cfg(tmp, CONFIG + "\n[theory]\nseed = -1\n"),
+     "theory.seed must be an integer >= 0 (got -1)"),
 ]
 
 

@@ -119,6 +119,34 @@ async def test_simulation_result_stored(isolated):
         assert entry["kind"] == "simulation" and entry["summary"]["train_discrepancy_se"] > 0
         row = app.query_one("#results", DataTable).get_row_at(0)
         assert row[0] == "sim" and row[5] != "–"
+        # the settings travel with the entry, so that `msa replay --rerun` repeats this run
+        opts = entry["options"]
+        assert (opts["steps"], opts["burn_in"], opts["chains"], opts["seed"]) == (400, 100, 2, 0)
+        from msa_engine.analysis import rerun
+        [rep] = rerun(app.session)["entries"]
+        assert rep["bit_identical"]
+
+
+@run_async
+async def test_theory_options_field(isolated):
+    """The [theory] table as one form field: validated by the engine, its seed used."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "nngp")
+        await set_field(pilot, app, "f-theory-options", "seed=7 chains=65")
+        assert "multiple of groups" in str(app.query_one("#err-theory-options", Static).render())
+        app.set_focus(None)
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.session.entries == [] and app.focused is app.query_one("#f-theory-options")
+        await set_field(pilot, app, "f-theory-options", "seed=7")
+        assert not app.query_one("#err-theory-options", Static).display
+        app.set_focus(None)
+        await pilot.press("r")
+        await settle(pilot, app)
+        [entry] = app.session.entries
+        assert entry["seed"] == 7
+        assert model.session_config(app.session)["theory"] == {"seed": 7}
 
 
 @run_async

@@ -27,17 +27,22 @@ def register(sub) -> None:
                        description="Anneal through a chi grid (THEORY §4), optionally simulating "
                        "at each point; saves the session incrementally.")
     p.add_argument("config", nargs="?", help="TOML config (omit with --resume)")
-    p.add_argument("--chi", default="1,3,10,30,100",
-                   help="comma-separated chi values; 'N' means chi = N (default 1,3,10,30,100)")
-    p.add_argument("--width", help="comma-separated widths N (default: the config's N)")
-    p.add_argument("--theories", default=",".join(DEFAULT_THEORIES),
-                   help="comma-separated theories (default: all available)")
-    p.add_argument("--simulate", action="store_true", help="also run a simulation at each point")
+    p.add_argument("--chi", default=None,
+                   help="comma-separated chi values; 'N' means chi = N (default: the config's "
+                   "[sweep] chi, else 1,3,10,30,100)")
+    p.add_argument("--width", help="comma-separated widths N (default: [sweep] width, else the "
+                   "config's N)")
+    p.add_argument("--theories", default=None,
+                   help="comma-separated theories (default: [sweep] theories, else all available)")
+    p.add_argument("--simulate", action="store_true", default=None,
+                   help="also run a simulation at each point (default: [sweep] simulate)")
     p.add_argument("--sampler", default=None, help="full or marginal (default: config or marginal)")
     p.add_argument("--chains", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--burn-in", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="base Monte Carlo seed (per-point seeds derive from it)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="base Monte Carlo seed, per-point seeds derive from it (default: [sweep] "
+                   "seed, else 0)")
     p.add_argument("--out", help="session file to write (default: sessions dir / NAME.json)")
     p.add_argument("--resume", metavar="SESSION", help="continue an interrupted sweep session")
     p.add_argument("--name", help="session name")
@@ -52,6 +57,47 @@ def register(sub) -> None:
                     help="retries of a task whose worker is lost (default 2)")
     p.add_argument("--json", action="store_true", help="print the session summary as JSON")
     p.set_defaults(func=run)
+
+
+DEFAULT_CHIS = "1,3,10,30,100"
+SWEEP_KEYS = ("chi", "width", "theories", "simulate", "seed")
+
+
+def _csv(value, key: str) -> str:
+    """A ``[sweep]`` list value as the flag's comma-separated text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float))
+                                       and not isinstance(v, bool) for v in value):
+        return ",".join(str(v) for v in value)
+    raise MSAError(f"sweep.{key} must be a list or a comma-separated string (got {value!r})")
+
+
+def sweep_defaults(table) -> dict:
+    """The config's ``[sweep]`` table (defaults for the flags), validated: ``chi``,
+    ``width`` and ``theories`` as lists or comma-separated text, ``simulate`` a boolean,
+    ``seed`` the base seed."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise MSAError("[sweep] must be a table")
+    unknown = sorted(set(table) - set(SWEEP_KEYS))
+    if unknown:
+        raise MSAError(f"sweep: unknown key(s) {', '.join(unknown)} (known: "
+                       f"{', '.join(SWEEP_KEYS)})")
+    out = {k: _csv(table[k], k) for k in ("chi", "width", "theories") if k in table}
+    if "simulate" in table:
+        if not isinstance(table["simulate"], bool):
+            raise MSAError(f"sweep.simulate must be true or false (got {table['simulate']!r})")
+        out["simulate"] = table["simulate"]
+    if "seed" in table:
+        v = table["seed"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise MSAError(f"sweep.seed must be an integer >= 0 (got {v!r})")
+        out["seed"] = v
+    return out
 
 
 def sim_options(args, config_sim: dict) -> dict:
@@ -69,21 +115,27 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         session = load_session(args.resume)
         spec = session.sweep or {}
-        chis = spec.get("chis") or parse_chis(args.chi)
+        chis = spec.get("chis") or parse_chis(args.chi or DEFAULT_CHIS)
         widths = spec.get("widths")
         theories = spec.get("theories") or DEFAULT_THEORIES
         simulate = spec.get("simulate", False)
         opts = spec.get("sim_options") or {}
-        seed = spec.get("seed", args.seed)
+        seed = spec.get("seed", args.seed or 0)
+        theory_opts = spec.get("theory_options") or {}
         out = Path(args.out) if args.out else session.path
     else:
         if not args.config:
             raise MSAError("sweep needs a CONFIG (or --resume SESSION)")
         cfg = load_config(args.config)
-        widths = _int_list(args.width, "--width") if args.width else None
-        chis = parse_chis(args.chi)
-        theories = [t.strip() for t in args.theories.split(",") if t.strip()]
-        simulate, seed = args.simulate, args.seed
+        table = sweep_defaults(cfg.raw.get("sweep"))
+        width = args.width or table.get("width")
+        widths = _int_list(width, "--width" if args.width else "sweep.width") if width else None
+        chis = parse_chis(args.chi or table.get("chi") or DEFAULT_CHIS)
+        names = args.theories or table.get("theories") or ",".join(DEFAULT_THEORIES)
+        theories = [t.strip() for t in names.split(",") if t.strip()]
+        simulate = args.simulate if args.simulate is not None else table.get("simulate", False)
+        seed = args.seed if args.seed is not None else table.get("seed", 0)
+        theory_opts = cfg.theory_options or {}
         opts = sim_options(args, cfg.resolved.get("simulation", {}))
         session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem)
         out = Path(args.out) if args.out else session_dir() / f"{session.name}.json"
@@ -101,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         executor = make_executor(args.workers, args.dask, args.scheduler, args.retries)
         try:
             run_sweep(session, chis, widths, theories, simulate, opts, callback=callback,
-                      path=out, seed=seed, executor=executor)
+                      path=out, seed=seed, executor=executor, theory_options=theory_opts)
         finally:
             if hasattr(executor, "close"):
                 executor.close()

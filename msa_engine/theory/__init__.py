@@ -21,6 +21,7 @@ from .exact import exact
 from .gp import Spectral
 from . import linear as _linear
 from .linear import nngp, rescaling
+from .options import check_options
 
 
 def tree(problem: Problem, **kw) -> TheoryResult:
@@ -91,24 +92,35 @@ def _monte_carlo_failure(theory: str, chi: float, res: TheoryResult) -> str:
             "grid or more chains")
 
 
+def _monte_carlo_options(problem: Problem, theory: str, options: dict) -> dict:
+    """The options a theory function takes: the Monte Carlo knobs reach only the
+    non-linear saddles (the linear ones are closed forms, the NNGP and rescaling have no
+    Monte Carlo); ``anneal_factor`` is the caller's χ grid for every other theory."""
+    if theory in ANNEALED and problem.network.activation != "linear":
+        return options
+    return {}
+
+
 def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callback = None,
            sp: Spectral | None = None, tbar0: np.ndarray | None = None,
-           seed: int | None = None) -> list[TheoryResult]:
+           seed: int | None = None, options: dict | None = None) -> list[TheoryResult]:
     """Solve ``theory`` at each χ of ``chis`` in order, warm-starting each saddle.
 
     Every solver iteration is reported through ``callback`` (an
     :class:`IterationRecord` carrying χ).  A callback may raise
     :class:`msa_engine.Cancelled` to stop.  If a point fails to converge the
-    error names the χ reached and suggests a finer grid.
+    error names the χ reached and suggests a finer grid.  ``options`` (the
+    ``[theory]`` table, :mod:`.options`) reach the non-linear Monte Carlo saddles.
     """
     theory = check_theory(theory)
+    opts = _monte_carlo_options(problem, theory, check_options(options))
     sp = sp or Spectral.of(problem)
     fn = THEORIES[theory]
     out, tbar = [], tbar0
     for chi in chis:
         p = problem.with_chi(float(chi))
         try:
-            res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed)
+            res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed, **opts)
         except MSAError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
         except np.linalg.LinAlgError as exc:
@@ -133,7 +145,8 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
 
 
 def solve(problem: Problem, theory: str, *, seed: int | None = None,
-          callback: Callback = None, anneal_factor: float = ANNEAL_FACTOR) -> TheoryResult:
+          callback: Callback = None, anneal_factor: float | None = None,
+          options: dict | None = None) -> TheoryResult:
     """Compute one theory for one problem.
 
     Saddle-point theories (``tree``, ``one-loop``) are annealed from χ = 1
@@ -141,28 +154,33 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     straight from the NNGP at large χ can land on an unphysical branch).
     ``seed`` seeds Monte Carlo only (the tilted-measure chains of non-linear ``tree`` and
     ``one-loop``, which anneal internally with persistent chains); deterministic
-    theories record it.
+    theories record it.  ``options`` are a config's ``[theory]`` table (:mod:`.options`:
+    the non-linear Monte Carlo knobs, and ``anneal_factor`` unless given here).
     """
     theory = check_theory(theory)
-    check_solve(problem, theory)        # refuse before allocating (issue 8)
+    opts = check_options(options)
+    if anneal_factor is not None:
+        opts = check_options({**opts, "anneal_factor": anneal_factor})
+    factor = opts.get("anneal_factor", ANNEAL_FACTOR)
+    check_solve(problem, theory, opts)  # refuse before allocating (issue 8)
     t0 = time.perf_counter()
     sp = Spectral.of(problem)
     if theory in ANNEALED and problem.network.activation != "linear":
         res = THEORIES[theory](problem, sp=sp, callback=callback, seed=seed,
-                               anneal_factor=anneal_factor)
+                               **{**opts, "anneal_factor": factor})
         if not res.converged:
             raise MSAError(_monte_carlo_failure(theory, problem.network.chi, res))
         return _replace(_require_finite(res), seed=seed, wall_time=time.perf_counter() - t0)
     if theory in ANNEALED:
         if theory == "one-loop":
             # anneal the tree saddle, then switch on the loop at the target χ
-            tree_path = anneal(problem, "tree", chi_grid(problem.network.chi, anneal_factor),
+            tree_path = anneal(problem, "tree", chi_grid(problem.network.chi, factor),
                                callback, sp)
             res = anneal(problem, "one-loop", [problem.network.chi], callback, sp,
                          tree_path[-1].tbar)[-1]
             log = sum((r.log for r in tree_path), ()) + res.log
         else:
-            path = anneal(problem, theory, chi_grid(problem.network.chi, anneal_factor),
+            path = anneal(problem, theory, chi_grid(problem.network.chi, factor),
                           callback, sp)
             res = path[-1]
             log = sum((r.log for r in path), ())

@@ -80,38 +80,9 @@ from ..errors import MSAError
 from ..problem import Problem
 from ..results import Callback, IterationRecord, TheoryResult
 from .gp import Spectral, gp_mean
+from .options import merged_options
 from .tilted import TiltedSampler
 
-DEFAULTS = {
-    "chains": 256,         # persistent MALA chains
-    "max_chains": 2048,    # ... doubled (clones within groups) while noise stops a stage
-    "max_samples": 2 ** 20,  # chains × final draws at most (memory: P doubles a sample)
-    "groups": 16,          # independent replicas (blocks of chains) for standard errors
-    "draws": 48,           # kept states per chain per iteration while annealing
-    "final_draws": 192,    # kept states per chain per iteration at the target
-    "thin": 2,
-    "burn_in": 30,         # steps after each t̄ update while iterating (at least 2τ of s²)
-    "max_burn_in": 1000,   # ... but not more
-    "final_burn_in": 200,  # ... at full sample size (≈10 autocorrelation times of s²)
-    "damping": 0.8,
-    "anneal_factor": 2.0,
-    "anneal_maxiter": 8,   # iterations per annealing stage before its χ step is halved
-    "maxiter": 25,
-    "average": 4,          # iterates averaged at the target
-    "stop_z2": 2.0,        # stop when mean (step/se)² is below this
-    # Gaussian-proposal importance sampling (weak tilt, THEORY §6; see _GaussianIS)
-    "estimator": "auto",   # "auto": IS where its ESS fraction allows, else MCMC; "mcmc"; "is"
-    "is_samples": 2 ** 18, # samples per set (groups × a power of two)
-    "is_min_ess": 0.5,     # minimum ESS fraction of the importance weights
-    "is_inflate": 1.1,     # proposal covariance = this × the tilted second moment
-    "is_maxiter": 60,
-    "is_qmc": True,        # scrambled Sobol groups (else plain pseudo-random draws)
-    # precision: the Monte Carlo noise of the fresh-sample residual, √(Σ se_α²)/|y|,
-    # must not exceed this; the MCMC final sample grows (up to `refine`×) to meet it
-    "precision": 0.05,
-    "refine": 4,
-    "stage_precision": 0.1,  # the same for an iteration's (smaller) sample to count as done
-}
 # fresh-sample residual (mean z²) above this: not converged.  With 16 jackknife groups,
 # mean z² of fully correlated t-distributed components has mean 1.15, sd 1.84: 9 is the
 # conservative 4σ bound.  It tests consistency only; `precision` tests size.
@@ -669,15 +640,9 @@ class _State:
 
 
 def _opts(options: dict) -> dict:
-    o = dict(DEFAULTS)
-    for k, v in options.items():
-        if k in o and v is not None:
-            o[k] = v
-    if o["chains"] % o["groups"]:
-        raise MSAError(f"chains ({o['chains']}) must be a multiple of groups ({o['groups']})")
-    if o["estimator"] not in ("auto", "mcmc", "is"):
-        raise MSAError(f"estimator must be auto, mcmc or is (got {o['estimator']!r})")
-    return o
+    # unknown keys, wrong types and chains not a multiple of groups are refused here
+    # too, for callers of tree()/one_loop() that bypass a config
+    return merged_options(options)
 
 
 def _c(problem: Problem) -> float:
@@ -1052,7 +1017,7 @@ def tree(problem: Problem, sp: Spectral | None = None, callback: Callback = None
     """MSA tree level for erf/ReLU networks (see the module docstring).
 
     Without ``tbar0`` the saddle is annealed from the NNGP at χ = 1; with it the chains
-    are burnt in at this χ from the warm start.  ``options`` override :data:`DEFAULTS`.
+    are burnt in at this χ from the warm start.  ``options`` override :data:`.options.DEFAULTS`.
     """
     return _theory("tree", problem, sp, callback, tbar0, seed, options)
 
