@@ -49,21 +49,22 @@ class PlotView(Widget):
         return render(self.plot, self.size.width, self.size.height, palette, axis)
 
 
-def field_row(section: str, key: str, value: str, placeholder: str = "") -> Vertical:
-    return Vertical(
-        Horizontal(Label(LABELS.get(key, key), classes="field-label"),
-                   Input(value, placeholder=placeholder, id=f"f-{section}-{key}", compact=True,
-                         select_on_focus=False),
-                   classes="field"),
-        Static("", id=f"err-{section}-{key}", classes="field-error"),
-        classes="field-row")
+# A field is one row, label and input; its error line is mounted below it only when the
+# field is first invalid (ParamForm.show_validation).  An error line per field, mounted up
+# front with a wrapper around each pair, made 115 of the Setup screen's 208 widgets, and
+# styling widgets is most of the TUI's start (issue 7).
+def field_row(section: str, key: str, value: str, placeholder: str = "") -> Horizontal:
+    return Horizontal(Label(LABELS.get(key, key), classes="field-label"),
+                      Input(value, placeholder=placeholder, id=f"f-{section}-{key}",
+                            compact=True, select_on_focus=False),
+                      id=f"row-{section}-{key}", classes="field")
 
 
 def select_row(section: str, key: str, label: str, options, value) -> Horizontal:
     return Horizontal(Label(label, classes="field-label"),
                       Select([(o, o) for o in options], value=value, allow_blank=False,
                              id=f"f-{section}-{key}", compact=True),
-                      classes="field")
+                      id=f"row-{section}-{key}", classes="field")
 
 
 class ParamForm(VerticalScroll):
@@ -76,6 +77,7 @@ class ParamForm(VerticalScroll):
         super().__init__(**kwargs)
         self.state = state
         self._built_task: str | None = None     # the task whose data fields are mounted
+        self._error_lines: dict[str, Static] = {}  # "section-key" → its mounted error line
 
     def compose(self) -> ComposeResult:
         st = self.state
@@ -84,7 +86,6 @@ class ParamForm(VerticalScroll):
         with Vertical(id="panel-data", classes="panel") as p:
             p.border_title = "Data / task"
             yield select_row("data", "task", "task", TASKS, task)
-            yield Static("", id="err-data-task", classes="field-error")
             with Vertical(id="data-fields"):
                 for key in model.data_keys(task):
                     yield field_row("data", key, st.data.get(key, model.data_default(task, key)))
@@ -173,21 +174,32 @@ class ParamForm(VerticalScroll):
         box = self.query_one("#data-fields")
         old = {**{inp.id.removeprefix("f-data-"): inp.value
                   for inp in box.query(Input).results(Input)}, **(values or {})}
-        await box.remove_children()
+        await box.remove_children()       # the fields and their error lines
+        self._error_lines = {k: w for k, w in self._error_lines.items() if w.parent is not box}
         await box.mount_all([field_row("data", k, old.get(k) or model.data_default(task, k))
                              for k in model.data_keys(task)])
         self._built_task = task
 
     def show_validation(self, v: Validated) -> None:
-        for err in self.query(".field-error").results(Static):
-            section, key = err.id.removeprefix("err-").split("-", 1)
-            msg = v.errors.get((section, key))
-            err.update(f"✗ {msg}" if msg else "")
-            err.display = bool(msg)
-            try:
-                self.query_one(f"#f-{section}-{key}").set_class(bool(msg), "bad")
-            except Exception:  # the field was just rebuilt
-                pass
+        wanted = {f"{section}-{key}": msg for (section, key), msg in v.errors.items()}
+        for name, line in self._error_lines.items():
+            if name not in wanted:
+                line.update("")
+                line.display = False
+        for name, msg in wanted.items():
+            line = self._error_lines.get(name)
+            if line is None:
+                rows = self.query(f"#row-{name}")
+                if not rows:             # no such field (yet): the data fields are rebuilding
+                    continue
+                row = rows.first()
+                line = Static("", id=f"err-{name}", classes="field-error")
+                self._error_lines[name] = line
+                row.parent.mount(line, after=row)
+            line.update(f"✗ {msg}")
+            line.display = True
+        for field in self.query(".field Input, .field Select"):
+            field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
         net = v.problem.network if v.problem is not None else None
         view = self.query_one("#gamma-view", Static)
         if net is not None:
