@@ -9,8 +9,12 @@ Hermite (d = 10, P = 16) and XOR (d = 10, P = 40) tasks, against marginal Langev
   measure inside its existence region) and is far closer to the simulation than the NNGP;
 - the one loop agrees with the simulation within combined error bars on test points and
   improves on the tree level (Hermite); on train points it keeps a ~1e-3 systematic
-  deviation (see the test).
+  deviation (see the test);
+- at χ = √N (= 10) the tree level still solves on both tasks and is far closer to the
+  simulation than the NNGP (see the test for what it does not do there).
 """
+
+import math
 
 import numpy as np
 import pytest
@@ -22,7 +26,7 @@ from msa_engine.theory import nonlinear as NL
 from msa_engine.theory import tilted as T
 from msa_engine.theory.gp import Spectral, gp_mean
 
-from .nonlinear_support import (Z_ORDER, difference, hermite_problem, rms_error, xor_problem,
+from .nonlinear_support import (N, Z_ORDER, difference, hermite_problem, rms_error, xor_problem,
                                zscores)
 
 pytestmark = pytest.mark.slow
@@ -30,10 +34,10 @@ pytestmark = pytest.mark.slow
 RELU_RESIDUAL_Z2_MAX = 4.7    # 99.9% point of the measured null (see the tree test)
 
 
-def _problem(task):
+def _problem(task, chi=1.0):
     if task == "hermite":
-        return hermite_problem("relu", chi=1.0, g_w=1.0, g_a=1.0)
-    return xor_problem(chi=1.0, g_w=1.0, g_a=1.0)
+        return hermite_problem("relu", chi=chi, g_w=1.0, g_a=1.0)
+    return xor_problem(chi=chi, g_w=1.0, g_a=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,34 @@ def test_relu_one_loop_improves_on_the_tree_and_agrees_on_test_points(cases):
     assert 0.3 <= np.mean(z[P:] ** 2) <= 3.0
     assert diff > Z_ORDER * se
     assert np.mean(z[:P] ** 2) < 0.1 * np.mean(zt[:P] ** 2)
+
+
+@pytest.mark.parametrize("task,seed", [("hermite", 5), ("xor", 6)])
+def test_relu_tree_level_at_chi_sqrt_n_solves_and_beats_nngp(task, seed):
+    """χ = √N = 10, between the scalings.  Measured (seeds as here): the tree level solves
+    by MCMC (residual mean z² 1.49 Hermite, 1.40 XOR) with the measure just inside its
+    existence region (c·M ≥ 0.956 and 0.919: the tilt is near the §6 bound), and is far
+    closer to a 4 × 20k-step simulation than the NNGP (D_nngp − D_tree = 0.076 ± 0.0009
+    and 0.031 ± 0.0002).  On test points it agrees within error bars (max|z| 3.21 and
+    3.75, mean z² 1.56 and 2.48) but not on train points (mean z² 9.9 and 7.3: the
+    finite-N corrections that the one loop would add).  Not asserted: that agreement
+    (one measurement each, and not a claim of the theory at intermediate χ), and the
+    one loop, which fails here with "no damped step keeps the ReLU tilted measure
+    normalisable" (Hermite) or a loop saddle outside the existence region (XOR)."""
+    p = _problem(task, chi=math.sqrt(N))
+    sim = simulate(p, "marginal", chains=4, steps=20_000, burn_in=1000, thin=2, seed=seed,
+                   chunk=5000)
+    tree, nngp = msa.solve(p, "tree", seed=1), msa.solve(p, "nngp")
+    lo, up = tree.extras["relu_tilt_bound"]
+    diff, se = difference(nngp, tree, sim)
+    z = zscores(tree, sim)
+    P = p.data.P
+    print(f"ReLU {task} χ=√N: tree ({tree.extras['estimator']}, wall {tree.wall_time:.0f}s) "
+          f"residual z² {tree.extras['residual_z2']:.2f}, c·M in [{lo:.3f}, {up:.2f}]; test "
+          f"max|z| {np.abs(z[P:]).max():.2f}, mean z² {np.mean(z[P:] ** 2):.2f}; train mean "
+          f"z² {np.mean(z[:P] ** 2):.2f}; D_nngp − D_tree = {diff:.2e} ± {se:.1e}; sim R̂ "
+          f"{sim.rhat_max:.3f}")
+    assert sim.rhat_max < 1.05
+    assert tree.converged and tree.extras["residual_z2"] < NL.RESIDUAL_Z2_MAX
+    assert lo < 1.0
+    assert diff > Z_ORDER * se
