@@ -473,7 +473,8 @@ class MSAApp(App):
             f"test loss {model._num(s.get('test_loss'))}  test var {model._num(s.get('test_variance'))}"
             f"  alignment {model._num(s.get('kernel_alignment'), '.3f')}"
             f"  excess λ {model._num(s.get('weight_cov_excess'))}  "
-            f"log-evidence {model._num(s.get('log_evidence'))}\n"
+            f"log-evidence {model._num(s.get('log_evidence'))}"
+            f"{_ran_with(e)}\n"
             "↑/↓ select · p next plot · t train/test · y replay log · e export CSV")
 
     def refresh_plot(self) -> None:
@@ -634,6 +635,14 @@ class MSAApp(App):
             ("Help", "Keys and the science in brief (?)", self.action_help),
         ):
             yield SystemCommand(title, help_, cb)
+
+
+def _ran_with(entry: dict) -> str:
+    """The seed and non-default options an entry ran with (its reproduction recipe)."""
+    opts = {k: v for k, v in (entry.get("options") or {}).items() if v is not None}
+    seed = opts.pop("seed", entry.get("seed"))
+    parts = ([f"seed {seed}"] if seed is not None else []) + [f"{k}={v}" for k, v in opts.items()]
+    return ("  ran with " + " ".join(parts)) if parts else ""
 
 
 def run(session: str | None = None, session_dir: str | None = None) -> int:

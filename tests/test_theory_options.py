@@ -77,6 +77,9 @@ def test_theory_table_reaches_solve_from_the_cli_as_from_the_api(cfg_path, capsy
     obj4 = json.loads(out)
     assert obj4["seed"] == 4 and obj4["diagnostics"]["is_samples"] == 4096
     assert not np.array_equal(obj4["test_mean"], api.test_mean)
+    # the human-readable output says what the Monte Carlo ran with
+    rc, out, err = run_cli(["solve", cfg_path, "--theory", "nngp"], capsys)
+    assert rc == 0 and "theory: seed=3 chains=64 is_samples=4096 final_draws=48" in out
 
 
 def sweep(cfg_path, out, capsys, theories: str):
@@ -95,6 +98,8 @@ def test_sweep_records_the_options_and_a_rerun_needs_them(cfg_path, tmp_path, ca
     assert len(trees) == 2 and all(e["options"] == options for e in trees)
     assert all(e["summary"]["diagnostics"]["is_samples"] == 4096 for e in trees)
     assert rerun(session)["reproduced"]
+    rc, out, err = run_cli(["replay", session.path], capsys)
+    assert rc == 0 and "theory options: chains=64, is_samples=4096, final_draws=48" in out
     # without the recorded options the rerun computes something else: the check can fail
     stripped = copy.deepcopy(session)
     for e in stripped.find("theory", "tree"):

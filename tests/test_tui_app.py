@@ -146,6 +146,7 @@ async def test_theory_options_field(isolated):
         await settle(pilot, app)
         [entry] = app.session.entries
         assert entry["seed"] == 7
+        assert "ran with seed 7" in str(app.query_one("#detail", Static).render())
         assert model.session_config(app.session)["theory"] == {"seed": 7}
 
 

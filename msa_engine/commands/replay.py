@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
             f"numba {vers.get('numba', '?')}; modified {session.doc.get('modified', '?')}")
     if session.notes:
         c.print(f"  notes: {session.notes}")
+    topts = (session.sweep or {}).get("theory_options")
+    if topts:
+        c.print(f"  theory options: {', '.join(f'{k}={v}' for k, v in topts.items())}")
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("result", "N", "χ", "train disc", "test disc", "±se", "Q", "λ_top"):
         t.add_column(col, justify="left" if col == "result" else "right", no_wrap=True)
