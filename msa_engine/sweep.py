@@ -246,7 +246,8 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
             "seed": int(seed), "completed": False}
     if theory_options:
         spec["theory_options"] = dict(theory_options)
-    prior = session.doc.get("sweep") or {}
+    prior = {k: v for k, v in (session.doc.get("sweep") or {}).items()
+             if k != "theory_options"}       # this sweep's options, not an earlier one's
     session.doc["sweep"] = {**prior, **spec}
     if path is not None:
         session.path = path
