@@ -57,3 +57,31 @@ def test_tmux_run_and_quit(tmp_path):
         assert "Traceback" not in _capture(name)
     finally:
         subprocess.run([*TMUX, "kill-server"], capture_output=True)
+
+
+def test_tmux_solve_shows_live_status_then_the_table(tmp_path):
+    """``msa solve`` in a terminal: a live status line (theory, stage, χ, iteration,
+    residual) while a non-linear saddle solves, then the results table; none of it when
+    stderr is not a terminal (the other CLI tests)."""
+    name = f"msa-solve-{os.getpid()}"
+    cfg = tmp_path / "erf.toml"
+    cfg.write_text('[data]\ntask = "hermite"\nd = 6\nP = 8\nP_test = 10\n\n[network]\n'
+                   'activation = "erf"\nchi = 1.0\n')
+    rc_file = tmp_path / "rc"
+    msa = Path(sys.executable).with_name("msa")
+    shell = (f"{msa if msa.exists() else 'msa'} solve {cfg} --theory one-loop; "
+             f"echo $? > {rc_file}; sleep 30")
+    subprocess.run([*TMUX, "new-session", "-d", "-s", name, "-x", "120", "-y", "30",
+                    f"env TERM=xterm-256color {shell}"], check=True)
+    try:
+        live = _wait_for(name, lambda s: "one-loop: " in s and "iteration" in s)
+        assert "residual" in live and "χ = 1" in live
+        deadline = time.monotonic() + 120
+        while not rc_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert rc_file.read_text().strip() == "0"
+        screen = _capture(name)
+        assert "theories" in screen and "iteration" not in screen   # the status is gone
+        assert "Traceback" not in screen
+    finally:
+        subprocess.run([*TMUX, "kill-server"], capture_output=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from .. import __version__
 from ..config import load_config
@@ -36,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     seed = args.seed if args.seed is not None else cfg.theory_seed
 
-    def one(name: str) -> TheoryResult:
-        return solve(cfg.problem, name, seed=seed, options=cfg.theory_options)
+    def one(name: str, callback=None) -> TheoryResult:
+        return solve(cfg.problem, name, seed=seed, options=cfg.theory_options,
+                     callback=callback)
 
     names = list(THEORIES) if args.theory == "all" else [check_theory(args.theory)]
     if args.theory == "all":
@@ -52,5 +54,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from .render import print_problem, print_results
     print_problem(cfg)
-    print_results([one(n) for n in names])
+    print_results(_with_status(names, one))
     return 0
+
+
+def _with_status(names: list[str], one) -> list[TheoryResult]:
+    """Solve ``names`` in turn with a live status line on stderr (a terminal only): the
+    non-linear saddles take minutes at d = 50, and a silent terminal looks hung."""
+    from rich.console import Console
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return [one(n) for n in names]
+    results = []
+    with err.status("") as status:
+        for n in names:
+            t0 = time.monotonic()
+            status.update(f"[bold]{n}[/]")
+
+            def callback(rec, n=n, t0=t0):
+                status.update(f"[bold]{n}[/]: {rec.stage} at χ = {rec.chi:.4g}, iteration "
+                              f"{rec.iteration}, residual {rec.residual:.3g} |y| "
+                              f"({time.monotonic() - t0:.0f} s)")
+            results.append(one(n, callback))
+    return results
