@@ -3,8 +3,10 @@ reference, simulation-against-theory z-scores, and reproduction checks."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
+from itertools import groupby
 
 import numpy as np
 
@@ -147,12 +149,21 @@ def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
             report.append(_theory_report(e, new, rtol))
     for (name, N), es in chains.items():
         es.sort(key=lambda e: e["chi"])
-        # a chain ran with one [theory] table; its entries record it
-        new_entries = run_theory_chain(session.problem(N=N), name, [e["chi"] for e in es],
-                                       callback=callback, seeds=[e.get("seed") for e in es],
-                                       options=es[0].get("options"))
-        for e, n in zip(es, new_entries):
-            report.append(_theory_report(e, n["summary"], rtol))
+        # Along χ, in runs of equal [theory] options: a later sweep with other options
+        # (or --resume) continued the chain from the last saddle below its first point,
+        # so each run is recomputed warm-started from the run before it.
+        warm = None
+        for _, run in groupby(es, key=lambda e: json.dumps(e.get("options") or {},
+                                                           sort_keys=True)):
+            run = list(run)
+            new_entries = run_theory_chain(session.problem(N=N), name, [e["chi"] for e in run],
+                                           warm=warm, callback=callback,
+                                           seeds=[e.get("seed") for e in run],
+                                           options=run[0].get("options"))
+            for e, n in zip(run, new_entries):
+                report.append(_theory_report(e, n["summary"], rtol))
+            last = new_entries[-1]
+            warm = {"chi": last["chi"], "tbar": last.get("warm_tbar") or last.get("tbar")}
     for e in session.find("simulation"):
         from .sweep import run_simulation_task
         opts = dict(e.get("options") or {})

@@ -215,13 +215,16 @@ class MSAApp(App):
             self._update_title()
             self.refresh_results()
         else:
-            self._keep_settings(cfg)
+            self._keep_settings(cfg, v)
 
-    def _keep_settings(self, cfg: dict) -> None:
+    def _keep_settings(self, cfg: dict, v: Validated) -> None:
         """The session's [simulation] and [theory] tables follow the form, so that a saved
-        session reopens with the settings last used (each entry records its own)."""
+        session reopens with the settings last used (each entry records its own).  A
+        section with an invalid field is left as it was, not dropped."""
         config = model.session_config(self.session)
         for key in ("simulation", "theory"):
+            if any(section == key for section, _ in v.errors):
+                continue
             if key in cfg:
                 config[key] = cfg[key]
             else:
@@ -287,7 +290,8 @@ class MSAApp(App):
                          f"{sw['chi_max']:.4g}" + (" with simulations" if sw["simulate"] else ""),
                          None)
         if ev is not None:
-            self._sweep_worker(self.session, sw, theories, v.sim_options, ev, v.theory_options)
+            self._sweep_worker(self.session, sw, theories, v.sim_options, ev, v.theory_options,
+                               v.theory_seed)
 
     def action_cancel(self) -> None:
         if not self.jobs:
@@ -349,11 +353,11 @@ class MSAApp(App):
 
     @work(thread=True, exit_on_error=False, group="compute")
     def _sweep_worker(self, session, sweep: dict, theories, sim_options, cancel,
-                      theory_options: dict | None = None) -> None:
+                      theory_options: dict | None = None, seed: int | None = None) -> None:
         try:
             model.run_sweep(session, sweep, theories, sim_options,
                             callback=self._callback("sweep", cancel), cancel=cancel,
-                            theory_options=theory_options)
+                            theory_options=theory_options, seed=seed)
         except Cancelled:
             self.post_message(JobDone("sweep", "sweep cancelled", True))
             return
@@ -532,10 +536,10 @@ class MSAApp(App):
 
     def _save(self, name: str | None = None, quiet: bool = False) -> Path | None:
         v = self.revalidate()
-        if v.ok:
+        if v.problem is not None:
             cfg = v.config(self.query_one(ParamForm).state)
             if model.same_problem(model.session_config(self.session), cfg):
-                self._keep_settings(cfg)
+                self._keep_settings(cfg, v)
         try:
             path = model.save(self.session, self._directory(), name)
         except (MSAError, OSError) as exc:

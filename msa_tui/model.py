@@ -333,12 +333,13 @@ def run_simulation(problem: Problem, options: dict, callback=None, cancel=None):
 
 
 def run_sweep(session, sweep: dict, theories, sim_options, callback=None, cancel=None,
-              theory_options=None):
+              theory_options=None, seed=None):
+    """``seed`` (the Monte Carlo field's) is the sweep's base seed, as ``msa sweep --seed``."""
     from msa_engine.sweep import run_sweep as engine_sweep
     return engine_sweep(session, sweep["chis"], widths=sweep["widths"], theories=tuple(theories),
                         simulate=sweep["simulate"], sim_options=sim_options,
                         callback=callback, cancel=cancel, autosave=False,
-                        theory_options=theory_options)
+                        theory_options=theory_options, seed=0 if seed is None else seed)
 
 
 # -- sessions ----------------------------------------------------------------

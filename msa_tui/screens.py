@@ -37,7 +37,8 @@ in standard scaling), `exact` (linear networks only: the exact posterior).
 For erf and ReLU, `tree` and `one-loop` are Monte Carlo: the **Monte Carlo** field takes
 `key=value` pairs, a config's `[theory]` table: `seed`, `chains`, `max_chains`,
 `precision`, `refine`, `estimator` (`auto`, `mcmc`, `is`), `anneal_factor`, … (README,
-"Config"). Each result records the options and seed it ran with.
+"Config"); its `seed` is also the base seed of a sweep (`w`). Each result records the
+options and seed it ran with.
 
 **Fig. 2** plots the test (or train, `t`) discrepancy `mean (y − f̄)²` against χ on log
 axes: the NNGP is flat in χ, feature learning lowers the error toward mean field, and

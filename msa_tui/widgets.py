@@ -174,8 +174,9 @@ class ParamForm(VerticalScroll):
         box = self.query_one("#data-fields")
         old = {**{inp.id.removeprefix("f-data-"): inp.value
                   for inp in box.query(Input).results(Input)}, **(values or {})}
-        await box.remove_children()       # the fields and their error lines
+        # forget the error lines inside the box first: once removed their parent is None
         self._error_lines = {k: w for k, w in self._error_lines.items() if w.parent is not box}
+        await box.remove_children()       # the fields and their error lines
         await box.mount_all([field_row("data", k, old.get(k) or model.data_default(task, k))
                              for k in model.data_keys(task)])
         self._built_task = task

@@ -131,6 +131,9 @@ def test_linear_networks_warn_that_monte_carlo_options_change_nothing(tmp_path, 
     rc, out, err = run_cli(["solve", p, "--theory", "tree", "--json"], capsys)
     assert rc == 0
     assert err.count("\n") == 1 and err.startswith("msa: warning: theory.chains")
+    rc, _, err = run_cli(["sweep", p, "--chi", "1", "--theories", "nngp", "--workers", "1",
+                          "--out", tmp_path / "s.json", "--json"], capsys)
+    assert rc == 0 and err.count("msa: warning: theory.chains") == 1     # once, not twice
     # anneal_factor is not a Monte Carlo knob: the linear χ grid 1 → 8 is one step, not three
     cfg = load_config(p)
     coarse = msa.solve(cfg.problem, "tree", options=cfg.theory_options)
@@ -179,6 +182,11 @@ def test_the_python_api_refuses_unknown_options():
     from msa_engine.theory import nonlinear
     with pytest.raises(msa.MSAError, match="unknown option"):
         nonlinear.tree(problem, chainz=64)
+    from msa_engine.theory.options import check_options
+    for bad in ({"precision": float("inf")}, {"is_inflate": float("nan")},
+                {"chains": 64.0}, {"is_qmc": 1}):
+        with pytest.raises(msa.MSAError):
+            check_options(bad)
 
 
 def test_tui_form_reads_writes_and_validates_the_theory_table():
@@ -196,3 +204,21 @@ def test_tui_form_reads_writes_and_validates_the_theory_table():
         assert msg in model.validate(form).errors[("theory", "options")]
     form.theory_options = ""
     assert "theory" not in model.validate(form).config(form)
+
+
+def test_rerun_follows_a_chain_continued_with_other_options(cfg_path, tmp_path, capsys):
+    """Two sweeps into one session with different [theory] tables: the second continues
+    the tree chain from the first's last saddle; a rerun recomputes each run of points
+    with its own options, warm-started as it was (before: all with the first's)."""
+    from msa_engine.sessions import Session
+    from msa_engine.sweep import run_sweep
+    cfg = load_config(cfg_path)
+    session = Session.new(cfg.resolved, data=cfg.problem.data)
+    a, b = cfg.theory_options, {**cfg.theory_options, "chains": 128, "is_samples": 8192}
+    run_sweep(session, [1.0, 2.0], theories=["tree"], autosave=False, theory_options=a)
+    run_sweep(session, [1.0, 2.0, 4.0], theories=["tree"], autosave=False, theory_options=b)
+    opts = [e["options"]["chains"] for e in sorted(session.find("theory", "tree"),
+                                                    key=lambda e: e["chi"])]
+    assert opts == [64, 64, 128]
+    report = rerun(session)
+    assert report["reproduced"], report

@@ -289,3 +289,30 @@ def test_engine_cli_does_not_import_textual():
     code = ("import sys, msa_engine.cli as c; c.build_parser(); "
             "assert not any(m.startswith(('textual', 'msa_tui')) for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@run_async
+async def test_error_lines_survive_rebuilt_data_fields_and_bad_sections_keep_settings(isolated):
+    """A run with an invalid simulation field keeps the session's [simulation] table; a
+    data field's error shows again after the task switched (its fields rebuilt)."""
+    app = make_app(isolated, config_changes={"simulation": {"chains": 8, "steps": 16000}})
+    async with app.run_test(size=(80, 24)) as pilot:
+        before = dict(model.session_config(app.session)["simulation"])
+        assert before["chains"] == 8
+        await set_field(pilot, app, "f-simulation-steps", "-5")
+        tick_only(app, "nngp")
+        app.set_focus(None)
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert [e["name"] for e in app.session.entries] == ["nngp"]
+        assert model.session_config(app.session)["simulation"] == before
+        await set_field(pilot, app, "f-data-P", "0")
+        assert "data.P must be >= 1" in str(app.query_one("#err-data-P", Static).render())
+        for task in ("linear", "ising"):      # away and back: the data fields are rebuilt
+            app.query_one("#f-data-task").value = task
+            await pilot.pause()
+            await pilot.pause()
+        await set_field(pilot, app, "f-data-P", "0")
+        await pilot.pause()
+        err = app.query_one("#err-data-P", Static)
+        assert err.display and "data.P must be >= 1" in str(err.render())

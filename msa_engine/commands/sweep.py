@@ -137,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else table.get("seed", 0)
         theory_opts = cfg.theory_options or {}
         opts = sim_options(args, cfg.resolved.get("simulation", {}))
-        session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem)
+        # the loaded data: building it again would repeat the config's warnings
+        session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem,
+                              data=cfg.problem.data)
         out = Path(args.out) if args.out else session_dir() / f"{session.name}.json"
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

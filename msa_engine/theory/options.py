@@ -88,7 +88,7 @@ def check_options(options: Mapping[str, Any] | None, where: str = "theory") -> d
         elif key in _REAL_RANGE:
             lo, hi, closed = _REAL_RANGE[key]
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (
-                    (lo <= v if closed else lo < v) and v <= hi):
+                    math.isfinite(v) and (lo <= v if closed else lo < v) and v <= hi):
                 span = f"{'[' if closed else '('}{lo:g}, {hi:g}]" if hi < math.inf else \
                     f"{'>=' if closed else '>'} {lo:g}"
                 raise MSAError(f"{name} must be a number {'in ' if hi < math.inf else ''}"
