@@ -222,3 +222,15 @@ def test_rerun_follows_a_chain_continued_with_other_options(cfg_path, tmp_path, 
     assert opts == [64, 64, 128]
     report = rerun(session)
     assert report["reproduced"], report
+
+
+def test_the_readme_documents_every_theory_key():
+    """The README's [theory] table names every option (a new knob must be documented)."""
+    import re
+    from pathlib import Path
+    from msa_engine.theory.options import DEFAULTS
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("| `[theory]` key")[1].split("\n\n")[0]
+    keys = {k for line in table.splitlines()[2:]
+            for k in re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])}
+    assert keys == set(DEFAULTS) | {"seed"}
