@@ -106,6 +106,7 @@ class MSAApp(App):
         self.validated: Validated | None = None
         self._revalidate_pending = False
         self._new_results = 0
+        self._warned: set[str] = set()
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -184,6 +185,12 @@ class MSAApp(App):
         form = self.query_one(ParamForm)
         self.validated = model.validate(form.read())
         form.show_validation(self.validated)
+        # the engine's warnings (targets far from O(1), Monte Carlo options a linear
+        # network ignores): a toast each time one appears, not at every keystroke
+        new = [w for w in self.validated.warnings if w not in self._warned]
+        self._warned = set(self.validated.warnings)
+        for w in new:
+            self.notify(w, title="note", severity="warning", timeout=8)
         return self.validated
 
     def _checked(self, need_sim: bool = False, need_sweep: bool = False,

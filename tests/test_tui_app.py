@@ -139,6 +139,13 @@ async def test_theory_options_field(isolated):
         await pilot.press("r")
         await settle(pilot, app)
         assert app.session.entries == [] and app.focused is app.query_one("#f-theory-options")
+        # the default network is linear: Monte Carlo knobs change nothing, and it says so once
+        await set_field(pilot, app, "f-theory-options", "seed=7 chains=64")
+        await pilot.pause()
+        await set_field(pilot, app, "f-theory-options", "seed=7 chains=64 ")
+        await pilot.pause()
+        notes = [n for n in app._notifications if "theory.chains" in n.message]
+        assert len(notes) == 1 and notes[0].severity == "warning"
         await set_field(pilot, app, "f-theory-options", "seed=7")
         assert not app.query_one("#err-theory-options", Static).display
         app.set_focus(None)
