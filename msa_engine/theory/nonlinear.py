@@ -745,7 +745,11 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         if callback:
             callback(rec)
         if new is None:
-            raise MSAError("no damped step keeps the ReLU tilted measure normalisable")
+            raise MSAError(
+                f"the {stage} iteration at chi = {net.chi:.4g}: no damped step keeps the ReLU "
+                "tilted measure normalisable (its saddle lies at or beyond the measure's "
+                "existence bound, THEORY §6); use the tree level, a smaller chi or a "
+                "larger kappa")
         first = rec.residual if first is None else first
         if rec.residual > 50 * max(first, 1e-3) or not np.all(np.isfinite(delta)):
             raise MSAError(
