@@ -108,3 +108,18 @@ def test_harness_exponent_and_speedups():
     assert r["speedup_vs_numpy"] == 4.0 and r["speedup_vs_torch"] is None and r["extra"] == 1
     assert record("x", "s", 0.0, numpy_s=1.0)["speedup_vs_numpy"] is None
     assert record("x", "s", 1.0, numpy_s=math.inf)["speedup_vs_numpy"] is None
+
+
+def test_stage_times_splits_a_log_by_stage_and_chi():
+    """bench_nonlinear's breakdown of a non-linear solve's time (issue 6's cost criterion)."""
+    from benchmarks.bench_nonlinear import stage_times
+    from msa_engine.results import IterationRecord
+    log = [IterationRecord("tree", 1.0, 1, 0.5, time=10.0),
+           IterationRecord("tree", 1.0, 2, 0.2, time=12.0),
+           IterationRecord("tree", 2.0, 3, 0.4, time=15.0),
+           IterationRecord("tree", 1.0, 4, 0.1, time=16.0)]     # back: a retried stage
+    parts = stage_times(log, start=9.0, end=20.0)
+    assert parts == [("tree", 1.0, 2, 3.0), ("tree", 2.0, 1, 3.0), ("tree", 1.0, 1, 1.0),
+                     ("final", 1.0, 0, 4.0)]
+    assert sum(p[3] for p in parts) == 20.0 - 9.0
+    assert stage_times([], 0.0, 1.0) == []
