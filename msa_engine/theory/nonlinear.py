@@ -748,8 +748,8 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
             raise MSAError(
                 f"the {stage} iteration at chi = {net.chi:.4g}: no damped step keeps the ReLU "
                 "tilted measure normalisable (its saddle lies at or beyond the measure's "
-                "existence bound, THEORY §6); use the tree level, a smaller chi or a "
-                "larger kappa")
+                "existence bound, THEORY §6); use "
+                + ("the tree level, " if loop else "") + "a smaller chi or a larger kappa")
         first = rec.residual if first is None else first
         if rec.residual > 50 * max(first, 1e-3) or not np.all(np.isfinite(delta)):
             raise MSAError(
