@@ -16,7 +16,8 @@ from typing import Any
 from .errors import MSAError, MSAWarning
 from .problem import Network, Problem, resolve_chi
 from .tasks import make_data
-from .theory.options import DEFAULTS as THEORY_DEFAULTS, MONTE_CARLO, check_options
+from .theory.options import (DEFAULTS as THEORY_DEFAULTS, MONTE_CARLO, check_integer,
+                             check_options)
 
 NETWORK_KEYS = ("activation", "N", "g_w", "g_a", "kappa", "chi", "gamma")
 TOP_LEVEL = ("data", "network", "simulation", "theory", "sweep")
@@ -67,8 +68,8 @@ def theory_table(table: Any, activation: str = "linear") -> tuple[int | None, di
                        f"{', '.join(THEORY_DEFAULTS)})")
     rest = dict(table)
     seed = rest.pop("seed", None)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise MSAError(f"theory.seed must be an integer >= 0 (got {seed!r})")
+    if seed is not None:
+        seed = check_integer("theory.seed", seed, 0)
     options = check_options(rest)
     idle = [k for k in options if k in MONTE_CARLO]
     if idle and activation == "linear":

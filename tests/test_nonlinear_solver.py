@@ -161,7 +161,7 @@ def test_a_longer_final_run_thins_where_memory_binds():
     """The final run ``k`` times as long keeps at most ``max_samples`` states: at 256
     chains all of them, at 2048 (cap 512 a chain) every second kept state, at twice
     the thinning — the same number of MALA steps."""
-    o = NL._opts({"final_draws": 192, "thin": 2, "max_samples": 2 ** 20})
+    o = NL.merged_options({"final_draws": 192, "thin": 2, "max_samples": 2 ** 20})
     assert NL._refined_length(o, 256, 4) == (768, 2)
     assert NL._refined_length(o, 2048, 4) == (384, 4)
     assert NL._refined_length(o, 2048, 3) == (288, 4)

@@ -29,8 +29,8 @@ def print_problem(cfg) -> None:
             f"P_test={data.P_test} seed={data.spec.get('seed', '—')}")
     c.print(f"  network: {net.activation} N={net.N} g_w={net.g_w:g} g_a={net.g_a:g} "
             f"kappa={net.kappa:g} chi={net.chi:g} (gamma={net.gamma:.3g})")
-    table = {**({"seed": cfg.theory_seed} if getattr(cfg, "theory_seed", None) is not None
-                else {}), **(getattr(cfg, "theory_options", None) or {})}
+    table = {**({"seed": cfg.theory_seed} if cfg.theory_seed is not None else {}),
+             **(cfg.theory_options or {})}
     if table:   # what the Monte Carlo theories run with, where it is not the default
         c.print("  theory: " + " ".join(f"{k}={v}" for k, v in table.items()))
 

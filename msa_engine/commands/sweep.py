@@ -10,6 +10,7 @@ from ..errors import MSAError
 from ..executors import make_executor
 from ..sessions import Session, load_session, save_session, session_dir
 from ..sweep import DEFAULT_THEORIES, SweepProgress, parse_chis, run_sweep
+from ..theory.options import check_integer
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -93,10 +94,7 @@ def sweep_defaults(table) -> dict:
             raise MSAError(f"sweep.simulate must be true or false (got {table['simulate']!r})")
         out["simulate"] = table["simulate"]
     if "seed" in table:
-        v = table["seed"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise MSAError(f"sweep.seed must be an integer >= 0 (got {v!r})")
-        out["seed"] = v
+        out["seed"] = check_integer("sweep.seed", table["seed"], 0)
     return out
 
 

@@ -21,7 +21,7 @@ from .exact import exact
 from .gp import Spectral
 from . import linear as _linear
 from .linear import nngp, rescaling
-from .options import check_options
+from .options import DEFAULTS as _OPTION_DEFAULTS, check_options
 
 
 def tree(problem: Problem, **kw) -> TheoryResult:
@@ -51,7 +51,7 @@ THEORIES: dict[str, Callable[..., TheoryResult]] = {
 }
 # theories whose saddle is warm-started along the χ grid
 ANNEALED = ("tree", "one-loop")
-ANNEAL_FACTOR = 2.0
+ANNEAL_FACTOR = _OPTION_DEFAULTS["anneal_factor"]   # one default for every annealed theory
 
 
 def available_theories(activation: str) -> tuple[str, ...]:
@@ -166,8 +166,7 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     t0 = time.perf_counter()
     sp = Spectral.of(problem)
     if theory in ANNEALED and problem.network.activation != "linear":
-        res = THEORIES[theory](problem, sp=sp, callback=callback, seed=seed,
-                               **{**opts, "anneal_factor": factor})
+        res = THEORIES[theory](problem, sp=sp, callback=callback, seed=seed, **opts)
         if not res.converged:
             raise MSAError(_monte_carlo_failure(theory, problem.network.chi, res))
         return _replace(_require_finite(res), seed=seed, wall_time=time.perf_counter() - t0)

@@ -639,12 +639,6 @@ class _State:
     tau: float = 0.0      # autocorrelation time of s² (MALA steps) at the last iterate
 
 
-def _opts(options: dict) -> dict:
-    # unknown keys, wrong types and chains not a multiple of groups are refused here
-    # too, for callers of tree()/one_loop() that bypass a config
-    return merged_options(options)
-
-
 def _c(problem: Problem) -> float:
     net = problem.network
     return net.g_a * net.chi / net.N
@@ -961,7 +955,7 @@ def _solve_saddle(problem, sp, st, o, callback, loop=False):
 
 def _theory(name, problem, sp, callback, tbar0, seed, options):
     t0 = time.perf_counter()
-    o = _opts(options)
+    o = merged_options(options)  # unknown keys, types, ranges refused (theory.options)
     sp = sp or Spectral.of(problem)
     st, chi_from, warm = _start(problem, sp, tbar0, seed, o)
     loop = name == "one-loop"
@@ -1040,7 +1034,7 @@ def fresh_residual(problem: Problem, tbar: np.ndarray, seed: int = 12345,
                    sp: Spectral | None = None, **options) -> dict:
     """The tree-level self-consistency residual ``r = y − (K(t̄)+κ)t̄`` at a given ``t̄``,
     measured on fresh MCMC samples (chains burnt in from the prior), with its SE."""
-    o = _opts(options)
+    o = merged_options(options)  # unknown keys, types, ranges refused (theory.options)
     sp = sp or Spectral.of(problem)
     st, _, _ = _start(problem, sp, tbar, seed, o)
     c = _c(problem)

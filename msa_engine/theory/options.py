@@ -62,6 +62,14 @@ _BOOL = ("is_qmc",)
 MONTE_CARLO = tuple(k for k in DEFAULTS if k != "anneal_factor")
 
 
+def check_integer(name: str, v: Any, minimum: int) -> int:
+    """``v`` as an ``int`` if it is an integer (not a bool) ``>= minimum``; else the
+    one-line error every integer setting of a config gives."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+        raise MSAError(f"{name} must be an integer >= {minimum} (got {v!r})")
+    return int(v)
+
+
 def check_options(options: Mapping[str, Any] | None, where: str = "theory") -> dict:
     """A validated copy of ``options``: known keys, right types, in range.
 
@@ -82,9 +90,7 @@ def check_options(options: Mapping[str, Any] | None, where: str = "theory") -> d
             continue
         name = f"{where}.{key}"
         if key in _INT_MIN:
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < _INT_MIN[key]:
-                raise MSAError(f"{name} must be an integer >= {_INT_MIN[key]} (got {v!r})")
-            v = int(v)
+            v = check_integer(name, v, _INT_MIN[key])
         elif key in _REAL_RANGE:
             lo, hi, closed = _REAL_RANGE[key]
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (
