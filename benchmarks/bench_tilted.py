@@ -45,7 +45,7 @@ def measure(d, P, chains, steps=40, reps=5, activation="erf"):
     def args():
         Z = Z0.copy()
         LP, S, GR = (a.copy() for a in T._np_logp_grad(g.code, g.A, tb, 0.8, Z))
-        return (Z, LP, S, GR, g.A, tb, 0.8, g.code, L, 0.3, xi, lu, ze, lu2, True, 2,
+        return (Z, LP, S, GR, g.A, tb, 0.8, g.code, L, 0.3, xi, lu, ze, lu2, 1, 0, 2,
                 np.zeros((chains, steps // 2, m)), np.zeros((2, chains)))
 
     T.tilted_chunk(*args())          # compile / load the cache outside the timing

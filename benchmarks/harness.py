@@ -8,20 +8,16 @@ implementations stay meaningful on a loaded machine even when absolute times do 
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
+from msa_engine.threads import usable_cores
 
-def cpu_count() -> int:
-    """Cores this process may run on (the affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+
+cpu_count = usable_cores   # cores this process may run on (its affinity mask)
 
 
 def dgemm_measure(n: int = 2048, repeats: int = 3) -> dict:

@@ -123,3 +123,21 @@ def test_stage_times_splits_a_log_by_stage_and_chi():
                      ("final", 1.0, 0, 4.0)]
     assert sum(p[3] for p in parts) == 20.0 - 9.0
     assert stage_times([], 0.0, 1.0) == []
+
+
+def test_woodbury_floor_is_its_blas_products_plus_its_normals_and_is_printed():
+    from benchmarks.bench_samplers import matmul_flops, woodbury_floor
+    from msa_engine.commands.bench import _extras_lines
+    from msa_engine.threads import usable_cores
+
+    d, N = 12, 40
+    flops = matmul_flops("marginal", "linear", d, 50, N)
+    f = woodbury_floor(d, N, flops, noise_ours_s=2e-6, repeats=1, target=0.005)
+    assert f["floor_gram_s"] > 0 and f["floor_product_s"] > 0
+    assert f["floor_s"] == pytest.approx(f["floor_gram_s"] + f["floor_product_s"]
+                                         + 2e-6 / usable_cores())
+    assert f["floor_gflops"] == pytest.approx(flops / f["floor_s"] / 1e9)
+    rec = {"name": "langevin/marginal/linear", "size": "large", "ours_s": 2 * f["floor_s"],
+           "floor_frac_of_dgemm": 0.5, **f}
+    line = [x for x in _extras_lines({"records": [rec]}) if x.startswith("least time")]
+    assert len(line) == 1 and "= 50% of DGEMM" in line[0] and "ours takes 2.00× that" in line[0]

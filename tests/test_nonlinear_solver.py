@@ -170,3 +170,33 @@ def test_a_longer_final_run_thins_where_memory_binds():
         draws, thin = NL._refined_length(o, chains, k)
         assert chains * draws <= o["max_samples"]
         assert draws * thin >= 192 * k * 2
+
+
+def test_growth_factor_is_the_power_of_two_the_noise_asks_for():
+    class _S:
+        chains = 256
+
+    st = NL._State(_S(), None, [])
+    o = {"max_chains": 2048}
+    assert [NL._growth(st, o, need) for need in (0.5, 1.5, 2.0, 3.0, 4.0, 5.0, 100.0)] \
+        == [2, 2, 2, 4, 4, 8, 8]
+    assert NL._growth(st, {"max_chains": 1000}, 100.0) == 2      # 512 ≤ 1000 < 1024
+    assert NL._growth(st, {"max_chains": 511}, 4.0) == 0         # may not double
+
+
+def test_chains_jump_to_the_size_the_noise_asks_for(monkeypatch):
+    """A final sample ≈ 8× too noisy for ``precision`` (beyond what a ``refine``× longer
+    run could fix) grows the chains 16× at once and is re-solved once, instead of being
+    re-solved at every doubling (d = 50 from a warm start: 256 → 2048 chains in three
+    doublings, 47% of the time on the levels that could not meet the precision)."""
+    p = hermite_problem("erf", chi=10.0)
+    opts = dict(seed=5, estimator="mcmc", chains=64, groups=16, final_draws=48, refine=2)
+    noise = NL.tree(p, precision=1.0, **opts).extras["residual_noise"]
+    calls = []
+    real = NL._solve_saddle
+    monkeypatch.setattr(NL, "_solve_saddle", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r = NL.tree(p, precision=0.35 * noise, max_chains=1024, **opts)
+    print(f"64 chains: noise {noise:.4f}; asked {0.35 * noise:.4f}: {r.extras['chains']} "
+          f"chains, noise {r.extras['residual_noise']:.4f}, saddle solves {len(calls)}")
+    assert r.extras["chains"] == 1024 and len(calls) == 2     # the first solve + one re-solve
+    assert r.converged and r.extras["residual_noise"] <= 0.35 * noise

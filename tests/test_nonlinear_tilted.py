@@ -16,7 +16,8 @@ from .nonlinear_support import hermite_problem, xor_problem
 
 @pytest.mark.parametrize("activation", ["erf", "relu", "linear"])
 @pytest.mark.parametrize("P", [16, 6])          # P >= d (w space) and P < d (h space)
-def test_kernel_matches_numpy_reference(activation, P):
+@pytest.mark.parametrize("every,phase", [(1, 0), (3, 1), (0, 0)])   # independence schedule
+def test_kernel_matches_numpy_reference(activation, P, every, phase):
     p = hermite_problem(activation, chi=100.0, P=P, P_test=5)
     g = T.TiltedGeometry(p)
     assert g.m == min(P, p.data.d)
@@ -24,7 +25,9 @@ def test_kernel_matches_numpy_reference(activation, P):
     steps, nc, m = 9, 7, g.m
     tb = 0.3 * rng.standard_normal(P)
     xi, lu = rng.standard_normal((steps, nc, m)), np.log(rng.random((steps, nc)))
-    ze, lu2 = rng.standard_normal((steps, nc, m)), np.log(rng.random((steps, nc)))
+    n_ind = T.independence_moves(steps, every, phase)
+    assert n_ind == sum(1 for t in range(steps) if every and (phase + t) % every == 0)
+    ze, lu2 = rng.standard_normal((n_ind, nc, m)), np.log(rng.random((n_ind, nc)))
     L = np.linalg.cholesky(np.eye(m) + 0.2 * np.ones((m, m)))
     Z0 = rng.standard_normal((nc, m))
     outs = []
@@ -32,7 +35,8 @@ def test_kernel_matches_numpy_reference(activation, P):
         Z = Z0.copy()
         LP, S, GR = (a.copy() for a in T._np_logp_grad(g.code, g.A, tb, 0.8, Z))
         out, acc = np.zeros((nc, 3, m)), np.zeros((2, nc))
-        fn(Z, LP, S, GR, g.A, tb, 0.8, g.code, L, 0.4, xi, lu, ze, lu2, True, 3, out, acc)
+        fn(Z, LP, S, GR, g.A, tb, 0.8, g.code, L, 0.4, xi, lu, ze, lu2, every, phase, 3,
+           out, acc)
         outs.append((Z, LP, S, GR, out, acc))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -151,3 +155,59 @@ def test_gaussian_is_kernels_and_weights(activation, P):
             val, se = NL.jackknife(fn, S.G)
             z = (val - p.network.g_a * ref) / np.maximum(se, 1e-12)
             assert np.abs(z).max() < 5 and np.mean(z ** 2) < 2.5, (beta, np.mean(z ** 2))
+
+
+def test_independence_move_is_thinned_where_it_is_never_accepted():
+    """A strong tilt (mean field, t̄ = y): the prior's proposals are all but never accepted,
+    so the move is made every IND_PROBE_EVERY-th step only (half of a step's cost saved);
+    the probes keep measuring, and a weak tilt (t̄ = y/10) restores it at every step."""
+    p = hermite_problem("erf")
+    y = p.data.y_train
+    s = T.TiltedSampler(p, chains=64, seed=1)
+    assert s._ind_every == 1
+    s.sample(y, 0.8, draws=20, thin=2, burn_in=40)
+    assert s.acceptance[1] < T.IND_MIN_ACCEPT and s._ind_every == T.IND_PROBE_EVERY
+    s.sample(0.1 * y, 0.8, draws=20, thin=2, burn_in=40)
+    assert s.acceptance[1] > 0.5 and s._ind_every == 1
+    off = T.TiltedSampler(p, chains=64, seed=1, independence=False)
+    off.sample(y, 0.8, draws=5, thin=2, burn_in=10)
+    assert off._ind_every == 0 and off.acceptance[1] == 0.0
+
+
+def test_independence_moves_count():
+    for steps in range(0, 40):
+        for every in range(0, 6):
+            for phase in range(0, 6):
+                want = sum(1 for t in range(steps) if every and (phase + t) % every == 0)
+                assert T.independence_moves(steps, every, phase) == want
+
+
+def test_chains_split_between_threads_give_the_same_states(monkeypatch):
+    """The chains are advanced in slices split between threads (the kernel releases the
+    GIL); the slices depend on the number of chains only, so one thread and three give
+    the very same states, kept draws and acceptances, with the independence move thinned
+    or not."""
+    monkeypatch.setattr(T, "SLICE_CHAINS", 16)
+    p = hermite_problem("erf")
+    y = p.data.y_train
+    runs = []
+    for threads in (1, 3):
+        s = T.TiltedSampler(p, chains=64, seed=2, threads=threads)
+        outs = [s.sample(t * y, 0.8, draws=10, thin=2, burn_in=15) for t in (0.1, 1.0)]
+        runs.append((outs, s.Z.copy(), s.acceptance, s._ind_every))
+    assert runs[1][3] == T.IND_PROBE_EVERY
+    for a, b in zip(runs[0][0] + [runs[0][1]], runs[1][0] + [runs[1][1]]):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][2] == pytest.approx(runs[1][2], rel=1e-12)
+
+
+def test_erf_of_a_large_array_split_between_threads(monkeypatch):
+    from scipy.special import erf
+    monkeypatch.setattr(T, "ERF_THREAD_ELEMENTS", 1000)
+    monkeypatch.setattr(T, "usable_cores", lambda: 3)
+    H = np.random.default_rng(0).normal(0.0, 3.0, (301, 7))
+    out = T.erf_array(H)
+    assert out.shape == H.shape
+    np.testing.assert_allclose(out, erf(H), rtol=0, atol=4e-15)
+    monkeypatch.setattr(T, "ERF_THREAD_ELEMENTS", 10 ** 9)
+    np.testing.assert_array_equal(out, T.erf_array(H))      # the same numbers unsplit

@@ -306,6 +306,15 @@ def _extras_lines(report: dict) -> list[str]:
         if parts:
             lines.append(f"cost exponent of {name}: " + ", ".join(parts))
     for r in report["records"]:
+        if r.get("floor_s") is not None:
+            ff = r.get("floor_frac_of_dgemm")
+            lines.append(
+                f"least time of {r['name']} {r['size']} on this BLAS (its S = WᵀW and W·B "
+                f"products alone, {_fmt_t(r['floor_gram_s'])} + "
+                f"{_fmt_t(r['floor_product_s'])}, plus its normals on every core): "
+                f"{_fmt_t(r['floor_s'])}, {r['floor_gflops']:.1f} GFLOP/s"
+                + ("" if ff is None else f" = {100 * ff:.0f}% of DGEMM")
+                + f"; ours takes {r['ours_s'] / r['floor_s']:.2f}× that")
         if r["name"].startswith("accuracy/"):
             lines.append(
                 f"time to equal accuracy ({r['size']}): one loop {_fmt_t(r['ours_s'])} (rms "

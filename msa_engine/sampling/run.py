@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from ..errors import Cancelled, MSAError
 from ..kernels import nngp_kernel
 from ..problem import Problem
 from ..resources import check_simulation
+from ..threads import run_split, usable_cores
 from ..results import TheoryResult
 from . import kernels_numba as kn
 from .langevin import METHODS, TARGET_ACCEPTANCE, FullSampler
@@ -226,13 +226,6 @@ def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
     return slice(0, m, max(1, -(-m // k)))
 
 
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
     """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays."""
     rh, es = [], []
@@ -258,11 +251,10 @@ class _Run:
     def __init__(self, problem, sampler, chains, steps, burn_in, thin, method, step_size,
                  seed, chunk, threads=None):
         self.problem, self.chains, self.steps = problem, chains, steps
-        self.threads = min(chains, _cpu_count() if threads is None else threads)
+        self.threads = min(chains, usable_cores() if threads is None else threads)
         # spare threads go to BLAS only on request (threads > chains): on a loaded
         # machine two OpenBLAS threads made the large marginal step 7× slower
         self.threads_requested = threads if threads is not None else 1
-        self._blas_ctl = None
         self._diag, self._diag_m = None, -1
         self.burn_in, self.thin, self.method, self.seed = burn_in, thin, method, seed
         self.chunk = chunk
@@ -458,51 +450,12 @@ class _Run:
                    + common[19:])
             self.sampler.advance(st, self.rng[sl], nxt - pos, com, tl, sl)
 
-        nblas = self._blas_threads(len(groups))
-        errors = []
-
-        def guarded(i, sl):
-            try:
-                job(i, sl)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                errors.append(exc)
-
-        with self._blas_limit(nblas):
-            workers = [threading.Thread(target=guarded, args=(i, sl), daemon=True)
-                       for i, sl in enumerate(groups[1:], start=1)]
-            for w in workers:
-                w.start()
-            try:
-                job(0, groups[0])
-            finally:
-                for w in workers:
-                    w.join()
-        if errors:
-            raise errors[0]
+        run_split(job, groups, blas=self._blas_threads(len(groups)))
         bad = [(int(st[2]), int(st[1]) + sl.start, int(st[0]))
                for st, sl in zip(statuses, groups) if st[0] != kn.OK]
         if bad:
             step, chain, code = min(bad)
             status[:] = (code, chain, step)
-
-    def _blas_limit(self, n: int):
-        """Context setting the BLAS thread count to ``n`` for the kernel calls, and
-        back afterwards; a no-op when it already is ``n`` (e.g. one thread under
-        ``OPENBLAS_NUM_THREADS=1``, which msa_engine sets when imported before numpy).
-        Also enforced when ``n = 1``: a script that imported numpy first has one
-        OpenBLAS thread per core, which with one chain thread per core would
-        oversubscribe the machine."""
-        import contextlib  # noqa: PLC0415
-
-        try:
-            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-        except ImportError:
-            return contextlib.nullcontext()
-        if self._blas_ctl is None:
-            self._blas_ctl = ThreadpoolController().select(user_api="blas")
-        if all(lib.num_threads == n for lib in self._blas_ctl.lib_controllers):
-            return contextlib.nullcontext()
-        return self._blas_ctl.limit(limits=n)
 
     @property
     def m_done(self) -> int:

@@ -11,14 +11,19 @@ Coordinates.  The tilt depends on ``w`` only through ``h = Xw``.  We sample a wh
   pre-activation is ``h* | z ~ N(X* B z, v*)``.  Test outputs use ``E[φ(h*) | z]``
   (Rao-Blackwellised) and ``Σ_W = B E[z zᵀ] Bᵀ + σ² I − B Bᵀ``.
 
-Sampler.  Persistent chains, all advanced by one ``@njit(cache=True, nogil=True)`` call
-(no ``parallel``): a preconditioned MALA move (``z' = z + (h/2) M ∇log π + √h L ξ``,
+Sampler.  Persistent chains, advanced by ``@njit(cache=True, nogil=True)`` calls (no
+``parallel``): a preconditioned MALA move (``z' = z + (h/2) M ∇log π + √h L ξ``,
 ``M = L_M L_Mᵀ`` fixed during a call, from the population covariance of earlier samples)
 followed, optionally, by an independence move from the prior (accepted with
 ``exp(T' − T)``, ``T = (c/2) s²``; this keeps chains moving between modes when the tilt is
-weak, and costs nothing to correctness when it is strong).  Random numbers are drawn by
-the caller (normals from a seeded lane stream of :mod:`..sampling.rng_numba`, uniforms
-from a seeded numpy generator) and passed in, so :func:`reference_chunk` replays the very
+weak, and costs nothing to correctness when it is strong).  Where the tilt is strong the
+prior's proposals are all but never accepted (d = 50 mean field: acceptance 2e-4 to 1e-3)
+while each costs a second evaluation of the activations, half of a step's time; there the
+move is made only every :data:`IND_PROBE_EVERY`-th step, which keeps measuring its
+acceptance, and again at every step once that rises to :data:`IND_MIN_ACCEPT`.  The
+chains are advanced in slices (:data:`SLICE_CHAINS`) split between the cores.  Random
+numbers are drawn by the caller (normals from a seeded lane stream of
+:mod:`..sampling.rng_numba`, uniforms from a seeded numpy generator) and passed in, so :func:`reference_chunk` replays the very
 same steps in plain numpy (tested step for step).  The chains advance together, a step
 at a time, so that the products are BLAS matrix products; a call too long for one block
 of random numbers runs in blocks (:data:`BLOCK_NUMBERS`).
@@ -41,6 +46,7 @@ from scipy.special import erf as _erf, ndtr
 from ..errors import MSAError
 from ..problem import Problem
 from ..sampling.rng_numba import fill_normal, seed_states, words_needed
+from ..threads import run_split, split_rows, usable_cores
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -50,6 +56,17 @@ TARGET_ACCEPTANCE = 0.574
 RELU_MARGIN = 0.98
 # normals per block of a sampling call (two arrays of them: 32 MB in all)
 BLOCK_NUMBERS = 1 << 21
+# the chains are advanced in slices of about this many (split between the cores).  The
+# split depends on the number of chains only, never on the cores: BLAS rounds a product
+# of 21 rows differently from one of 64 (measured: 4e-16 after a few steps, 1e-14 later),
+# so a split by cores would make the states depend on the machine
+SLICE_CHAINS = 128
+# states (at most about) from which the MALA preconditioner is estimated
+PRECONDITIONER_STATES = 1 << 15
+# the independence move is made at every step while its acceptance (measured on the
+# moves made) is at least IND_MIN_ACCEPT, else every IND_PROBE_EVERY-th step
+IND_MIN_ACCEPT = 0.01
+IND_PROBE_EVERY = 16
 
 
 # --------------------------------------------------------------------------- numba kernels
@@ -156,13 +173,15 @@ def _accept(la, logu):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
-                 independence, thin, out, acc):  # pragma: no cover - numba
+                 ind_every, ind_phase, thin, out, acc):  # pragma: no cover - numba
     """Advance every chain ``xi.shape[0]`` steps; store every ``thin``-th state in ``out``.
 
     Z (nc, m) states, LP (nc,) log π, S (nc,) s = t̄·φ(Az), GR (nc, m) ∇log π, all updated
     in place.  L (m, m) is the lower Cholesky factor of the MALA preconditioner.  xi
-    (steps, nc, m) and logu (steps, nc) drive the MALA move; zeta (steps, nc, m) and
-    logu_ind (steps, nc) the independence move (used when ``independence``).  out is
+    (steps, nc, m) and logu (steps, nc) drive the MALA move; the independence move is made
+    after step ``t`` when ``(ind_phase + t) % ind_every == 0`` (never if ``ind_every`` is
+    0), its ``i``-th time with zeta[i] (nc, m) and logu_ind[i] (nc,)
+    (:func:`independence_moves` of them).  out is
     (nc, steps // thin, m).  acc (2, nc) accumulates the acceptance probabilities of
     the two moves.  Returns the number of non-finite proposals rejected.
     """
@@ -177,6 +196,7 @@ def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
     V = np.empty((nc, m))
     sqh = math.sqrt(h)
     bad = 0
+    n_ind = 0
     LTG = GR @ Lc                      # Lᵀ∇log π of the current states, kept up to date
     for t in range(steps):
         # --- preconditioned MALA: z' = z + L((h/2) Lᵀg + √h ξ)
@@ -207,13 +227,13 @@ def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
                 LP[j] = LPp[j]
                 S[j] = Sp[j]
         # --- independence move from the prior: accept with exp(T' − T)
-        if independence:
-            Zp = np.ascontiguousarray(zeta[t])
+        if ind_every > 0 and (ind_phase + t) % ind_every == 0:
+            Zp = np.ascontiguousarray(zeta[n_ind])
             Gp = _logp_grad_batch(code, A, AT, tbar, c, Zp, Dm, LPp, Sp)
             moved = False
             for j in range(nc):
                 la = 0.5 * c * (Sp[j] * Sp[j] - S[j] * S[j])
-                p_acc, ok, nonfinite = _accept(la, logu_ind[t, j])
+                p_acc, ok, nonfinite = _accept(la, logu_ind[n_ind, j])
                 bad += nonfinite
                 acc[1, j] += p_acc
                 if ok:
@@ -225,6 +245,7 @@ def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
                     S[j] = Sp[j]
             if moved:
                 LTG = GR @ Lc
+            n_ind += 1
         if (t + 1) % thin == 0:
             q = (t + 1) // thin - 1
             if q < out.shape[1]:
@@ -232,6 +253,15 @@ def tilted_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
                     for k in range(m):
                         out[j, q, k] = Z[j, k]
     return bad
+
+
+def independence_moves(steps: int, every: int, phase: int) -> int:
+    """How many independence moves :func:`tilted_chunk` makes in ``steps`` steps: those
+    ``t`` with ``(phase + t) % every == 0`` (none when ``every`` is 0)."""
+    if every <= 0 or steps <= 0:
+        return 0
+    first = (-phase) % every
+    return 0 if first >= steps else 1 + (steps - 1 - first) // every
 
 
 # --------------------------------------------------------------------------- numpy reference
@@ -249,11 +279,12 @@ def _np_logp_grad(code, A, tbar, c, Z):
 
 
 def reference_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_ind,
-                    independence, thin, out, acc):
+                    ind_every, ind_phase, thin, out, acc):
     """Plain-numpy replay of :func:`tilted_chunk` (vectorised over chains), for tests."""
     steps = xi.shape[0]
     sqh = math.sqrt(h)
     bad = 0
+    n_ind = 0
     for t in range(steps):
         ltg = GR @ L
         zp = Z + (0.5 * h * ltg + sqh * xi[t]) @ L.T
@@ -267,16 +298,17 @@ def reference_chunk(Z, LP, S, GR, A, tbar, c, code, L, h, xi, logu, zeta, logu_i
         acc[0] += np.exp(np.minimum(0.0, la))
         ok = logu[t] < la
         Z[ok], GR[ok], LP[ok], S[ok] = zp[ok], gp[ok], lpp[ok], sp[ok]
-        if independence:
-            zp = zeta[t].copy()
+        if ind_every > 0 and (ind_phase + t) % ind_every == 0:
+            zp = zeta[n_ind].copy()
             lpp, sp, gp = _np_logp_grad(code, A, tbar, c, zp)
             la = 0.5 * c * (sp * sp - S * S)
             fin = np.isfinite(la)
             bad += int(np.sum(~fin))
             la = np.where(fin, la, -np.inf)
             acc[1] += np.exp(np.minimum(0.0, la))
-            ok = logu_ind[t] < la
+            ok = logu_ind[n_ind] < la
             Z[ok], GR[ok], LP[ok], S[ok] = zp[ok], gp[ok], lpp[ok], sp[ok]
+            n_ind += 1
         if (t + 1) % thin == 0:
             q = (t + 1) // thin - 1
             if q < out.shape[1]:
@@ -360,14 +392,32 @@ class TiltedGeometry:
 
 
 @njit(cache=True, nogil=True)
-def erf_array(H):  # pragma: no cover - numba
-    """erf of every element (the kernel's :func:`erf_and_gauss`; scipy's erf cost 45 ns
-    an element, a tenth of a mean-field solve at d = 50)."""
-    out = np.empty_like(H)
+def _erf_into(H, out):  # pragma: no cover - numba
     f = H.ravel()
     g = out.ravel()
     for i in range(f.size):
         g[i] = erf_and_gauss(f[i])[0]
+
+
+# erf of more elements than this is split between threads (by rows)
+ERF_THREAD_ELEMENTS = 1 << 20
+
+
+def erf_array(H):
+    """erf of every element (the kernel's :func:`erf_and_gauss`; scipy's erf cost 45 ns
+    an element, a tenth of a mean-field solve at d = 50); a large 2-d array is split by
+    rows between the cores (the estimates' φ of 10⁵–10⁶ samples took 14% of a d = 50
+    solve on one)."""
+    H = np.ascontiguousarray(H, dtype=float)
+    out = np.empty_like(H)
+    slices = []
+    if H.ndim == 2 and H.size >= ERF_THREAD_ELEMENTS:
+        rows = max(1, ERF_THREAD_ELEMENTS // (2 * H.shape[1]))    # ≥ half the threshold each
+        slices = split_rows(H.shape[0], usable_cores(), rows)
+    if len(slices) > 1:
+        run_split(lambda _, sl: _erf_into(H[sl], out[sl]), slices, blas=None)
+    else:
+        _erf_into(H, out)
     return out
 
 
@@ -375,7 +425,7 @@ def _act(name: str, H: np.ndarray) -> np.ndarray:
     if name == "linear":
         return H
     if name == "erf":
-        return erf_array(np.ascontiguousarray(H, dtype=float))
+        return erf_array(H)
     return np.maximum(H, 0.0)
 
 
@@ -467,7 +517,7 @@ class TiltedSampler:
     """
 
     def __init__(self, problem: Problem, chains: int = 256, seed: int | None = 0,
-                 independence: bool = True):
+                 independence: bool = True, threads: int | None = None):
         if problem.network.activation not in ACT_CODES:
             raise MSAError(f"no tilted measure for activation {problem.network.activation!r}")
         self.geom = g = TiltedGeometry(problem)
@@ -481,6 +531,15 @@ class TiltedSampler:
         self.L = np.eye(g.m)
         self.log_h = math.log(min(1.0, 1.5 / g.m ** (1.0 / 3.0)))
         self.independence = independence
+        # slices of chains are split between this many threads (the kernel releases the
+        # GIL; the chains are independent within a call, and the slices do not depend
+        # on it, so neither do the states)
+        self.threads = usable_cores() if threads is None else max(1, int(threads))
+        # the independence move's schedule: every step, or every IND_PROBE_EVERY-th one
+        # while its measured acceptance is below IND_MIN_ACCEPT; the phase runs on
+        # across calls so that short calls (the burn-in's) still probe
+        self._ind_every = 1 if independence else 0
+        self._ind_phase = 0
         self.tbar = None
         self.c = None
         self.acceptance = (float("nan"), float("nan"))
@@ -525,33 +584,66 @@ class TiltedSampler:
 
     def _run(self, tbar, c, steps, thin, out, LP, S, GR, h):
         """``steps`` steps of every chain, in blocks (a multiple of ``thin`` steps) so
-        that the random numbers of a block stay ≲ 16 MB whatever the number of chains."""
+        that the random numbers of a block stay ≲ 16 MB whatever the number of chains.
+        Returns the mean acceptance probabilities per chain, ``(2, chains)``: of the MALA
+        moves, and of the independence moves made (0 when none was)."""
         g = self.geom
         nc, m = self.Z.shape
         acc = np.zeros((2, nc))
         block = max(thin, (max(1, BLOCK_NUMBERS // (nc * m)) // thin) * thin)
         done = 0
+        moves = 0
         while done < steps:
             k = min(block, steps - done)
+            every = self._ind_every
+            n_ind = independence_moves(k, every, self._ind_phase)
             xi = np.empty((k, nc, m))
             words = np.empty(words_needed(xi.size), dtype=np.uint64)
             fill_normal(self._stream, xi, words)
             logu = np.log(self.rng.random((k, nc)))
-            if self.independence:
-                zeta = np.empty((k, nc, m))
+            zeta = np.empty((n_ind, nc, m))
+            if n_ind:
                 fill_normal(self._stream, zeta, words)
-                logu_ind = np.log(self.rng.random((k, nc)))
-            else:
-                zeta = np.zeros((1, 1, 1))
-                logu_ind = np.zeros((1, 1))
+            logu_ind = np.log(self.rng.random((n_ind, nc)))
             q0, q1 = done // thin, min((done + k) // thin, out.shape[1])
             part = np.empty((nc, max(0, q1 - q0), m))
-            self.rejected_nonfinite += int(tilted_chunk(
-                self.Z, LP, S, GR, g.A, tbar, c, g.code, self.L, h, xi, logu, zeta,
-                logu_ind, self.independence, thin, part, acc))
+            phase = self._ind_phase
+
+            def job(_, sl, xi=xi, logu=logu, zeta=zeta, logu_ind=logu_ind, part=part,
+                    every=every, phase=phase):
+                # rows of Z, LP, S, GR, part are contiguous views; the random numbers
+                # and acceptances of a slice are copied (one compiled layout)
+                a = np.zeros((2, sl.stop - sl.start))
+                bad = tilted_chunk(
+                    self.Z[sl], LP[sl], S[sl], GR[sl], g.A, tbar, c, g.code, self.L, h,
+                    np.ascontiguousarray(xi[:, sl]), np.ascontiguousarray(logu[:, sl]),
+                    np.ascontiguousarray(zeta[:, sl]), np.ascontiguousarray(logu_ind[:, sl]),
+                    every, phase, thin, part[sl], a)
+                acc[:, sl] += a
+                return bad
+
+            slices = split_rows(nc, nc // SLICE_CHAINS, SLICE_CHAINS)
+            if len(slices) == 1:
+                self.rejected_nonfinite += int(tilted_chunk(
+                    self.Z, LP, S, GR, g.A, tbar, c, g.code, self.L, h, xi, logu, zeta,
+                    logu_ind, every, phase, thin, part, acc))
+            else:
+                self.rejected_nonfinite += sum(
+                    int(b) for b in run_split(job, slices, threads=self.threads))
             out[:, q0:q1] = part
+            if every:
+                self._ind_phase = (self._ind_phase + k) % every
+            moves += n_ind
             done += k
-        return acc / steps
+        acc[0] /= steps
+        if moves:
+            acc[1] /= moves
+            rate = float(np.mean(acc[1]))
+            if rate >= IND_MIN_ACCEPT:
+                self._ind_every, self._ind_phase = 1, 0
+            elif self._ind_every == 1:
+                self._ind_every, self._ind_phase = IND_PROBE_EVERY, 1
+        return acc
 
     def sample(self, tbar: np.ndarray, c: float, draws: int, thin: int = 2,
                burn_in: int = 20, adapt: bool = True) -> np.ndarray:
@@ -616,6 +708,9 @@ class TiltedSampler:
         Z = out.reshape(-1, m)
         if Z.shape[0] < 4 * m:
             return
+        # a covariance of m² entries needs far fewer than the 10⁵–10⁶ kept states of a
+        # final run (they cost 6% of a d = 50 solve): every k-th, with every chain
+        Z = Z[::max(1, Z.shape[0] // PRECONDITIONER_STATES)]
         if self.geom.code != 2:      # p(z) = p(−z): fold the two mirror modes together
             M2 = Z.T @ Z / Z.shape[0]
             v = np.linalg.eigh(M2)[1][:, -1]

@@ -1,0 +1,91 @@
+"""The engine's own threads: how many cores there are, the BLAS thread count while they
+run, and running one nogil kernel on slices of its rows side by side (issue 7).
+
+The numba kernels never use ``parallel`` (numba's default threading layer aborts when
+two Python threads enter it at once, and the TUI runs a solve beside a simulation);
+instead their callers split independent rows (chains) between Python threads, the
+kernels releasing the GIL.  While they do, BLAS gets one thread: a script that imported
+numpy before msa_engine has one OpenBLAS thread per core, which with one kernel thread
+per core would oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Callable
+
+_CTL = None
+_CTL_LOCK = threading.Lock()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def blas_limit(n: int):
+    """Context setting the BLAS thread count to ``n`` for its duration, and back
+    afterwards; a no-op when it already is ``n`` (e.g. one thread under
+    ``OPENBLAS_NUM_THREADS=1``, which msa_engine sets when imported before numpy) or
+    when threadpoolctl is missing."""
+    global _CTL
+    try:
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - threadpoolctl is a scipy dependency
+        return contextlib.nullcontext()
+    with _CTL_LOCK:
+        if _CTL is None:
+            _CTL = ThreadpoolController().select(user_api="blas")
+    if all(lib.num_threads == n for lib in _CTL.lib_controllers):
+        return contextlib.nullcontext()
+    return _CTL.limit(limits=n)
+
+
+def split_rows(n: int, threads: int, min_rows: int) -> list[slice]:
+    """``n`` rows cut into at most ``threads`` contiguous slices of at least ``min_rows``
+    rows each (one slice when there are too few)."""
+    k = max(1, min(int(threads), n // max(1, int(min_rows))))
+    cuts = [round(i * n / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def run_split(job: Callable[[int, slice], object], slices: list[slice],
+              blas: int | None = 1, threads: int | None = None) -> list:
+    """``job(i, slices[i])`` for every slice, on ``threads`` threads (default: one per
+    slice; the caller's thread is one of them), each taking every ``threads``-th slice in
+    turn, with ``blas`` BLAS threads (``None``: as it is) while more than one runs;
+    returns the results in order and re-raises the first exception.  With a split that
+    does not depend on ``threads``, neither do the results."""
+    n = len(slices)
+    workers = n if threads is None else max(1, min(int(threads), n))
+    out: list = [None] * n
+    errors: list = []
+
+    def share(w):
+        try:
+            for i in range(w, n, workers):
+                out[i] = job(i, slices[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    if workers == 1:
+        share(0)
+    else:
+        with (contextlib.nullcontext() if blas is None else blas_limit(blas)):
+            pool = [threading.Thread(target=share, args=(w,), daemon=True)
+                    for w in range(1, workers)]
+            for t in pool:
+                t.start()
+            try:
+                share(0)
+            finally:
+                for t in pool:
+                    t.join()
+    if errors:
+        raise errors[0]
+    return out

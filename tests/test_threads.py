@@ -1,0 +1,59 @@
+"""The engine's own threads (msa_engine/threads.py): row splits, running a job on them
+side by side, errors and the BLAS thread count restored."""
+
+import threading
+
+import pytest
+
+from msa_engine.threads import run_split, split_rows, usable_cores
+
+
+def test_split_rows_covers_every_row_once():
+    for n in (0, 1, 7, 100, 257):
+        for threads in (1, 2, 3, 8):
+            for min_rows in (1, 16, 128):
+                sl = split_rows(n, threads, min_rows)
+                rows = [i for s in sl for i in range(s.start, s.stop)]
+                assert rows == list(range(n))
+                assert 1 <= len(sl) <= max(1, threads)
+                if len(sl) > 1:
+                    assert min(s.stop - s.start for s in sl) >= min_rows - 1
+    assert len(split_rows(1024, 2, 128)) == 2 and len(split_rows(200, 2, 128)) == 1
+
+
+def test_run_split_runs_each_slice_in_its_own_thread_and_keeps_order():
+    seen = []
+    out = run_split(lambda i, sl: seen.append(threading.get_ident()) or (i, sl.start),
+                    split_rows(30, 3, 1))
+    assert out == [(0, 0), (1, 10), (2, 20)]
+    assert len(set(seen)) == 3 and threading.get_ident() in seen
+    assert usable_cores() >= 1
+
+
+def test_run_split_reraises_and_restores_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    before = blas()
+    inside = []
+
+    def job(i, sl):
+        inside.append(blas())
+        if i == 1:
+            raise ValueError("slice 1 failed")
+        return i
+
+    with pytest.raises(ValueError, match="slice 1 failed"):
+        run_split(job, split_rows(4, 2, 1))
+    assert all(n == 1 for b in inside for n in b)
+    assert blas() == before
+
+
+def test_run_split_on_fewer_threads_than_slices_gives_the_same_results():
+    sl = split_rows(40, 5, 1)
+    one = run_split(lambda i, s: (i, s.start, s.stop), sl, threads=1)
+    two = run_split(lambda i, s: (i, s.start, s.stop), sl, threads=2)
+    assert one == two == [(i, s.start, s.stop) for i, s in enumerate(sl)]
