@@ -40,6 +40,9 @@ def blas_limit(n: int):
         return contextlib.nullcontext()
     with _CTL_LOCK:
         if _CTL is None:
+            # the controller sees the BLAS libraries loaded when it is made: load the
+            # one numba's kernels call (scipy's) first, beside numpy's
+            import scipy.linalg.cython_blas  # noqa: F401, PLC0415
             _CTL = ThreadpoolController().select(user_api="blas")
     if all(lib.num_threads == n for lib in _CTL.lib_controllers):
         return contextlib.nullcontext()
