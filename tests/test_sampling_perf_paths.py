@@ -380,12 +380,14 @@ def test_kernels_run_with_one_blas_thread_when_numpy_was_imported_first():
         "from threadpoolctl import threadpool_info\n"
         "import msa_engine as msa\n"
         "from msa_engine.threads import blas_limit\n"
+        "import scipy.linalg.cython_blas  # numba's BLAS, loaded by any kernel call\n"
         "before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
         "with blas_limit(1):\n"
         "    inside = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
         "after = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
         "print(before, inside, after)\n"
-        "assert inside and all(n == 1 for n in inside) and after == before\n")
+        "assert len(inside) == len(before) and all(n == 1 for n in inside)\n"
+        "assert after == before\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
