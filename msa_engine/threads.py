@@ -18,6 +18,8 @@ from typing import Callable
 
 _CTL = None
 _CTL_LOCK = threading.Lock()
+# the BLAS limit in force: (threads, how many callers are inside it, its context)
+_ACTIVE: list = [None, 0, None]
 
 
 def usable_cores() -> int:
@@ -28,25 +30,42 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@contextlib.contextmanager
 def blas_limit(n: int):
     """Context setting the BLAS thread count to ``n`` for its duration, and back
     afterwards; a no-op when it already is ``n`` (e.g. one thread under
     ``OPENBLAS_NUM_THREADS=1``, which msa_engine sets when imported before numpy) or
-    when threadpoolctl is missing."""
+    when threadpoolctl is missing.  The setting is process-wide: callers in several
+    threads at once (the TUI runs a solve beside a simulation) share the first one's
+    limit, and the last one out restores the count (set and restored unserialised, a
+    second caller could save the first one's limit and restore it for good)."""
     global _CTL
-    try:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - threadpoolctl is a scipy dependency
-        return contextlib.nullcontext()
     with _CTL_LOCK:
-        if _CTL is None:
-            # the controller sees the BLAS libraries loaded when it is made: load the
-            # one numba's kernels call (scipy's) first, beside numpy's
-            import scipy.linalg.cython_blas  # noqa: F401, PLC0415
-            _CTL = ThreadpoolController().select(user_api="blas")
-    if all(lib.num_threads == n for lib in _CTL.lib_controllers):
-        return contextlib.nullcontext()
-    return _CTL.limit(limits=n)
+        if _ACTIVE[1] == 0:
+            ctx = contextlib.nullcontext()
+            try:
+                from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+            except ImportError:  # pragma: no cover - threadpoolctl is a scipy dependency
+                ThreadpoolController = None
+            if ThreadpoolController is not None:
+                if _CTL is None:
+                    # the controller sees the BLAS libraries loaded when it is made: load
+                    # the one numba's kernels call (scipy's) first, beside numpy's
+                    import scipy.linalg.cython_blas  # noqa: F401, PLC0415
+                    _CTL = ThreadpoolController().select(user_api="blas")
+                if not all(lib.num_threads == n for lib in _CTL.lib_controllers):
+                    ctx = _CTL.limit(limits=n)
+            ctx.__enter__()
+            _ACTIVE[0], _ACTIVE[2] = n, ctx
+        _ACTIVE[1] += 1
+    try:
+        yield
+    finally:
+        with _CTL_LOCK:
+            _ACTIVE[1] -= 1
+            if _ACTIVE[1] == 0:
+                ctx, _ACTIVE[0], _ACTIVE[2] = _ACTIVE[2], None, None
+                ctx.__exit__(None, None, None)
 
 
 def split_rows(n: int, threads: int, min_rows: int) -> list[slice]:
@@ -61,7 +80,7 @@ def run_split(job: Callable[[int, slice], object], slices: list[slice],
               blas: int | None = 1, threads: int | None = None) -> list:
     """``job(i, slices[i])`` for every slice, on ``threads`` threads (default: one per
     slice; the caller's thread is one of them), each taking every ``threads``-th slice in
-    turn, with ``blas`` BLAS threads (``None``: as it is) while more than one runs;
+    turn, with ``blas`` BLAS threads (``None``: as it is) while they run;
     returns the results in order and re-raises the first exception.  With a split that
     does not depend on ``threads``, neither do the results."""
     n = len(slices)
@@ -76,19 +95,16 @@ def run_split(job: Callable[[int, slice], object], slices: list[slice],
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             errors.append(exc)
 
-    if workers == 1:
-        share(0)
-    else:
-        with (contextlib.nullcontext() if blas is None else blas_limit(blas)):
-            pool = [threading.Thread(target=share, args=(w,), daemon=True)
-                    for w in range(1, workers)]
+    with (contextlib.nullcontext() if blas is None else blas_limit(blas)):
+        pool = [threading.Thread(target=share, args=(w,), daemon=True)
+                for w in range(1, workers)]
+        for t in pool:
+            t.start()
+        try:
+            share(0)
+        finally:
             for t in pool:
-                t.start()
-            try:
-                share(0)
-            finally:
-                for t in pool:
-                    t.join()
+                t.join()
     if errors:
         raise errors[0]
     return out

@@ -211,3 +211,18 @@ def test_erf_of_a_large_array_split_between_threads(monkeypatch):
     np.testing.assert_allclose(out, erf(H), rtol=0, atol=4e-15)
     monkeypatch.setattr(T, "ERF_THREAD_ELEMENTS", 10 ** 9)
     np.testing.assert_array_equal(out, T.erf_array(H))      # the same numbers unsplit
+
+
+def test_independence_acceptance_is_averaged_over_the_moves_made():
+    """At t̄ = 0 the prior is the target: every independence proposal is accepted with
+    probability 1, so its mean acceptance is exactly 1 whether the move is made at every
+    step or, thinned, at two of 32 (a mean over the steps would read 1/16)."""
+    p = hermite_problem("erf")
+    tb = np.zeros(p.data.P)
+    for every in (1, T.IND_PROBE_EVERY):
+        s = T.TiltedSampler(p, chains=8, seed=0)
+        s._ind_every, s._ind_phase = every, 0
+        LP, S, GR = s._state(tb, 0.8)
+        acc = s._run(tb, 0.8, 32, 1, np.zeros((8, 0, s.geom.m)), LP, S, GR, 0.1)
+        np.testing.assert_array_equal(acc[1], np.ones(8))
+        assert T.independence_moves(32, every, 0) == (32 if every == 1 else 2)

@@ -23,8 +23,14 @@ def test_split_rows_covers_every_row_once():
 
 def test_run_split_runs_each_slice_in_its_own_thread_and_keeps_order():
     seen = []
-    out = run_split(lambda i, sl: seen.append(threading.get_ident()) or (i, sl.start),
-                    split_rows(30, 3, 1))
+    together = threading.Barrier(3)       # all three at once: idents are not reused
+
+    def job(i, sl):
+        together.wait(10)
+        seen.append(threading.get_ident())
+        return i, sl.start
+
+    out = run_split(job, split_rows(30, 3, 1))
     assert out == [(0, 0), (1, 10), (2, 20)]
     assert len(set(seen)) == 3 and threading.get_ident() in seen
     assert usable_cores() >= 1
@@ -32,6 +38,7 @@ def test_run_split_runs_each_slice_in_its_own_thread_and_keeps_order():
 
 def test_run_split_reraises_and_restores_blas_threads():
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401 - numba's BLAS, loaded by any kernel call
 
     def blas():
         return [i["num_threads"] for i in threadpoolctl.threadpool_info()
@@ -57,3 +64,53 @@ def test_run_split_on_fewer_threads_than_slices_gives_the_same_results():
     one = run_split(lambda i, s: (i, s.start, s.stop), sl, threads=1)
     two = run_split(lambda i, s: (i, s.start, s.stop), sl, threads=2)
     assert one == two == [(i, s.start, s.stop) for i, s in enumerate(sl)]
+
+
+def test_blas_limit_nested_in_two_threads_restores_the_count_once_both_are_out():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401
+
+    from msa_engine.threads import blas_limit
+
+    def blas():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    before = blas()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with blas_limit(1):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with blas_limit(1):
+            second_in.set()
+            first_out.wait(10)
+            seen["inside after the first left"] = blas()
+
+    ts = [threading.Thread(target=f) for f in (first, second)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert all(n == 1 for n in seen["inside after the first left"])
+    assert blas() == before
+
+
+def test_a_single_slice_still_gets_its_blas_threads():
+    """One worker (one chain group, e.g. a single chain with threads = cores) runs with
+    the BLAS threads asked for, as the sampler driver's spare cores are given to BLAS."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401
+
+    def blas():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    for n in (1, 2):
+        assert run_split(lambda i, s: blas(), [slice(0, 1)], blas=n) == [[n] * len(blas())]

@@ -140,15 +140,15 @@ class _Samples:
     def sym_sums(self, a: np.ndarray | None, A: np.ndarray) -> np.ndarray:
         """Group sums of ``a·w·AᵀA`` (``a ≥ 0`` per sample, or 1): the symmetric products
         by BLAS ``syrk``, half the work of ``(a w A)ᵀA`` (they were a fifth of a
-        mean-field solve at d = 50, P = 100, with 4·10⁵ samples an iteration)."""
-        from scipy.linalg.blas import dsyrk
+        mean-field solve at d = 50, P = 100, with 4·10⁵ samples an iteration).  numpy's
+        ``x.T @ x`` is a ``syrk`` (it fills the other triangle itself) and releases the
+        GIL, so the groups run side by side; scipy's ``dsyrk`` wrapper holds the GIL."""
         r = np.sqrt(self.w if a is None else self.w * a)
 
         def group(_, sl):
             lo, hi = self.bounds[sl.start]
-            x = r[lo:hi, None] * A[lo:hi]            # C order: x.T is Fortran, no copy
-            C = dsyrk(1.0, x.T)                      # upper triangle of x.T @ x
-            return C + np.triu(C, 1).T
+            x = r[lo:hi, None] * A[lo:hi]
+            return x.T @ x
 
         return np.array(self._by_group(group))
 
