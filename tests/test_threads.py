@@ -5,7 +5,17 @@ import threading
 
 import pytest
 
-from msa_engine.threads import run_split, split_rows, usable_cores
+from msa_engine.threads import blas_limit, run_split, split_rows, usable_cores
+
+
+def _blas_threads() -> list[int]:
+    """Threads of every BLAS library loaded, scipy's (numba's, loaded by any kernel
+    call) included."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401
+
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas"]
 
 
 def test_split_rows_covers_every_row_once():
@@ -37,13 +47,7 @@ def test_run_split_runs_each_slice_in_its_own_thread_and_keeps_order():
 
 
 def test_run_split_reraises_and_restores_blas_threads():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    import scipy.linalg.cython_blas  # noqa: F401 - numba's BLAS, loaded by any kernel call
-
-    def blas():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
-                if i["user_api"] == "blas"]
-
+    blas = _blas_threads
     before = blas()
     inside = []
 
@@ -67,15 +71,7 @@ def test_run_split_on_fewer_threads_than_slices_gives_the_same_results():
 
 
 def test_blas_limit_nested_in_two_threads_restores_the_count_once_both_are_out():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    import scipy.linalg.cython_blas  # noqa: F401
-
-    from msa_engine.threads import blas_limit
-
-    def blas():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
-                if i["user_api"] == "blas"]
-
+    blas = _blas_threads
     before = blas()
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
@@ -105,12 +101,6 @@ def test_blas_limit_nested_in_two_threads_restores_the_count_once_both_are_out()
 def test_a_single_slice_still_gets_its_blas_threads():
     """One worker (one chain group, e.g. a single chain with threads = cores) runs with
     the BLAS threads asked for, as the sampler driver's spare cores are given to BLAS."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    import scipy.linalg.cython_blas  # noqa: F401
-
-    def blas():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
-                if i["user_api"] == "blas"]
-
+    blas = _blas_threads
     for n in (1, 2):
         assert run_split(lambda i, s: blas(), [slice(0, 1)], blas=n) == [[n] * len(blas())]
