@@ -165,6 +165,9 @@ def test_independence_move_is_thinned_where_it_is_never_accepted():
     y = p.data.y_train
     s = T.TiltedSampler(p, chains=64, seed=1)
     assert s._ind_every == 1
+    s.sample(y, 0.8, draws=20, thin=2, burn_in=40)      # not allowed (the anneal's default)
+    assert s.acceptance[1] < T.IND_MIN_ACCEPT and s._ind_every == 1
+    s.thin_independence = True                           # allowed (the solver's target χ)
     s.sample(y, 0.8, draws=20, thin=2, burn_in=40)
     assert s.acceptance[1] < T.IND_MIN_ACCEPT and s._ind_every == T.IND_PROBE_EVERY
     s.sample(0.1 * y, 0.8, draws=20, thin=2, burn_in=40)
@@ -193,6 +196,7 @@ def test_chains_split_between_threads_give_the_same_states(monkeypatch):
     runs = []
     for threads in (1, 3):
         s = T.TiltedSampler(p, chains=64, seed=2, threads=threads)
+        s.thin_independence = True
         outs = [s.sample(t * y, 0.8, draws=10, thin=2, burn_in=15) for t in (0.1, 1.0)]
         runs.append((outs, s.Z.copy(), s.acceptance, s._ind_every))
     assert runs[1][3] == T.IND_PROBE_EVERY

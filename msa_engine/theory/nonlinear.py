@@ -888,11 +888,13 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
         except MSAError:   # diverged or could not backtrack: a shorter χ step may not
             ok, noise = False, 0.0
         if not ok and noise > o["stage_precision"] and _grow(st, o):
-            # the samples, not the χ step, are the problem: retry it with more chains,
-            # as many more as the noise asks for
+            # the samples, not the χ step, are the problem: retry it with twice the
+            # chains (not at once by the factor the noise asks for, as at the target:
+            # a stage's few iterations do not decorrelate 8 clones of each chain, and
+            # N = 1000, χ = N failed at χ ≈ 200–320 for seeds 0 and 1 that way)
             st.tbar = snap[0]
             st.sampler.restore(snap[1])
-            st.sampler.grow(o["groups"], _growth(st, o, (noise / o["stage_precision"]) ** 2))
+            st.sampler.grow(o["groups"])
             continue
         if not ok and step > hmin:
             st.tbar = snap[0]
@@ -990,10 +992,14 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
     st, chi_from, warm = _start(problem, sp, tbar0, seed, o)
     loop = name == "one-loop"
     conv = None
+    # at the target χ the measure stays put: a prior proposal that is all but never
+    # accepted may be made less often (not while annealing: tilted.IND_MIN_ACCEPT)
     if not warm:
         _anneal_tree(problem, sp, st, o, callback, chi_from)
+        st.sampler.thin_independence = True
         if loop or o["estimator"] != "mcmc":
             conv = _solve_saddle(problem, sp, st, o, callback)
+    st.sampler.thin_independence = True
     if o["estimator"] != "mcmc":
         # weak tilt (standard scaling): a large Gaussian-IS set beats the chains' MC error
         # by far; where its ESS fraction is too low (mean field), fall back to MCMC

@@ -18,9 +18,10 @@ followed, optionally, by an independence move from the prior (accepted with
 ``exp(T' − T)``, ``T = (c/2) s²``; this keeps chains moving between modes when the tilt is
 weak, and costs nothing to correctness when it is strong).  Where the tilt is strong the
 prior's proposals are all but never accepted (d = 50 mean field: acceptance 2e-4 to 1e-3)
-while each costs a second evaluation of the activations, half of a step's time; there the
-move is made only every :data:`IND_PROBE_EVERY`-th step, which keeps measuring its
-acceptance, and again at every step once that rises to :data:`IND_MIN_ACCEPT`.  The
+while each costs a second evaluation of the activations, half of a step's time; there,
+at the solver's target χ (``thin_independence``), the move is made only every
+:data:`IND_PROBE_EVERY`-th step, which keeps measuring its acceptance, and again at every
+step once that rises to :data:`IND_MIN_ACCEPT`.  The
 chains are advanced in slices (:data:`SLICE_CHAINS`) split between the cores.  Random
 numbers are drawn by the caller (normals from a seeded lane stream of
 :mod:`..sampling.rng_numba`, uniforms from a seeded numpy generator) and passed in, so :func:`reference_chunk` replays the very
@@ -63,8 +64,13 @@ BLOCK_NUMBERS = 1 << 21
 SLICE_CHAINS = 128
 # states (at most about) from which the MALA preconditioner is estimated
 PRECONDITIONER_STATES = 1 << 15
-# the independence move is made at every step while its acceptance (measured on the
-# moves made) is at least IND_MIN_ACCEPT, else every IND_PROBE_EVERY-th step
+# where allowed (TiltedSampler.thin_independence: the solver's target χ), the independence
+# move is made at every step while its acceptance (measured on the moves made) is at
+# least IND_MIN_ACCEPT, else every IND_PROBE_EVERY-th step.  Not while annealing: there
+# a rare move is not a useless one (measured, d = 50, N = 1000, χ = N: thinned below 1%
+# or 0.1% acceptance, the anneal failed at χ ≈ 200–460, c = g_aχ/N ≈ 0.2–0.4, for seeds
+# 0 and 1; with the move at every step it solved).  At the d = 50 target its acceptance
+# is 2·10⁻⁴–10⁻³
 IND_MIN_ACCEPT = 0.01
 IND_PROBE_EVERY = 16
 
@@ -540,6 +546,9 @@ class TiltedSampler:
         # across calls so that short calls (the burn-in's) still probe
         self._ind_every = 1 if independence else 0
         self._ind_phase = 0
+        # whether that thinning is allowed: the solver allows it at its target χ only,
+        # where the measure stays put (see IND_MIN_ACCEPT for what it broke in the anneal)
+        self.thin_independence = False
         self.tbar = None
         self.c = None
         self.acceptance = (float("nan"), float("nan"))
@@ -639,7 +648,7 @@ class TiltedSampler:
         if moves:
             acc[1] /= moves
             rate = float(np.mean(acc[1]))
-            if rate >= IND_MIN_ACCEPT:
+            if rate >= IND_MIN_ACCEPT or not self.thin_independence:
                 self._ind_every, self._ind_phase = 1, 0
             elif self._ind_every == 1:
                 self._ind_every, self._ind_phase = IND_PROBE_EVERY, 1
