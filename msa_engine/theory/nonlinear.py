@@ -992,14 +992,13 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
     st, chi_from, warm = _start(problem, sp, tbar0, seed, o)
     loop = name == "one-loop"
     conv = None
-    # at the target χ the measure stays put: a prior proposal that is all but never
-    # accepted may be made less often (not while annealing: tilted.IND_MIN_ACCEPT)
     if not warm:
         _anneal_tree(problem, sp, st, o, callback, chi_from)
-        st.sampler.thin_independence = True
-        if loop or o["estimator"] != "mcmc":
-            conv = _solve_saddle(problem, sp, st, o, callback)
+    # at the target χ the measure stays put: a prior proposal that is all but never
+    # accepted may be made less often (not while annealing: tilted.IND_MIN_ACCEPT)
     st.sampler.thin_independence = True
+    if not warm and (loop or o["estimator"] != "mcmc"):
+        conv = _solve_saddle(problem, sp, st, o, callback)
     if o["estimator"] != "mcmc":
         # weak tilt (standard scaling): a large Gaussian-IS set beats the chains' MC error
         # by far; where its ESS fraction is too low (mean field), fall back to MCMC
