@@ -927,7 +927,7 @@ def _refined_length(o: dict, chains: int, k: int) -> tuple[int, int]:
 
 def _grow(st: _State, o: dict) -> bool:
     """Whether the chains may double (``max_chains``); the caller grows them."""
-    return 2 * st.sampler.chains <= o["max_chains"]
+    return _growth(st, o, 2.0) > 0
 
 
 def _growth(st: _State, o: dict, need: float) -> int:
