@@ -40,6 +40,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ..special import erf_gauss_row
 from .rng_numba import (LANES, STATE_WORDS, complete_rejected, draw_normals, fast_normal,
                          lane_words, normals_needed, uniform, words_needed)
 
@@ -96,27 +97,33 @@ def _scale_add_sq(g, cg, x, px, xc, s, h):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def _act_inplace(code, H, D, want_d):  # pragma: no cover - numba
-    """``H ← φ(H)`` and, if ``want_d``, ``D ← φ'(H)`` in one pass (no allocation)."""
+    """``H ← φ(H)`` and, if ``want_d``, ``D ← φ'(H)`` (D may be H when not ``want_d``)."""
     n0, n1 = H.shape
     if code == 0:
         if want_d:
             D[:, :] = 1.0
         return
-    for i in range(n0):
+    if code == 1:
+        # one vectorised pass a row (msa_engine.special): libm's erf and exp, element by
+        # element, were most of an erf step at every size
+        buf, g, kb = np.empty(n1), np.empty(n1), np.empty(n1, dtype=np.int64)
+        for i in range(n0):
+            erf_gauss_row(H[i], buf, g, kb)
+            for j in range(n1):
+                H[i, j] = buf[j]
+            if want_d:
+                for j in range(n1):
+                    D[i, j] = _TWO_OVER_SQRT_PI * g[j]
+        return
+    for i in range(n0):          # ReLU
         for j in range(n1):
-            h = H[i, j]
-            if code == 1:
-                H[i, j] = math.erf(h)
+            if H[i, j] > 0.0:
                 if want_d:
-                    D[i, j] = _TWO_OVER_SQRT_PI * math.exp(-h * h)
+                    D[i, j] = 1.0
             else:
-                if h > 0.0:
-                    if want_d:
-                        D[i, j] = 1.0
-                else:
-                    H[i, j] = 0.0
-                    if want_d:
-                        D[i, j] = 0.0
+                H[i, j] = 0.0
+                if want_d:
+                    D[i, j] = 0.0
 
 
 @njit(cache=True, nogil=True)
