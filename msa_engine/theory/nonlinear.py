@@ -652,6 +652,7 @@ class _State:
     tbar: np.ndarray
     log: list
     tau: float = 0.0      # autocorrelation time of s² (MALA steps) at the last iterate
+    final_length: tuple = (0, 0)   # (draws, thin) the last final run kept
 
 
 def _c(problem: Problem) -> float:
@@ -704,9 +705,10 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         # lagging K stalls (measured: erf d = 50, τ ≈ 140 MALA steps against 30)
         burn = max(o["burn_in"] if burn_in is None else burn_in,
                    min(math.ceil(2.0 * st.tau), o["max_burn_in"]))
-        Z = st.sampler.sample(st.tbar, c, draws, o["thin"], burn)
+        kept, thin = _kept(st.tau, draws, o["thin"])
+        Z = st.sampler.sample(st.tbar, c, kept, thin, burn)
         S = _Samples(st.sampler, Z, st.tbar, c, o["groups"], test=False)
-        st.tau = o["thin"] * pooled_autocorr_time(S.s.reshape(Z.shape[0], -1) ** 2)
+        st.tau = thin * pooled_autocorr_time(S.s.reshape(Z.shape[0], -1) ** 2)
         est = _Estimator(problem, sp, S, full=False)
         if loop:
             est.loop_setup()
@@ -796,8 +798,9 @@ def residual_noise(problem: Problem, r_se: np.ndarray) -> float:
 def _final(problem: Problem, sp: Spectral, st: _State, o: dict, loop: bool,
            draws: int | None = None, thin: int | None = None):
     c = _c(problem)
-    Z = st.sampler.sample(st.tbar, c, draws or o["final_draws"], thin or o["thin"],
-                          o["final_burn_in"])
+    draws, thin = _kept(st.tau, draws or o["final_draws"], thin or o["thin"])
+    st.final_length = (draws, thin)
+    Z = st.sampler.sample(st.tbar, c, draws, thin, o["final_burn_in"])
     S = _Samples(st.sampler, Z, st.tbar, c, o["groups"])
     est = _Estimator(problem, sp, S)
     reps = {"train": None, "test": None}
@@ -910,6 +913,23 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
         log_chi = nxt
         path.append((log_chi, st.tbar.copy()))
         h = min(hmax, 1.5 * h)             # widen again after a stage that converged
+
+
+# states kept per autocorrelation time of s²: at d = 50 (τ ≈ 250 MALA steps) an iteration
+# kept every second step, 100 states per τ that carry hardly more than 8 do, and their
+# estimates (φ of every state, three P×P products) were a quarter of the time at the
+# target χ
+KEPT_PER_TAU = 8
+MIN_KEPT = 8
+
+
+def _kept(tau: float, draws: int, thin: int) -> tuple[int, int]:
+    """``(draws, thin)`` for a run of the same ``draws·thin`` steps that keeps a state
+    every ≈ τ/KEPT_PER_TAU steps (a multiple of ``thin``) where that is sparser, and at
+    least MIN_KEPT states (or ``draws``, if fewer) per chain."""
+    f = max(1, int(tau // (KEPT_PER_TAU * thin)))
+    f = max(1, min(f, draws // MIN_KEPT))
+    return draws // f, thin * f
 
 
 def _refined_length(o: dict, chains: int, k: int) -> tuple[int, int]:
@@ -1048,8 +1068,9 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
         conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
-                          "test_mean_jackknife": reps["test"], "final_draws": draws,
-                          "final_thin": thin})
+                          "test_mean_jackknife": reps["test"],
+                          "final_draws": st.final_length[0],
+                          "final_thin": st.final_length[1]})
 
 
 def tree(problem: Problem, sp: Spectral | None = None, callback: Callback = None,
