@@ -21,6 +21,12 @@ class MSAError(ValueError):
         super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"), *args)
 
 
+class NotNormalisable(MSAError):
+    """A tilted measure that does not exist at the t̄ asked for (THEORY §6: ReLU's, or the
+    linear one, beyond its existence bound).  Solvers catch it to say which iterate got
+    there."""
+
+
 class Cancelled(Exception):
     """Raised by a progress callback to stop a long computation cooperatively."""
 

@@ -132,8 +132,9 @@ def test_relu_tree_level_at_chi_sqrt_n_solves_and_beats_nngp(task, seed):
     3.75, mean z² 1.56 and 2.48) but not on train points (mean z² 9.9 and 7.3: the
     finite-N corrections that the one loop would add).  Not asserted: that agreement
     (one measurement each, and not a claim of the theory at intermediate χ), and the
-    one loop, which fails here with "... no damped step keeps the ReLU tilted measure
-    normalisable" (Hermite) or a loop saddle outside the existence region (XOR)."""
+    one loop, which fails here with "... the ReLU tilted measure's existence bound ..."
+    (Hermite: no damped step keeps it inside, or an accepted iterate is later found
+    beyond it) or a loop saddle outside the existence region (XOR)."""
     p = _problem(task, chi=math.sqrt(N))
     sim = simulate(p, "marginal", chains=4, steps=20_000, burn_in=1000, thin=2, seed=seed,
                    chunk=5000)
@@ -154,3 +155,26 @@ def test_relu_tree_level_at_chi_sqrt_n_solves_and_beats_nngp(task, seed):
     if task == "hermite":   # the one loop's failure is a one-line reason, not a number
         with pytest.raises(MSAError, match="existence bound"):
             NL.one_loop(p, seed=2, tbar0=tree.tbar)
+
+
+def test_an_iterate_found_beyond_the_bound_later_is_a_one_line_reason(monkeypatch):
+    """The bound is searched for anew at every sampling call, so an iterate accepted just
+    inside it can be found beyond it at the next: the solver says so in one line (it used
+    to surface as the sampler's own message, naming no iterate)."""
+    from msa_engine.errors import NotNormalisable
+    p = _problem("hermite", chi=math.sqrt(N))
+    calls = {"n": 0}
+    real = T.TiltedSampler.sample
+
+    def sample(self, tbar, c, draws, *args, **kwargs):
+        calls["n"] += draws == 16        # the iterations' calls (the warm start's draw 4)
+        if calls["n"] == 2:
+            raise NotNormalisable("the ReLU tilted measure is not normalisable (test)")
+        return real(self, tbar, c, draws, *args, **kwargs)
+
+    monkeypatch.setattr(T.TiltedSampler, "sample", sample)
+    with pytest.raises(MSAError, match="existence bound") as err:   # no anneal: at the target
+        NL.tree(p, seed=1, tbar0=0.1 * p.data.y_train, chains=64, max_chains=64, groups=16,
+                draws=16, final_draws=32)
+    assert "\n" not in str(err.value) and "iterate lies beyond" in str(err.value)
+    assert not isinstance(err.value, NotNormalisable)

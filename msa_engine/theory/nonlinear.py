@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..diagnostics import pooled_autocorr_time
-from ..errors import MSAError
+from ..errors import MSAError, NotNormalisable
 from ..problem import Problem
 from ..results import Callback, IterationRecord, TheoryResult
 from ..threads import run_split, usable_cores
@@ -706,7 +706,13 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         burn = max(o["burn_in"] if burn_in is None else burn_in,
                    min(math.ceil(2.0 * st.tau), o["max_burn_in"]))
         kept, thin = _kept(st.tau, draws, o["thin"])
-        Z = st.sampler.sample(st.tbar, c, kept, thin, burn)
+        try:
+            Z = st.sampler.sample(st.tbar, c, kept, thin, burn)
+        except NotNormalisable:
+            # the bound is searched for anew at every call (from the chains' states): an
+            # iterate accepted next to it can be found beyond it later
+            raise MSAError(_beyond_bound(stage, net.chi, loop,
+                                         "an iterate lies beyond")) from None
         S = _Samples(st.sampler, Z, st.tbar, c, o["groups"], test=False)
         st.tau = thin * pooled_autocorr_time(S.s.reshape(Z.shape[0], -1) ** 2)
         est = _Estimator(problem, sp, S, full=False)
@@ -756,11 +762,8 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         if callback:
             callback(rec)
         if new is None:
-            raise MSAError(
-                f"the {stage} iteration at chi = {net.chi:.4g}: no damped step keeps the ReLU "
-                "tilted measure normalisable (its saddle lies at or beyond the measure's "
-                "existence bound, THEORY §6); use "
-                + ("the tree level, " if loop else "") + "a smaller chi or a larger kappa")
+            raise MSAError(_beyond_bound(stage, net.chi, loop,
+                                         "no damped step keeps it within"))
         first = rec.residual if first is None else first
         if rec.residual > 50 * max(first, 1e-3) or not np.all(np.isfinite(delta)):
             raise MSAError(
@@ -780,6 +783,13 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         if done:
             return targets, True, noise
     return targets, False, noise
+
+
+def _beyond_bound(stage: str, chi: float, loop: bool, what: str) -> str:
+    """The one-line reason of a saddle that the ReLU measure's existence bound stops."""
+    return (f"the {stage} iteration at chi = {chi:.4g}: {what} the ReLU tilted measure's "
+            "existence bound (its saddle lies at or beyond it, THEORY §6); use "
+            + ("the tree level, " if loop else "") + "a smaller chi or a larger kappa")
 
 
 def _mean_z2(x: np.ndarray, se: np.ndarray) -> float:
@@ -916,10 +926,14 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
 
 
 # states kept per autocorrelation time of s²: at d = 50 (τ ≈ 250 MALA steps) an iteration
-# kept every second step, 100 states per τ that carry hardly more than 8 do, and their
-# estimates (φ of every state, three P×P products) were a quarter of the time at the
-# target χ
-KEPT_PER_TAU = 8
+# kept every second step, and the estimates on them (φ of every state, three P×P
+# products) were a quarter of the time at the target χ.  s² is the slowest mode, not the
+# only one: other entries of K decorrelate in far fewer steps, and with 8 states per τ
+# (every ≈ 24th step) the saddles of seeds 1 and 2 were visibly less precise (fresh
+# residual mean z² 10.9 — a failure — and 4.9, against 1.6 for seed 0); with 32 (every
+# 8th–12th step) seeds 0–4 gave 1.6, 1.4, 5.4, 3.6, 1.4, and seeds 2 and 3 kept at every
+# second step 4.0 and 4.1
+KEPT_PER_TAU = 32
 MIN_KEPT = 8
 
 
@@ -993,15 +1007,26 @@ def _start(problem: Problem, sp: Spectral, tbar0, seed, o):
     return _State(sampler, tbar, []), problem.network.chi, True
 
 
-def _solve_saddle(problem, sp, st, o, callback, loop=False):
-    """Iterate at the target χ, then average the last Newton targets at full sample size."""
+def _solve_saddle(problem, sp, st, o, callback, loop=False, grown=False):
+    """Iterate at the target χ, then average the last Newton targets at full sample size.
+    ``grown``: the chains were just cloned from a saddle solved at this χ, so the short
+    iterations that bring t̄ near the saddle are skipped (at d = 50 they were 2 of the
+    re-solve's 7 iterations)."""
     stage = "one-loop" if loop else "tree"
-    _iterate(problem, sp, st, o, o["draws"], o["maxiter"], 2, stage, callback, loop=loop)
+    if not grown:
+        _iterate(problem, sp, st, o, o["draws"], o["maxiter"], 2, stage, callback, loop=loop)
     targets, conv, _ = _iterate(problem, sp, st, o, o["final_draws"],
                                 max(o["average"], 2) + 4, max(o["average"], 2), stage,
                                 callback, loop=loop, burn_in=o["final_burn_in"])
     k = min(len(targets), o["average"])
-    st.tbar = np.mean(targets[-k:], axis=0)
+    tbar = np.mean(targets[-k:], axis=0)
+    try:     # the targets are undamped Newton steps: for ReLU they can leave the region
+        st.sampler.check(tbar, _c(problem))
+    except NotNormalisable:
+        raise MSAError(_beyond_bound(stage, problem.network.chi, loop,
+                                     "the average of its last Newton targets lies beyond")
+                       ) from None
+    st.tbar = tbar
     return conv
 
 
@@ -1065,7 +1090,7 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
         # still imprecise or inconsistent: chains that mix slowly are not helped by
         # longer runs nearly as much as by more chains; re-solve with more of them
         st.sampler.grow(o["groups"], jump or _growth(st, o, (noise / o["precision"]) ** 2))
-        conv = _solve_saddle(problem, sp, st, o, callback, loop=loop)
+        conv = _solve_saddle(problem, sp, st, o, callback, loop=loop, grown=True)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
                           "test_mean_jackknife": reps["test"],

@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit
 from scipy.special import erf as _erf, ndtr
 
-from ..errors import MSAError
+from ..errors import MSAError, NotNormalisable
 from ..problem import Problem
 from ..sampling.rng_numba import fill_normal, seed_states, words_needed
 from ..special import erf_gauss_row
@@ -529,7 +529,8 @@ class TiltedSampler:
         if self.geom.activation == "linear":   # Gaussian: exists while c|Aᵀt̄|² < 1
             val = c * float(np.sum((self.geom.A.T @ tbar) ** 2))
             if val >= RELU_MARGIN:
-                raise MSAError(f"the linear tilted measure is not normalisable (c s = {val:.4g})")
+                raise NotNormalisable(
+                    f"the linear tilted measure is not normalisable (c s = {val:.4g})")
             return
         if self.geom.activation != "relu":
             return
@@ -545,7 +546,7 @@ class TiltedSampler:
         self._relu_dirs = np.concatenate(found)
         self.relu_bound = (c * lo, c * up)
         if c * lo >= RELU_MARGIN:
-            raise MSAError(
+            raise NotNormalisable(
                 "the ReLU tilted measure is not normalisable: (g_a chi/N)(g_w/d) "
                 f"max_|u|=1 (tbar.relu(X u))^2 >= {c * lo:.4g} (must be < 1); "
                 "anneal with a finer chi grid or increase kappa")
