@@ -45,8 +45,9 @@ _ERFCX_LARGE = np.array([
 # its Taylor polynomial of degree 13 (truncation < 4e-18); k is rounded by adding
 # 1.5·2^52, whose low bits then hold it, and 2^k is built from those bits in a second,
 # integer pass (AVX2 has no packed double → int64 conversion).  Largest relative error
-# against numpy's exp on |h| ≤ 30: 2.2e-16.  x is clamped at −700 (exp(−700) ≈ 1e−304
-# stands for the exact 0 below it).
+# against numpy's exp where h² ≤ 700: 2.2e-16.  x is clamped at −700: for h² > 700 the
+# value is exp(−700) ≈ 1e−304 in place of the true one (< 1e−304, 0 beyond h² ≈ 745),
+# which only enters erf' and 1 − e·t·p, where it is negligible.
 _INV_LN2 = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
@@ -61,7 +62,9 @@ def erf_gauss_row(h, phi, gauss, kbits):  # pragma: no cover - numba
     (``kbits``: int64 scratch of the same size), in three branch-free passes that LLVM
     vectorises: 8 against 16–24 ns an element for a scalar libm exp and a branch.
     Both erf polynomials (see the note above the coefficients) are evaluated and one is
-    selected; NaN stays NaN."""
+    selected; NaN stays NaN.  ``h`` must not share memory with ``phi``, ``gauss`` or
+    ``kbits`` (the first pass writes scratch into ``phi`` and ``gauss``, the last reads
+    ``h`` again)."""
     n = h.size
     for a in range(n):                # exp(r) and the rounded k (phi holds k + 1.5·2^52)
         x = max(-h[a] * h[a], -700.0)

@@ -711,7 +711,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         except NotNormalisable:
             # the bound is searched for anew at every call (from the chains' states): an
             # iterate accepted next to it can be found beyond it later
-            raise MSAError(_beyond_bound(stage, net.chi, loop,
+            raise MSAError(_beyond_bound(problem, stage, loop,
                                          "an iterate lies beyond")) from None
         S = _Samples(st.sampler, Z, st.tbar, c, o["groups"], test=False)
         st.tau = thin * pooled_autocorr_time(S.s.reshape(Z.shape[0], -1) ** 2)
@@ -762,7 +762,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
         if callback:
             callback(rec)
         if new is None:
-            raise MSAError(_beyond_bound(stage, net.chi, loop,
+            raise MSAError(_beyond_bound(problem, stage, loop,
                                          "no damped step keeps it within"))
         first = rec.residual if first is None else first
         if rec.residual > 50 * max(first, 1e-3) or not np.all(np.isfinite(delta)):
@@ -785,11 +785,13 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
     return targets, False, noise
 
 
-def _beyond_bound(stage: str, chi: float, loop: bool, what: str) -> str:
-    """The one-line reason of a saddle that the ReLU measure's existence bound stops."""
-    return (f"the {stage} iteration at chi = {chi:.4g}: {what} the ReLU tilted measure's "
-            "existence bound (its saddle lies at or beyond it, THEORY §6); use "
-            + ("the tree level, " if loop else "") + "a smaller chi or a larger kappa")
+def _beyond_bound(problem: Problem, stage: str, loop: bool, what: str) -> str:
+    """The one-line reason of a saddle that the tilted measure's existence bound stops
+    (ReLU's, or the linear measure's: THEORY §6)."""
+    act = "ReLU" if problem.network.activation == "relu" else problem.network.activation
+    return (f"the {stage} iteration at chi = {problem.network.chi:.4g}: {what} the {act} "
+            "tilted measure's existence bound (its saddle lies at or beyond it, THEORY §6); "
+            "use " + ("the tree level, " if loop else "") + "a smaller chi or a larger kappa")
 
 
 def _mean_z2(x: np.ndarray, se: np.ndarray) -> float:
@@ -929,18 +931,19 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
 # kept every second step, and the estimates on them (φ of every state, three P×P
 # products) were a quarter of the time at the target χ.  s² is the slowest mode, not the
 # only one: other entries of K decorrelate in far fewer steps, and with 8 states per τ
-# (every ≈ 24th step) the saddles of seeds 1 and 2 were visibly less precise (fresh
+# (every ≈ 20th–30th step) the saddles of seeds 1 and 2 were visibly less precise (fresh
 # residual mean z² 10.9 — a failure — and 4.9, against 1.6 for seed 0); with 32 (every
-# 8th–12th step) seeds 0–4 gave 1.6, 1.4, 5.4, 3.6, 1.4, and seeds 2 and 3 kept at every
-# second step 4.0 and 4.1
+# 6th–12th step at τ ≈ 250–400) seeds 0–4 gave 1.6, 1.4, 5.4, 3.6, 1.4, and seeds 2 and 3
+# kept at every second step 4.0 and 4.1
 KEPT_PER_TAU = 32
 MIN_KEPT = 8
 
 
 def _kept(tau: float, draws: int, thin: int) -> tuple[int, int]:
-    """``(draws, thin)`` for a run of the same ``draws·thin`` steps that keeps a state
-    every ≈ τ/KEPT_PER_TAU steps (a multiple of ``thin``) where that is sparser, and at
-    least MIN_KEPT states (or ``draws``, if fewer) per chain."""
+    """``(draws, thin)`` for a run of at most ``draws·thin`` steps (shorter by less than
+    ``f·thin``, f the thinning factor) that keeps a state every ≈ τ/KEPT_PER_TAU steps (a
+    multiple of ``thin``) where that is sparser, and at least MIN_KEPT states (or
+    ``draws``, if fewer) per chain."""
     f = max(1, int(tau // (KEPT_PER_TAU * thin)))
     f = max(1, min(f, draws // MIN_KEPT))
     return draws // f, thin * f
@@ -1023,7 +1026,7 @@ def _solve_saddle(problem, sp, st, o, callback, loop=False, grown=False):
     try:     # the targets are undamped Newton steps: for ReLU they can leave the region
         st.sampler.check(tbar, _c(problem))
     except NotNormalisable:
-        raise MSAError(_beyond_bound(stage, problem.network.chi, loop,
+        raise MSAError(_beyond_bound(problem, stage, loop,
                                      "the average of its last Newton targets lies beyond")
                        ) from None
     st.tbar = tbar
@@ -1090,7 +1093,10 @@ def _theory(name, problem, sp, callback, tbar0, seed, options):
         # still imprecise or inconsistent: chains that mix slowly are not helped by
         # longer runs nearly as much as by more chains; re-solve with more of them
         st.sampler.grow(o["groups"], jump or _growth(st, o, (noise / o["precision"]) ** 2))
-        conv = _solve_saddle(problem, sp, st, o, callback, loop=loop, grown=True)
+        # the short iterations are skipped only where the saddle was consistent and the
+        # chains grow for noise alone
+        conv = _solve_saddle(problem, sp, st, o, callback, loop=loop,
+                             grown=bool(conv) and z2 < RESIDUAL_Z2_MAX)
     return _result(name, problem, sp, st, est, full, se, var, conv, o, seed, t0,
                    extra={"estimator": "mcmc", "train_mean_jackknife": reps["train"],
                           "test_mean_jackknife": reps["test"],

@@ -20,8 +20,8 @@ DEFAULTS = {
     "max_chains": 2048,    # ... doubled (clones within groups) while noise stops a stage
     "max_samples": 2 ** 20,  # chains × final draws at most (memory: P doubles a sample)
     "groups": 16,          # independent replicas (blocks of chains) for standard errors
-    "draws": 48,           # kept states per chain per iteration while annealing
-    "final_draws": 192,    # kept states per chain per iteration at the target
+    "draws": 48,           # run length per iteration while annealing: draws × thin steps
+    "final_draws": 192,    # ... at the target (states kept every ≈ τ/32 steps at least)
     "thin": 2,
     "burn_in": 30,         # steps after each t̄ update while iterating (at least 2τ of s²)
     "max_burn_in": 1000,   # ... but not more
