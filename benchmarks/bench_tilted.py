@@ -20,6 +20,7 @@ import numpy as np
 import msa_engine as msa
 from msa_engine.diagnostics import mcse_mean, pooled_autocorr_time
 from msa_engine.theory import tilted as T
+from msa_engine.theory.nonlinear import _c
 
 
 def _time(fn, args_fn, reps):
@@ -74,8 +75,7 @@ def _gaussian_fits(Z, symmetric):
     if not symmetric:
         return [(Z.mean(0)[None], np.linalg.cholesky(np.cov(Z.T) + jitter))]
     M2 = Z.T @ Z / Z.shape[0]
-    v = np.linalg.eigh(M2)[1][:, -1]
-    F = Z * np.where(Z @ v >= 0, 1.0, -1.0)[:, None]
+    F = T.fold_mirror_modes(Z)
     mu = F.mean(0)
     return [(np.zeros((1, m)), np.linalg.cholesky(M2 + jitter)),
             (np.stack([mu, -mu]), np.linalg.cholesky(np.cov(F.T) + jitter))]
@@ -152,7 +152,7 @@ def mixing(problem, tbar, chains: int = 512, seed: int = 1, warm: int = 2000,
     (``independence_acceptance``), and elliptical slice sampling (``tau_ess`` in
     iterations, ``ess_evals`` density evaluations an iteration; a MALA step is about two
     evaluations' cost, its gradient being the second product)."""
-    c = problem.network.g_a * problem.network.chi / problem.network.N
+    c = _c(problem)
     tbar = np.ascontiguousarray(tbar, dtype=float)
     sp = T.TiltedSampler(problem, chains=chains, seed=seed)
     for _ in range(max(1, warm // 500)):

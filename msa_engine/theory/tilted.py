@@ -479,6 +479,14 @@ def relu_tilt_bound(A: np.ndarray, tbar: np.ndarray, starts: int = 1024,
     return best, up ** 2
 
 
+def fold_mirror_modes(Z: np.ndarray) -> np.ndarray:
+    """States of a measure with p(z) = p(−z) (odd φ), each flipped to the side of the top
+    eigenvector of their second moment, so that the two mirror modes fold into one."""
+    M2 = Z.T @ Z / Z.shape[0]
+    v = np.linalg.eigh(M2)[1][:, -1]
+    return Z * np.where(Z @ v >= 0, 1.0, -1.0)[:, None]
+
+
 # --------------------------------------------------------------------------- the sampler
 class TiltedSampler:
     """Persistent MALA chains on ``p_t̄`` for one problem (all χ, all t̄).
@@ -689,9 +697,7 @@ class TiltedSampler:
         # final run (they cost 6% of a d = 50 solve): every k-th, with every chain
         Z = Z[::max(1, Z.shape[0] // PRECONDITIONER_STATES)]
         if self.geom.code != 2:      # p(z) = p(−z): fold the two mirror modes together
-            M2 = Z.T @ Z / Z.shape[0]
-            v = np.linalg.eigh(M2)[1][:, -1]
-            Z = Z * np.where(Z @ v >= 0, 1.0, -1.0)[:, None]
+            Z = fold_mirror_modes(Z)
         cov = np.cov(Z.T).reshape(m, m)
         cov = 0.5 * (cov + cov.T) + 1e-3 * np.trace(cov) / m * np.eye(m)
         try:
