@@ -118,22 +118,30 @@ THEORY_KEYS = ("train_mean", "test_mean", "train_discrepancy", "test_discrepancy
 
 
 def _max_rel(a, b) -> float:
+    """``max|a − b| / max(|a|, |b|)`` over an array: the difference relative to the
+    array's scale (norm-wise, ∞-norm; for scalars the plain relative difference).
+    Element by element, a test mean of −0.0041 among values up to 3.6 differed by
+    1.1e-12 relative (5e-15 absolute, 1.5e-15 of the array's scale) between two
+    machines' BLAS: that measures cancellation in one small entry, not reproduction."""
     if a is None or b is None:
         return 0.0 if a is None and b is None else math.inf
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape:
         return math.inf
-    scale = np.maximum(np.abs(a), np.abs(b))
-    diff = np.abs(a - b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1), 0.0)
-    return float(np.max(rel)) if rel.size else 0.0
+    if not a.size:
+        return 0.0
+    scale = float(max(np.max(np.abs(a)), np.max(np.abs(b))))
+    diff = float(np.max(np.abs(a - b)))
+    if not math.isfinite(diff):    # a NaN or an infinity on either side
+        return 0.0 if np.array_equal(a, b, equal_nan=True) else math.inf
+    return diff / scale if scale > 0 else 0.0
 
 
 def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
     """Recompute every entry of ``session`` and report whether it is reproduced.
 
-    Theories must agree to ``rtol`` relative (sweep entries are recomputed
+    Theories must agree to ``rtol`` relative to each quantity's scale (:func:`_max_rel`;
+    sweep entries are recomputed
     along the same annealing chain).  Simulations must agree bit for bit with
     the same seed, and in any case within error bars (|z| ≤ 4.5).
     """

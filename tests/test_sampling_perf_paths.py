@@ -416,7 +416,7 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
         assert xi2 == pytest.approx(float(z @ z), rel=1e-13)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 20, 33, kn.SMALL_SPD - 1, kn.SMALL_SPD, 60])
+@pytest.mark.parametrize("n", [1, 2, 5, 20, 33, kn.SMALL_SPD - 1, kn.SMALL_SPD, 60, 200])
 def test_spd_inverse_and_log_determinant_match_lapack(n):
     """The written-out small SPD inverse (rows of L⁻¹ by axpys, then L⁻ᵀL⁻¹) and the
     LAPACK path above :data:`SMALL_SPD` against numpy: log det, inverse, exact

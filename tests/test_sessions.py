@@ -2,6 +2,7 @@
 resume, replay --rerun and compare (issue: sessions and the headless CLI)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -261,10 +262,26 @@ def test_replay_rerun_detects_a_tampered_number(tmp_path, cfg_path, capsys):
     rep = json.loads(capsys.readouterr().out)["rerun"]
     assert rep["reproduced"] and all(e["max_rel_diff"] <= 1e-12 for e in rep["entries"])
     doc = json.loads(path.read_text())
-    doc["entries"][3]["summary"]["test_mean"][0] *= 1 + 1e-9
+    tm = doc["entries"][3]["summary"]["test_mean"]
+    tm[int(np.argmax(np.abs(tm)))] *= 1 + 1e-9
     path.write_text(json.dumps(doc))
     assert main(["replay", str(path), "--rerun"]) == 1
     assert "NOT reproduced" in capsys.readouterr().out
+
+
+def test_rerun_compares_each_quantity_at_its_own_scale():
+    """Reproduction is judged relative to an array's largest magnitude: a 5e-15
+    difference in an entry 1000 times smaller than the rest (another machine's BLAS
+    rounding) is reproduced; 1e-9 of the array's scale, or a NaN on one side, is not."""
+    from msa_engine.analysis import _max_rel
+    a = np.array([3.6, -0.0041, 1.2])
+    assert _max_rel(a, a + [0.0, 5e-15, 0.0]) == pytest.approx(5e-15 / 3.6)
+    assert _max_rel(a, a * (1 + np.array([0.0, 0.0, 1e-9]))) > 1e-12 * 100
+    assert _max_rel(a, np.array([3.6, np.nan, 1.2])) == math.inf
+    assert _max_rel(np.array([np.nan]), np.array([np.nan])) == 0.0
+    assert _max_rel(2.0, 2.0 * (1 + 1e-11)) == pytest.approx(1e-11, rel=1e-3)
+    assert _max_rel(None, None) == 0.0 and _max_rel(None, 1.0) == math.inf
+    assert _max_rel(np.zeros(2), np.zeros(3)) == math.inf
 
 
 def test_sweep_cli_json_and_bad_arguments(tmp_path, cfg_path, capsys):
