@@ -104,3 +104,31 @@ def test_a_single_slice_still_gets_its_blas_threads():
     blas = _blas_threads
     for n in (1, 2):
         assert run_split(lambda i, s: blas(), [slice(0, 1)], blas=n) == [[n] * len(blas())]
+
+
+@pytest.mark.parametrize("entry", ["solve", "anneal"])
+def test_theories_run_on_one_blas_thread_whatever_numpy_was_given(entry):
+    """msa.solve and msa.anneal hold BLAS at one thread (a script that imported numpy
+    before msa_engine has one per core): a Monte Carlo saddle's path follows the
+    rounding, which differs between one thread and two (measured at d = 50, see
+    theory._one_blas_thread); the caller's count is restored afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import msa_engine as msa
+
+    data = msa.make_data({"task": "linear", "d": 8, "P": 12, "P_test": 4, "seed": 1})
+    p = msa.Problem(data, msa.Network.make("linear", N=50, g_w=1.0, g_a=1.0, kappa=0.1,
+                                           chi=10.0))
+    seen = []
+
+    def callback(rec):
+        seen.append(_blas_threads())
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        assert all(n == 2 for n in before)
+        if entry == "solve":
+            msa.solve(p, "tree", callback=callback)
+        else:
+            msa.anneal(p, "tree", [1.0, 10.0], callback=callback)
+        assert _blas_threads() == before
+    assert seen and all(n == 1 for b in seen for n in b)

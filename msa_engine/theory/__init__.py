@@ -7,6 +7,7 @@ each saddle warm-started from the previous one.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 from ..errors import MSAError
 from ..problem import Problem
 from ..resources import check_solve
+from ..threads import blas_limit
 from ..results import Callback, IterationRecord, TheoryResult
 from .exact import exact
 from .gp import Spectral
@@ -101,6 +103,24 @@ def _monte_carlo_options(problem: Problem, theory: str, options: dict) -> dict:
     return {}
 
 
+def _one_blas_thread(fn):
+    """Run ``fn`` with one BLAS thread, whatever numpy was given.  Speed (README,
+    Performance: a 2-thread ``eigh`` at P = 2000 took 6.3 s against 1.1 s on one thread
+    while another job held the second core) and reproducibility: OpenBLAS rounds a
+    product differently on one thread and on two, and a Monte Carlo saddle's path follows
+    the rounding (measured, d = 50 mean-field erf tree, same seed: test mean −1.7637 ±
+    0.023 after 98 iterations on one thread, −1.7325 ± 0.026 after 78 on two), so a
+    session's tree level would not reproduce on a machine with another core count.  The
+    CLI and the TUI import msa_engine before numpy and get one thread anyway; a script
+    that imported numpy first had one per core."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with blas_limit(1):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_one_blas_thread
 def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callback = None,
            sp: Spectral | None = None, tbar0: np.ndarray | None = None,
            seed: int | None = None, options: dict | None = None) -> list[TheoryResult]:
@@ -144,6 +164,7 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
     return out
 
 
+@_one_blas_thread
 def solve(problem: Problem, theory: str, *, seed: int | None = None,
           callback: Callback = None, anneal_factor: float | None = None,
           options: dict | None = None) -> TheoryResult:
