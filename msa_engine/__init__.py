@@ -20,6 +20,12 @@ import os as _os
 # This takes effect only when numpy is imported after us (the CLI, the TUI,
 # sweep workers) and never overrides a user's own setting.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# whether that holds for every BLAS this process loads (numpy not loaded before us, the
+# variable "1"): threads.blas_limit(1) is then a no-op that imports nothing
+import sys as _sys  # noqa: E402
+
+_BLAS_ONE_THREAD_AT_LOAD = ("numpy" not in _sys.modules
+                            and _os.environ.get("OPENBLAS_NUM_THREADS") == "1")
 
 __version__ = "0.1.0"
 

@@ -128,13 +128,18 @@ def _max_rel(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape:
         return math.inf
-    if not a.size:
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if np.any(nan_a != nan_b):            # a NaN on one side only
+        return math.inf
+    differ = (a != b) & ~nan_a            # equal entries (infinities included) and NaN pairs agree
+    if not np.any(differ):
         return 0.0
-    scale = float(max(np.max(np.abs(a)), np.max(np.abs(b))))
-    diff = float(np.max(np.abs(a - b)))
-    if not math.isfinite(diff):    # a NaN or an infinity on either side
-        return 0.0 if np.array_equal(a, b, equal_nan=True) else math.inf
-    return diff / scale if scale > 0 else 0.0
+    ad, bd = a[differ], b[differ]
+    if not (np.all(np.isfinite(ad)) and np.all(np.isfinite(bd))):
+        return math.inf
+    finite = np.isfinite(a) & np.isfinite(b)
+    scale = float(max(np.max(np.abs(a[finite])), np.max(np.abs(b[finite]))))
+    return float(np.max(np.abs(ad - bd))) / scale
 
 
 def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:

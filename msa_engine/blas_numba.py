@@ -10,52 +10,47 @@ Cholesky factor the samplers need anyway for log det (n³/3), where the Cholesky
 - :func:`spd_inverse` ``out = A⁻¹`` and ``log det A`` (``dpotrf`` + ``dpotri``).
 
 How.  ``scipy.linalg.cython_blas`` / ``cython_lapack`` export their functions as
-capsules (the Fortran ABI: every argument by pointer, 32-bit integers); numba itself
-takes ``dgemm`` from there.  Their addresses are registered with LLVM under fixed
-names at import, and the kernels call them as external symbols, so that the kernels
-stay ``cache=True``: a cached kernel is linked by name when it is loaded, in a process
-that has imported this module (a ``ctypes`` function object would bake the address
-into the code, and numba refuses to cache that).  Pointers are passed as ``intp``,
-which has a pointer's size and calling convention on every platform numba supports.
+capsules (the Fortran ABI: every argument by pointer, 32-bit integers, no hidden string
+lengths); numba itself takes ``dgemm`` from there.  Their addresses are registered with
+LLVM under fixed names at import, and the kernels call them as external symbols, so that
+the kernels stay ``cache=True``: a cached kernel is linked by name when it is loaded, in
+a process that has imported this module (a ``ctypes`` function object would bake the
+address into the code, and numba refuses to cache that).  Arguments are passed as
+``x.ctypes`` (a ``void*`` that holds a reference to its array): passed as the integer
+``x.ctypes.data``, the address was an array's last use, and numba freed the small scratch
+arrays before the routine read them (seen in the LLVM IR; with glibc's malloc perturbed,
+``dsyrk`` then refused its first argument — tests/test_blas_numba.py runs that check).
 All arrays passed must be C-contiguous (checked).
+
+numba's cache is keyed on each function's own source file: a kernel elsewhere that calls
+these keeps its cached code when only this file changes.  A change here must come with a
+content change in the calling modules (``sampling/kernels_numba.py``), or users' caches
+must be cleared.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import llvmlite.binding as _llvm
 import numpy as np
-import scipy.linalg.cython_blas as _cython_blas
-import scipy.linalg.cython_lapack as _cython_lapack
 from numba import njit, types
+from numba.extending import get_cython_function_address
 
 _PREFIX = "msa_engine_"
 
 
-def _capsule_address(module, name: str) -> int:
-    """The address of a Cython-exported function (``module.__pyx_capi__[name]``)."""
-    capsule = module.__pyx_capi__[name]
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype = ctypes.c_char_p
-    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-
-
-def _external(module, name: str, nargs: int):
+def _external(module: str, name: str, nargs: int):
     symbol = _PREFIX + name
-    _llvm.add_symbol(symbol, _capsule_address(module, name))
-    return types.ExternalFunction(symbol, types.void(*([types.intp] * nargs)))
+    _llvm.add_symbol(symbol, get_cython_function_address(module, name))
+    return types.ExternalFunction(symbol, types.void(*([types.voidptr] * nargs)))
 
 
 # dsyrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
-_dsyrk = _external(_cython_blas, "dsyrk", 10)
+_dsyrk = _external("scipy.linalg.cython_blas", "dsyrk", 10)
 # dpotrf(uplo, n, a, lda, info), dpotri(uplo, n, a, lda, info)
-_dpotrf = _external(_cython_lapack, "dpotrf", 5)
-_dpotri = _external(_cython_lapack, "dpotri", 5)
+_dpotrf = _external("scipy.linalg.cython_lapack", "dpotrf", 5)
+_dpotri = _external("scipy.linalg.cython_lapack", "dpotri", 5)
 
 
 @njit(cache=True, nogil=True)
@@ -87,9 +82,9 @@ def _syrk(A, out, alpha, rows):  # pragma: no cover - numba
     scal = np.empty(2)
     scal[0] = alpha
     scal[1] = 0.0
-    _dsyrk(chars[0:].ctypes.data, chars[1:].ctypes.data, ints[0:].ctypes.data,
-           ints[1:].ctypes.data, scal[0:].ctypes.data, A.ctypes.data, ints[2:].ctypes.data,
-           scal[1:].ctypes.data, out.ctypes.data, ints[3:].ctypes.data)
+    _dsyrk(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
+           scal[0:].ctypes, A.ctypes, ints[2:].ctypes, scal[1:].ctypes, out.ctypes,
+           ints[3:].ctypes)
     for i in range(n):
         for j in range(i):
             out[j, i] = out[i, j]
@@ -112,9 +107,9 @@ def gram_cols(A, out, alpha):  # pragma: no cover - numba
 def spd_inverse(A, out):  # pragma: no cover - numba
     """``out = A⁻¹`` (exactly symmetric) for a symmetric positive-definite ``A``; returns
     ``log det A``.  Cholesky (``dpotrf``) then its inverse (``dpotri``), in ``out``;
-    ``A`` is left alone.  Raises ``LinAlgError`` when ``A`` is not positive definite, as
-    ``np.linalg.cholesky`` does.  (A symmetric C array is its own Fortran transpose, so
-    Fortran's lower triangle is the C upper one.)"""
+    ``A`` is left alone.  Raises ``LinAlgError`` when ``A`` holds a NaN or an infinity, or
+    is not positive definite, as ``np.linalg.cholesky`` does (LAPACK itself would pass a
+    NaN through, and read one triangle only: the C upper one, Fortran's lower)."""
     if not out.flags.c_contiguous:
         raise ValueError("spd_inverse: out must be C-contiguous")
     n = A.shape[0]
@@ -124,22 +119,23 @@ def spd_inverse(A, out):  # pragma: no cover - numba
         return 0.0
     for i in range(n):
         for j in range(n):
-            out[i, j] = A[i, j]
+            v = A[i, j]
+            if not math.isfinite(v):
+                raise np.linalg.LinAlgError("Array must not contain infs or NaNs")
+            out[i, j] = v
     uplo = np.empty(1, dtype=np.uint8)
     uplo[0] = 76                        # 'L'
     ints = np.empty(3, dtype=np.int32)  # n, lda, info
     ints[0] = n
     ints[1] = n
     ints[2] = 0
-    _dpotrf(uplo.ctypes.data, ints[0:].ctypes.data, out.ctypes.data, ints[1:].ctypes.data,
-            ints[2:].ctypes.data)
+    _dpotrf(uplo.ctypes, ints[0:].ctypes, out.ctypes, ints[1:].ctypes, ints[2:].ctypes)
     if ints[2] != 0:
         raise np.linalg.LinAlgError("Matrix is not positive definite.")
     logdet = 0.0
     for i in range(n):
         logdet += 2.0 * math.log(out[i, i])
-    _dpotri(uplo.ctypes.data, ints[0:].ctypes.data, out.ctypes.data, ints[1:].ctypes.data,
-            ints[2:].ctypes.data)
+    _dpotri(uplo.ctypes, ints[0:].ctypes, out.ctypes, ints[1:].ctypes, ints[2:].ctypes)
     if ints[2] != 0:      # a zero diagonal of the factor: singular after all
         raise np.linalg.LinAlgError("Matrix is not positive definite.")
     for i in range(n):

@@ -40,6 +40,9 @@ def blas_limit(n: int):
     limit, and the last one out restores the count (set and restored unserialised, a
     second caller could save the first one's limit and restore it for good)."""
     global _CTL
+    if n == 1 and _one_thread_by_environment():
+        yield
+        return
     with _CTL_LOCK:
         if _ACTIVE[1] == 0:
             ctx = contextlib.nullcontext()
@@ -66,6 +69,30 @@ def blas_limit(n: int):
             if _ACTIVE[1] == 0:
                 ctx, _ACTIVE[0], _ACTIVE[2] = _ACTIVE[2], None, None
                 ctx.__exit__(None, None, None)
+
+
+def _one_thread_by_environment() -> bool:
+    """Whether every BLAS of this process runs one thread without being told: msa_engine
+    was imported before numpy with ``OPENBLAS_NUM_THREADS=1`` (the CLI, the TUI, sweep
+    workers), numpy's BLAS is OpenBLAS, and nothing has changed thread counts since
+    (threadpoolctl not imported).  Then :func:`blas_limit` ``(1)`` need not build its
+    controller, which imports scipy.linalg (0.28 s: a linear ``msa solve`` imports
+    neither scipy nor numba)."""
+    import sys  # noqa: PLC0415
+
+    from . import _BLAS_ONE_THREAD_AT_LOAD  # noqa: PLC0415
+    if not _BLAS_ONE_THREAD_AT_LOAD or "threadpoolctl" in sys.modules:
+        return False
+    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        return False
+    np = sys.modules.get("numpy")
+    if np is None:
+        return True
+    try:
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return "openblas" in str(blas).lower()
 
 
 def split_rows(n: int, threads: int, min_rows: int) -> list[slice]:

@@ -1,6 +1,12 @@
 """The BLAS/LAPACK routines numba lacks (msa_engine.blas_numba) against numpy, from
 compiled callers as the kernels use them."""
 
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from numba import njit
@@ -75,3 +81,50 @@ def test_marginal_factor_matches_numpy(P, N):
     np.testing.assert_allclose(K, Kref, rtol=0, atol=1e-13 * np.max(np.abs(Kref)))
     np.testing.assert_allclose(Ainv, np.linalg.inv(A), rtol=1e-9, atol=1e-12)
     assert logdet == pytest.approx(np.linalg.slogdet(A)[1], rel=1e-12)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc tunables")
+def test_scratch_arrays_outlive_the_calls_with_malloc_perturbed():
+    """The small arrays holding a call's scalars must live until the routine has read
+    them.  Passed as the integer ``x.ctypes.data``, numba freed them before the call;
+    with glibc's per-thread cache off and freed memory overwritten (MALLOC_PERTURB_),
+    ``dsyrk`` then refused its first argument and returned NaN, and ``dpotri`` an SPD
+    matrix.  A fresh process, so that the environment reaches malloc."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from msa_engine import blas_numba as bn
+        from tests.test_blas_numba import _factor_of
+        rng = np.random.default_rng(0)
+        for m, k in ((5, 9), (40, 30)):
+            A = rng.standard_normal((m, k))
+            r, c = np.empty((m, m)), np.empty((k, k))
+            bn.gram_rows(A, r, 1.0)
+            bn.gram_cols(A, c, 1.0)
+            assert np.allclose(r, A @ A.T) and np.allclose(c, A.T @ A), "gram"
+        for n in (3, 60):
+            B = rng.standard_normal((n, n + 2))
+            S = B @ B.T / n + 0.1 * np.eye(n)
+            out = np.empty((n, n))
+            ld = bn.spd_inverse(S, out)
+            assert np.allclose(out, np.linalg.inv(S)), "spd_inverse"
+            assert np.isclose(ld, np.linalg.slogdet(S)[1]), "logdet"
+        K, Ainv, ld = _factor_of(rng.standard_normal((60, 40)), 0.8, 0.1)
+        assert np.all(np.isfinite(K)) and np.all(np.isfinite(Ainv)), "factor"
+        print("ok")
+    """)
+    env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0",
+           "MALLOC_PERTURB_": "165"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+def test_spd_inverse_refuses_nan_and_infinity():
+    n = 50
+    A = np.eye(n)
+    for bad in (np.nan, np.inf):
+        B = A.copy()
+        B[7, 3] = bad
+        with pytest.raises(np.linalg.LinAlgError, match="infs or NaNs"):
+            bn.spd_inverse(B, np.empty((n, n)))

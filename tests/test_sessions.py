@@ -279,6 +279,10 @@ def test_rerun_compares_each_quantity_at_its_own_scale():
     assert _max_rel(a, a * (1 + np.array([0.0, 0.0, 1e-9]))) > 1e-12 * 100
     assert _max_rel(a, np.array([3.6, np.nan, 1.2])) == math.inf
     assert _max_rel(np.array([np.nan]), np.array([np.nan])) == 0.0
+    # NaN pairs and equal infinities agree; rounding elsewhere is judged at the finite scale
+    assert _max_rel(np.array([np.nan, 2.0, np.inf]),
+                    np.array([np.nan, 2.0 + 4e-15, np.inf])) == pytest.approx(2e-15)
+    assert _max_rel(np.array([np.inf, 1.0]), np.array([-np.inf, 1.0])) == math.inf
     assert _max_rel(2.0, 2.0 * (1 + 1e-11)) == pytest.approx(1e-11, rel=1e-3)
     assert _max_rel(None, None) == 0.0 and _max_rel(None, 1.0) == math.inf
     assert _max_rel(np.zeros(2), np.zeros(3)) == math.inf

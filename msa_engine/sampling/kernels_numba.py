@@ -9,7 +9,8 @@ Python threads (chains are independent once the step size is frozen).
 
 Speed (issue 7): every matrix product is a BLAS call (``np.dot`` with an ``out``
 buffer on contiguous float64 arrays; the symmetric ones, ``ΦΦᵀ`` and ``WᵀW``, by
-``syrk``, and SPD inverses by ``potrf``/``potri``, from :mod:`..blas_numba`), the elementwise work is fused into single
+``syrk``, and SPD inverses by ``potrf``/``potri``, from :mod:`..blas_numba` — whose
+changes reach these cached kernels only with a change to this file), the elementwise work is fused into single
 loops, and all per-step arrays live in per-chain workspaces allocated once by the
 sampler, so a step allocates nothing of size ``P×N`` or ``N×d``.  The linear full
 sampler never forms ``XWᵀ``: with ``φ(h) = h``, ``f = X(Wᵀa)`` and
