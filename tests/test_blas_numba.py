@@ -128,3 +128,27 @@ def test_spd_inverse_refuses_nan_and_infinity():
         B[7, 3] = bad
         with pytest.raises(np.linalg.LinAlgError, match="infs or NaNs"):
             bn.spd_inverse(B, np.empty((n, n)))
+
+
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("n,m", [(1, 1), (5, 3), (40, 70)])
+def test_lower_mul_matches_numpy_and_ignores_the_upper_triangle(left, transpose, n, m):
+    rng = np.random.default_rng(n + 3 * m)
+    L = np.tril(rng.standard_normal((n, n)))
+    Lg = L.copy()
+    Lg[np.triu_indices(n, 1)] = np.nan          # not read
+    op = L.T if transpose else L
+    B = rng.standard_normal((n, m) if left else (m, n))
+    ref = op @ B if left else B @ op
+    got = B.copy()
+    bn.lower_mul(Lg, got, left, transpose)
+    assert np.max(np.abs(got - ref)) <= 1e-13 * max(1.0, np.max(np.abs(ref))) * n
+
+
+def test_lower_mul_refuses_mismatched_or_strided_arrays():
+    L = np.eye(4)
+    with pytest.raises(ValueError, match="shapes"):
+        bn.lower_mul(L, np.ones((3, 5)), True, False)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        bn.lower_mul(L, np.ones((4, 6))[:, ::2], True, False)

@@ -9,7 +9,8 @@ Python threads (chains are independent once the step size is frozen).
 
 Speed (issue 7): every matrix product is a BLAS call (``np.dot`` with an ``out``
 buffer on contiguous float64 arrays; the symmetric ones, ``ΦΦᵀ`` and ``WᵀW``, by
-``syrk``, and SPD inverses by ``potrf``/``potri``, from :mod:`..blas_numba` — whose
+``syrk``, the triangular ones by ``trmm``, and SPD inverses by ``potrf``/``potri``,
+from :mod:`..blas_numba` — whose
 changes reach these cached kernels only with a change to this file), the elementwise work is fused into single
 loops, and all per-step arrays live in per-chain workspaces allocated once by the
 sampler, so a step allocates nothing of size ``P×N`` or ``N×d``.  The linear full
@@ -42,7 +43,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..blas_numba import gram_cols, gram_rows, spd_inverse
+from ..blas_numba import gram_cols, gram_rows, lower_mul, spd_inverse
 from ..special import erf_gauss_row
 from .rng_numba import (LANES, STATE_WORDS, complete_rejected, draw_normals, fast_normal,
                          lane_words, normals_needed, uniform, words_needed)
@@ -288,7 +289,11 @@ def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW, Wc, s,
     N, d = W.shape
     c = g_a / N
     gram_cols(W, S, 1.0)               # syrk: half of gemm's multiply-adds
-    Q = np.dot(Lb.T, np.dot(S, Lb))
+    # L_bᵀ S L_b and, below, L_b T⁻¹ L_bᵀ by triangular products (trmm: d³ each, where
+    # two gemms were 2d³ each; ≈ 2 of 25 ms a step at d = 200 on a slow host)
+    Q = S.copy()
+    lower_mul(Lb, Q, False, False)
+    lower_mul(Lb, Q, True, True)
     T = np.empty((d, d))
     ck = c / kappa
     for i in range(d):
@@ -301,7 +306,9 @@ def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW, Wc, s,
     for i in range(d):
         wq += w0[i] * q[i]
     yAy = (wpar[1] + wq) / kappa
-    B = np.dot(np.dot(Lb, Tinv), Lb.T)
+    B = Tinv.copy()
+    lower_mul(Lb, B, True, False)
+    lower_mul(Lb, B, False, True)
     v = np.dot(Lb, q)
     b1 = 0.5 / kappa
     b2 = 0.5 * chi / (kappa * kappa)
