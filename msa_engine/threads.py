@@ -18,8 +18,10 @@ from typing import Callable
 
 _CTL = None
 _CTL_LOCK = threading.Lock()
-# the BLAS limit in force: (threads, how many callers are inside it, its context)
-_ACTIVE: list = [None, 0, None]
+# the thread counts asked for by the callers inside blas_limit (the lowest holds), and
+# the limiter that restores the count from before the first of them
+_REQUESTS: list = []
+_RESTORE: list = [None]
 
 
 def usable_cores() -> int:
@@ -30,45 +32,78 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _controller():
+    """The BLAS thread controller (made once, under the lock), or None without
+    threadpoolctl."""
+    global _CTL
+    if _CTL is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - threadpoolctl is a scipy dependency
+            return None
+        # the controller sees the BLAS libraries loaded when it is made: load the one
+        # numba's kernels call (scipy's) first, beside numpy's
+        import scipy.linalg.cython_blas  # noqa: F401, PLC0415
+        _CTL = ThreadpoolController().select(user_api="blas")
+    return _CTL
+
+
+def _take_control() -> None:
+    """Let this thread set OpenBLAS's process-wide count.  threadpoolctl (≥ 3.6) lets
+    only the thread that first set it change it, and silently ignores the others: a
+    simulation's worker thread asking for two threads while the main thread had set a
+    count got none of it.  Every change here is made under :data:`_CTL_LOCK`."""
+    try:
+        from threadpoolctl import OpenBLASController  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - older threadpoolctl: no such rule
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+def _apply(n: int) -> None:
+    """Set every BLAS to ``n`` threads (under the lock); the first change made while
+    callers are inside is kept, to restore the count from before them at the end."""
+    ctl = _controller()
+    if ctl is None or all(lib.num_threads == n for lib in ctl.lib_controllers):
+        return
+    _take_control()
+    limiter = ctl.limit(limits=n)
+    if _RESTORE[0] is None:
+        _RESTORE[0] = limiter
+
+
 @contextlib.contextmanager
 def blas_limit(n: int):
     """Context setting the BLAS thread count to ``n`` for its duration, and back
     afterwards; a no-op when it already is ``n`` (e.g. one thread under
     ``OPENBLAS_NUM_THREADS=1``, which msa_engine sets when imported before numpy) or
-    when threadpoolctl is missing.  The setting is process-wide: callers in several
-    threads at once (the TUI runs a solve beside a simulation) share the first one's
-    limit, and the last one out restores the count (set and restored unserialised, a
-    second caller could save the first one's limit and restore it for good)."""
-    global _CTL
+    when threadpoolctl is missing.  The setting is process-wide: while callers in
+    several threads are inside at once (the TUI runs a solve beside a simulation), the
+    lowest count any of them asked for holds — a theory's one thread (for
+    reproducibility, :func:`msa_engine.theory._one_blas_thread`) over a simulation's
+    spare cores, which the solve's own thread occupies anyway — and when the last one
+    leaves, the count from before the first is restored."""
+    n = int(n)
     if n == 1 and _one_thread_by_environment():
         yield
         return
     with _CTL_LOCK:
-        if _ACTIVE[1] == 0:
-            ctx = contextlib.nullcontext()
-            try:
-                from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-            except ImportError:  # pragma: no cover - threadpoolctl is a scipy dependency
-                ThreadpoolController = None
-            if ThreadpoolController is not None:
-                if _CTL is None:
-                    # the controller sees the BLAS libraries loaded when it is made: load
-                    # the one numba's kernels call (scipy's) first, beside numpy's
-                    import scipy.linalg.cython_blas  # noqa: F401, PLC0415
-                    _CTL = ThreadpoolController().select(user_api="blas")
-                if not all(lib.num_threads == n for lib in _CTL.lib_controllers):
-                    ctx = _CTL.limit(limits=n)
-            ctx.__enter__()
-            _ACTIVE[0], _ACTIVE[2] = n, ctx
-        _ACTIVE[1] += 1
+        _REQUESTS.append(n)
+        _apply(min(_REQUESTS))
     try:
         yield
     finally:
         with _CTL_LOCK:
-            _ACTIVE[1] -= 1
-            if _ACTIVE[1] == 0:
-                ctx, _ACTIVE[0], _ACTIVE[2] = _ACTIVE[2], None, None
-                ctx.__exit__(None, None, None)
+            _REQUESTS.remove(n)
+            if _REQUESTS:
+                _apply(min(_REQUESTS))
+            elif _RESTORE[0] is not None:
+                _take_control()
+                _RESTORE[0].restore_original_limits()
+                _RESTORE[0] = None
+                _take_control()      # and leave the count to whoever sets it next
 
 
 def _one_thread_by_environment() -> bool:

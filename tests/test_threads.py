@@ -152,3 +152,41 @@ def test_a_linear_solve_from_the_cli_side_imports_neither_scipy_nor_numba():
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_the_lowest_count_asked_for_holds_while_callers_overlap():
+    """A simulation holding two BLAS threads (spare cores) and a theory entering with one
+    (reproducibility) in another thread: one thread while both are inside, two again
+    when the theory leaves, the count from before when both have left."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = _blas_threads
+    sim_in, theory_done, sim_may_leave = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def simulation():
+        with blas_limit(2):
+            seen["simulation alone"] = blas()
+            sim_in.set()
+            theory_done.wait(10)
+            seen["simulation after the theory left"] = blas()
+            sim_may_leave.wait(10)
+
+    def theory():
+        sim_in.wait(10)
+        with blas_limit(1):
+            seen["both inside"] = blas()
+        theory_done.set()
+
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
+        before = blas()
+        ts = [threading.Thread(target=f) for f in (simulation, theory)]
+        for t in ts:
+            t.start()
+        theory_done.wait(20)
+        sim_may_leave.set()
+        for t in ts:
+            t.join(20)
+        assert blas() == before
+    assert all(n == 2 for n in seen["simulation alone"])
+    assert all(n == 1 for n in seen["both inside"])
+    assert all(n == 2 for n in seen["simulation after the theory left"])

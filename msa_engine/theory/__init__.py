@@ -112,10 +112,9 @@ def _one_blas_thread(fn):
     0.023 after 98 iterations on one thread, −1.7325 ± 0.026 after 78 on two), so a
     session's tree level would not reproduce on a machine with another core count.  The
     CLI and the TUI import msa_engine before numpy and get one thread anyway; a script
-    that imported numpy first had one per core.  The limit is process-wide and shared
-    (:func:`..threads.blas_limit`): a solve that starts while a simulation in another
-    thread holds more BLAS threads (a single chain on two cores, in the TUI) runs with
-    that count, and its Monte Carlo saddle is then not bit-reproducible."""
+    that imported numpy first had one per core.  The limit is process-wide; beside a
+    simulation in another thread that asked for more (a single chain on two cores, in
+    the TUI) the lower count holds (:func:`..threads.blas_limit`) until the solve ends."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with blas_limit(1):
