@@ -89,7 +89,8 @@ def test_scratch_arrays_outlive_the_calls_with_malloc_perturbed():
     them.  Passed as the integer ``x.ctypes.data``, numba freed them before the call;
     with glibc's per-thread cache off and freed memory overwritten (MALLOC_PERTURB_),
     ``dsyrk`` then refused its first argument and returned NaN, and ``dpotri`` an SPD
-    matrix.  A fresh process, so that the environment reaches malloc."""
+    matrix.  A fresh process, so that the environment reaches malloc; every routine of
+    the module (syrk both ways, potrf/potri, trmm) and a kernel that calls them."""
     code = textwrap.dedent("""
         import numpy as np
         from msa_engine import blas_numba as bn
@@ -110,6 +111,11 @@ def test_scratch_arrays_outlive_the_calls_with_malloc_perturbed():
             assert np.isclose(ld, np.linalg.slogdet(S)[1]), "logdet"
         K, Ainv, ld = _factor_of(rng.standard_normal((60, 40)), 0.8, 0.1)
         assert np.all(np.isfinite(K)) and np.all(np.isfinite(Ainv)), "factor"
+        L = np.tril(rng.standard_normal((30, 30)))
+        B = rng.standard_normal((30, 12))
+        got = B.copy()
+        bn.lower_mul(L, got, True, True)
+        assert np.allclose(got, L.T @ B), "lower_mul"
         print("ok")
     """)
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0",
