@@ -10,10 +10,10 @@ Python threads (chains are independent once the step size is frozen).
 Speed (issue 7): every matrix product is a BLAS call (``np.dot`` with an ``out``
 buffer on contiguous float64 arrays; the symmetric ones, ``ΦΦᵀ`` and ``WᵀW``, by
 ``syrk``, the triangular ones by ``trmm``, and SPD inverses by ``potrf``/``potri``,
-from :mod:`..blas_numba` — whose
-changes reach these cached kernels only with a change to this file), the elementwise work is fused into single
-loops, and all per-step arrays live in per-chain workspaces allocated once by the
-sampler, so a step allocates nothing of size ``P×N`` or ``N×d``.  The linear full
+from :mod:`..blas_numba`, whose changes reach these cached kernels only with a change
+to this file), the elementwise work is fused into single loops, and all per-step
+arrays live in per-chain workspaces allocated once by the sampler, so a step
+allocates nothing of size ``P×N`` or ``N×d``.  The linear full
 sampler never forms ``XWᵀ``: with ``φ(h) = h``, ``f = X(Wᵀa)`` and
 ``∂E/∂W = (χ/κ) a (Xᵀr)ᵀ + (d/g_w)W`` cost ``O((P+N)d)`` instead of ``O(PNd)``.
 The marginal sampler keeps ``Φ, K, (K+κI)⁻¹, t`` of each chain's current state

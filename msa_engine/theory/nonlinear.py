@@ -531,7 +531,7 @@ def _is_iterate(problem, sp, prop, tbar, o, loop, callback, log, stage, check):
             return tbar, False, ess
         try:
             check(tbar + delta)
-        except MSAError:
+        except NotNormalisable:
             return tbar, False, 0.0
         tbar = tbar + delta
         # converged to round-off of the fixed-set map (its MC error is far larger)
@@ -668,7 +668,7 @@ def _shrink_into_existence(sampler: TiltedSampler, tbar: np.ndarray, c: float) -
         try:
             sampler.check(tbar, c)
             return tbar
-        except MSAError:
+        except NotNormalisable:
             tbar = 0.5 * tbar
     return tbar
 
@@ -754,7 +754,7 @@ def _iterate(problem: Problem, sp: Spectral, st: _State, o: dict, draws: int,
                 st.sampler.check(trial, c)
                 new = trial
                 break
-            except MSAError:
+            except NotNormalisable:
                 alpha *= 0.5
         rec = IterationRecord(stage, net.chi, len(st.log) + 1, res,
                               step=float(alpha * np.linalg.norm(delta)), damping=alpha)
