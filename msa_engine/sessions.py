@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 from importlib import resources
 from pathlib import Path

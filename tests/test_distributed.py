@@ -125,7 +125,6 @@ def test_killed_pool_worker_is_retried_and_nothing_is_lost(reference):
 def test_killed_dask_worker_is_retried(reference):
     ex = DaskExecutor("local:2")
     client = ex._connect()
-    stop = threading.Event()
 
     def killer():
         time.sleep(2.0)

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-from numpy.polynomial.hermite_e import hermegauss
 
 import msa_engine as msa
 from msa_engine.theory.gp import ScaleMixture, Spectral

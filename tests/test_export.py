@@ -4,7 +4,6 @@ import csv
 import sys
 from pathlib import Path
 
-import pytest
 
 from msa_engine.cli import main
 from msa_engine.export import FIGURE_NAMES

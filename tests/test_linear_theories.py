@@ -9,7 +9,7 @@ import msa_engine as msa
 from msa_engine.theory.gp import Spectral, gp_mean
 from msa_engine.theory.linear import one_loop_gamma
 
-from .conftest import G_A, G_W, linear_problem, rms
+from .conftest import G_W, linear_problem, rms
 
 NS = (100, 200, 400, 800, 1600)
 

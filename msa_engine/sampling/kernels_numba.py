@@ -341,7 +341,6 @@ def observe_wood(W, S, Tinv, q, X, Xs, Lb, u_slow, g_a, kappa, chi, ftr, fte, vt
     ``K* A⁻¹ K*ᵀ = (c²/κ) U T⁻¹ Uᵀ`` (``U = X* S L_b``), ``tr(A⁻¹K) = d − tr T⁻¹``.
     ``Kacc`` is left alone (see the comment below)."""
     N, d = W.shape
-    P = X.shape[0]
     Ps = Xs.shape[0]
     c = g_a / N
     xt = np.dot(Lb, q) / kappa
@@ -540,7 +539,6 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
     """:func:`observe_cached` computing ``Φ, K, A⁻¹, t`` itself (the full sampler's
     step never forms them)."""
     N, d = W.shape
-    P = X.shape[0]
     Phi = np.dot(X, W.T)
     _act_inplace(code, Phi, Phi, False)
     K, Ainv, _ = _gram(Phi, g_a, kappa)

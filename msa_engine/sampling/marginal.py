@@ -94,7 +94,7 @@ class MarginalSampler:
 
     def refresh(self, state: dict) -> None:
         """Recompute ``E``, ``gW`` and the cached factorisation from ``state["W"]``."""
-        net, data = self.problem.network, self.problem.data
+        net = self.problem.network
         self.ws = self.workspace(state["W"].shape[0])
         kn.marginal_refresh(state["W"], state["E"], state["gW"], *self.ws.values(), *self.wood,
                             self.X, self.y, kn.ACT_CODES[net.activation],

@@ -260,7 +260,7 @@ class _Run:
         self.chunk = chunk
         self.step_size = step_size
         self.sampler = SAMPLERS[sampler](problem)
-        net, data = problem.network, problem.data
+        data = problem.data
         self.X = np.array(data.X_train, dtype=float)
         self.Xs = np.array(data.X_test, dtype=float)
         self.y = np.array(data.y_train, dtype=float)

@@ -18,7 +18,7 @@ from ..errors import MSAError
 from ..problem import Problem
 from ..resources import check_solve
 from ..threads import blas_limit
-from ..results import Callback, IterationRecord, TheoryResult
+from ..results import Callback, IterationRecord, TheoryResult  # noqa: F401 (re-exported)
 from .exact import exact
 from .gp import Spectral
 from . import linear as _linear

@@ -352,7 +352,7 @@ class _Estimator:
                 + a * Ks @ self.Mm + a * c * g_a * s2SP @ self.Mm)
 
     def loop_outputs(self, drop=None):
-        K, Ks = self.K(drop), self.Ks(drop)
+        Ks = self.Ks(drop)
         t = self.tbar
         st = self.loop_step(drop)
         delta = st["delta"]
