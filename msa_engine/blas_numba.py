@@ -36,8 +36,10 @@ import math
 
 import llvmlite.binding as _llvm
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import get_cython_function_address
+
+from .jit import njit
 
 _PREFIX = "msa_engine_"
 

@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from . import __version__
+from . import __version__, jit
 from .errors import Cancelled, MSAError, MSAWarning
 
 # modules contributing subcommands, in help order
@@ -62,9 +62,16 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"msa: warning: {message}", file=sys.stderr)
 
 
+def _note_line(message: str) -> None:
+    print(f"msa: note: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     warnings.simplefilter("always", MSAWarning)
+    # the kernels' first compilation announces itself (msa_engine/jit.py); set without
+    # importing numba, which a linear solve never needs
+    previous_notice = jit.set_reporter(_note_line)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -80,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        jit.set_reporter(previous_notice)
 
 
 def entry_point() -> None:  # console script

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from .jit import njit
 from scipy import stats
 
 __all__ = ["rhat", "ess", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean",

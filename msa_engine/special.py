@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 # erf.  libm's erf cost 23 ns a call, most of an erf chain-step; the
 # sampler needs exp(−h²) anyway (for erf'), and erf(h) = 1 − exp(−h²)·erfcx(h).  Below

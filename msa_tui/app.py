@@ -22,7 +22,7 @@ from textual.widgets import (DataTable, Footer, Header, ProgressBar, RichLog, St
                              TabPane, Tab, Tabs)
 from textual.worker import Worker, WorkerState
 
-from msa_engine import Cancelled, MSAError
+from msa_engine import Cancelled, MSAError, jit
 
 from msa_engine import figures
 
@@ -63,6 +63,15 @@ class JobDone(Message):
     def __init__(self, job: str, summary: str, cancelled: bool = False) -> None:
         super().__init__()
         self.job, self.summary, self.cancelled = job, summary, cancelled
+
+
+class CompileNotice(Message):
+    """numba is compiling the engine's kernels (first run after an install; from the
+    compiling worker thread, through :func:`msa_engine.jit.set_reporter`)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
 
 class MSAApp(App):
@@ -141,6 +150,10 @@ class MSAApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        # a worker's first simulation or non-linear solve may compile the kernels for up
+        # to a minute: say so instead of looking stuck (post_message is thread-safe)
+        self._previous_compile_reporter = jit.set_reporter(
+            lambda text: self.post_message(CompileNotice(text)))
         table = self.query_one("#results", DataTable)
         table.add_columns(*model.COLUMNS)
         self._update_title()
@@ -409,6 +422,13 @@ class MSAApp(App):
             f"  test {model._num(s.get('test_discrepancy'))}")
         self.selected = len(self.session.entries) - 1
         self.refresh_results()
+
+    def on_unmount(self) -> None:
+        jit.set_reporter(getattr(self, "_previous_compile_reporter", None))
+
+    def on_compile_notice(self, msg: CompileNotice) -> None:
+        self.query_one("#log", RichLog).write(f"… {msg.text}")
+        self.notify(msg.text, title="first run", timeout=12)
 
     def on_job_failed(self, msg: JobFailed) -> None:
         self.query_one("#log", RichLog).write(f"✗ {msg.what}: {msg.error}")

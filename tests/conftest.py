@@ -32,6 +32,15 @@ def problem():
     return linear_problem()
 
 
+@pytest.fixture(autouse=True)
+def _compile_notice_given(monkeypatch):
+    """The first-compile notice (msa_engine/jit.py) counts as given: which test compiles a
+    kernel first depends on the order and on the numba cache (cold in CI, warm here), and
+    no test of stderr may depend on that.  tests/test_jit_notice.py tests the notice."""
+    from msa_engine import jit
+    monkeypatch.setattr(jit, "_told", True)
+
+
 def run_and_kill_9(cmd, ready, timeout=180.0, poll=0.05):
     """Start ``cmd`` in its own process group, wait until ``ready()`` is true, then
     SIGKILL the whole group (workers included), as a crash or an OOM killer would."""

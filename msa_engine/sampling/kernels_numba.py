@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..blas_numba import gram_cols, gram_rows, lower_mul, spd_inverse
 from ..special import erf_gauss_row

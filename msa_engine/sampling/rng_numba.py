@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 _R = 3.6541528853610087963519472518        # start of the tail of the 256-layer ziggurat
 _INV_R = 0.27366123732975827203338247596

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 from scipy.special import erf as _erf, ndtr
 
 from ..errors import MSAError, NotNormalisable
