@@ -178,3 +178,16 @@ def test_an_iterate_found_beyond_the_bound_later_is_a_one_line_reason(monkeypatc
                 draws=16, final_draws=32)
     assert "\n" not in str(err.value) and "iterate lies beyond" in str(err.value)
     assert not isinstance(err.value, NotNormalisable)
+
+
+def test_relu_mean_field_stops_with_the_existence_bound_as_its_reason():
+    """Mean field (χ = N) on Hermite at κ = 0.05: the anneal's iterates press against the
+    sampler's margin below the ReLU existence bound (c·M ≥ 0.95·RELU_MARGIN) by χ ≈ 20,
+    and the failure names that cause in one line — not "use more chains", which cannot
+    help (the tree saddle is strictly inside the bound, F being strictly concave, but too
+    close to it for the chains: README, non-linear theory)."""
+    p = _problem("hermite", chi=float(N))
+    with pytest.raises(MSAError, match="press against the ReLU tilted measure's existence "
+                                       "bound") as err:
+        msa.solve(p, "tree", seed=0)
+    assert "\n" not in str(err.value) and "more chains" not in str(err.value)

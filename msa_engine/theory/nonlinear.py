@@ -82,7 +82,7 @@ from ..results import Callback, IterationRecord, TheoryResult
 from ..threads import run_split, usable_cores
 from .gp import Spectral, gp_mean
 from .options import merged_options
-from .tilted import TiltedSampler
+from .tilted import RELU_MARGIN, TiltedSampler
 
 # fresh-sample residual (mean z²) above this: not converged.  With 16 jackknife groups,
 # mean z² of fully correlated t-distributed components has mean 1.15, sd 1.84: 9 is the
@@ -790,8 +790,17 @@ def _beyond_bound(problem: Problem, stage: str, loop: bool, what: str) -> str:
     (ReLU's, or the linear measure's: THEORY §6)."""
     act = "ReLU" if problem.network.activation == "relu" else problem.network.activation
     return (f"the {stage} iteration at chi = {problem.network.chi:.4g}: {what} the {act} "
-            "tilted measure's existence bound (its saddle lies at or beyond it, THEORY §6); "
-            "use " + ("the tree level, " if loop else "") + "a smaller chi or a larger kappa")
+            "tilted measure's existence bound (the sampler stops short of it, at c·M = "
+            f"{RELU_MARGIN:g}, where the measure's radial tail is too heavy to resolve; "
+            "THEORY §6); use " + ("the tree level, " if loop else "")
+            + "a smaller chi or a larger kappa")
+
+
+def _pressed_against_bound(sampler: TiltedSampler) -> bool:
+    """Whether the last ReLU existence check found the iterate within 5% of the sampler's
+    margin: damped steps are then cut by the bound, not by Monte Carlo noise."""
+    b = sampler.relu_bound
+    return b is not None and b[0] >= 0.95 * RELU_MARGIN
 
 
 def _mean_z2(x: np.ndarray, se: np.ndarray) -> float:
@@ -916,6 +925,12 @@ def _anneal_tree(problem, sp, st, o, callback, chi_from):
             st.sampler.restore(snap[1])
             h = 0.5 * step
             continue
+        if not ok and _pressed_against_bound(st.sampler):
+            # ReLU: the steps were cut by the existence bound (mean field at small κ:
+            # c·M reached 0.98 by χ ≈ 10 on the Hermite task, N = 100); more chains or
+            # a finer χ grid do not move it
+            raise MSAError(_beyond_bound(problem.with_chi(math.exp(nxt)), "tree", False,
+                                         "the iterates press against"))
         if not ok:   # fail fast: going on from an unresolved stage only crawls (measured)
             raise MSAError(
                 f"the tree saddle cannot be followed at chi = {math.exp(nxt):.4g}: even a "
