@@ -62,16 +62,12 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"msa: warning: {message}", file=sys.stderr)
 
 
-def _note_line(message: str) -> None:
-    print(f"msa: note: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     warnings.simplefilter("always", MSAWarning)
     # the kernels' first compilation announces itself (msa_engine/jit.py); set without
     # importing numba, which a linear solve never needs
-    previous_notice = jit.set_reporter(_note_line)
+    notice = jit.push_reporter(jit.stderr_note)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -88,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     finally:
-        jit.set_reporter(previous_notice)
+        jit.remove_reporter(notice)
 
 
 def entry_point() -> None:  # console script

@@ -83,7 +83,13 @@ class LocalPoolExecutor:
     def _new_pool(self):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        from . import jit
+        # the workers compile the kernels for themselves; under the command line they
+        # say so on its stderr (msa_engine/jit.py), never under the TUI
+        forward = jit.current_reporter() is jit.stderr_note
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                        initializer=jit.pool_worker_init,
+                                        initargs=(forward,))
         return self.pool
 
     def worker_pids(self) -> list[int]:

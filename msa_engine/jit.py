@@ -8,47 +8,85 @@ non-linear solve compiling them, with nothing on screen, which looks like a hang
 there.  Every module that defines kernels imports ``njit`` from here; the first such
 import registers one listener for numba's ``numba:compile`` event (numba raises it on
 a cache miss only, never on a cache hit).  The first time a kernel of ``msa_engine``
-is compiled, the *reporter* gets :data:`MESSAGE`, once per process.
+is compiled, the latest *reporter* pushed gets :data:`MESSAGE`, once per process.
 
-The engine itself reports nowhere (``reporter`` is ``None``: a library does not print);
-the ``msa`` command line sets one that writes ``msa: note: …`` to stderr, the TUI one
-that shows a notification and a line in its log.  The listener runs in the compiling
-thread (a TUI worker), so a reporter must be thread-safe.
+The engine itself reports nowhere (no reporter pushed: a library does not print); the
+``msa`` command line pushes one (:func:`push_reporter`) that writes ``msa: note: …`` to
+stderr (:func:`stderr_note`; the workers of its local process pool, which compile for
+themselves, too: one line each), the TUI one that shows a notification and a line in its
+log.  Dask workers, in other processes or on other machines, say nothing.  The listener
+runs in the compiling thread (a TUI worker), so a reporter must be thread-safe.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Callable
 
-MESSAGE = ("compiling the numba kernels (first run after installing or upgrading: about a "
-           "minute; later runs load them from the cache)")
+# one line at 100 columns with the CLI's "msa: note: " (a first simulate compiles for
+# 30–50 s, a first non-linear solve ≈ 20–30 s; any later cache miss, e.g. a code path
+# not used before, for seconds)
+MESSAGE = "compiling numba kernels (once after an install or upgrade; up to a minute; cached)"
 
 _lock = threading.Lock()
-_reporter: Callable[[str], None] | None = None
+# the reporters pushed and not yet removed, latest last: the latest gets the notice
+# (a stack with removal by token, so that callers that overlap — a TUI opened from a
+# script, two apps in one process — may end in any order)
+_reporters: list[tuple[object, Callable[[str], None]]] = []
 _told = False
 
 
-def set_reporter(reporter: Callable[[str], None] | None) -> Callable[[str], None] | None:
-    """Make ``reporter`` receive the compile notice (``None``: nobody); returns the
-    previous one, to restore."""
-    global _reporter
+def push_reporter(reporter: Callable[[str], None]) -> object:
+    """Make ``reporter`` receive the compile notice until :func:`remove_reporter` of the
+    token returned."""
+    token = object()
     with _lock:
-        previous, _reporter = _reporter, reporter
-    return previous
+        _reporters.append((token, reporter))
+    return token
+
+
+def remove_reporter(token: object) -> None:
+    """Take back the reporter pushed with ``token`` (wherever it is in the stack)."""
+    with _lock:
+        _reporters[:] = [(t, r) for t, r in _reporters if t is not token]
+
+
+def current_reporter() -> Callable[[str], None] | None:
+    """The reporter that would get the notice now (``None``: nobody)."""
+    with _lock:
+        return _reporters[-1][1] if _reporters else None
+
+
+def stderr_note(message: str) -> None:
+    """The command line's reporter: ``msa: note: …`` on stderr."""
+    print(f"msa: note: {message}", file=sys.stderr, flush=True)
+
+
+def pool_worker_init(forward: bool) -> None:
+    """Initializer of a local process pool's workers (:mod:`msa_engine.executors`): each
+    compiles for itself, and says so on the stderr it shares with the command line when
+    ``forward`` (the parent's reporter was :func:`stderr_note`; never under the TUI,
+    whose screen a worker must not write on)."""
+    if forward:
+        push_reporter(stderr_note)
+
+
+def _ours(func) -> bool:
+    module = str(getattr(func, "__module__", ""))
+    return module == "msa_engine" or module.startswith("msa_engine.")
 
 
 def _compiling(event) -> None:
     global _told
     data = event.data if isinstance(event.data, dict) else {}
-    func = getattr(data.get("dispatcher"), "py_func", None)
-    if not str(getattr(func, "__module__", "")).startswith("msa_engine"):
+    if not _ours(getattr(data.get("dispatcher"), "py_func", None)):
         return
     with _lock:
-        if _told or _reporter is None:
+        if _told or not _reporters:
             return
         _told = True
-        reporter = _reporter
+        reporter = _reporters[-1][1]
     try:
         reporter(MESSAGE)
     except Exception:  # a notice must never break the computation it announces
@@ -58,17 +96,17 @@ def _compiling(event) -> None:
 def _attach() -> None:
     try:
         from numba.core import event
-    except ImportError:  # pragma: no cover - a numba without the event API: no notice
-        return
 
-    class _CompileListener(event.Listener):
-        def on_start(self, ev):
-            _compiling(ev)
+        class _CompileListener(event.Listener):
+            def on_start(self, ev):
+                _compiling(ev)
 
-        def on_end(self, ev):
-            pass
+            def on_end(self, ev):
+                pass
 
-    event.register("numba:compile", _CompileListener())
+        event.register("numba:compile", _CompileListener())
+    except Exception:  # pragma: no cover - a numba without this event API: no notice
+        pass
 
 
 def __getattr__(name: str):

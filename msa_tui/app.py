@@ -67,7 +67,7 @@ class JobDone(Message):
 
 class CompileNotice(Message):
     """numba is compiling the engine's kernels (first run after an install; from the
-    compiling worker thread, through :func:`msa_engine.jit.set_reporter`)."""
+    compiling worker thread, through :func:`msa_engine.jit.push_reporter`)."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -152,7 +152,7 @@ class MSAApp(App):
     def on_mount(self) -> None:
         # a worker's first simulation or non-linear solve may compile the kernels for up
         # to a minute: say so instead of looking stuck (post_message is thread-safe)
-        self._previous_compile_reporter = jit.set_reporter(
+        self._compile_notice = jit.push_reporter(
             lambda text: self.post_message(CompileNotice(text)))
         table = self.query_one("#results", DataTable)
         table.add_columns(*model.COLUMNS)
@@ -424,7 +424,7 @@ class MSAApp(App):
         self.refresh_results()
 
     def on_unmount(self) -> None:
-        jit.set_reporter(getattr(self, "_previous_compile_reporter", None))
+        jit.remove_reporter(getattr(self, "_compile_notice", None))
 
     def on_compile_notice(self, msg: CompileNotice) -> None:
         self.query_one("#log", RichLog).write(f"… {msg.text}")
