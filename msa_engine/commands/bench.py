@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 
+from .. import jit
 from ..errors import MSAError
 
 # The non-linear tree level (issue 6) is not a section: its benchmark
@@ -107,7 +108,10 @@ def machine_info() -> dict:
 
 
 def _note(msg: str) -> None:
-    print(f"msa: note: {msg}", file=sys.stderr)
+    # on a terminal the progress line (_progress, no newline) is cleared first, so that
+    # the note starts a line of its own
+    clear = "\r\033[K" if sys.stderr.isatty() else ""
+    print(f"{clear}msa: note: {msg}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +130,14 @@ def run(args: argparse.Namespace) -> int:
     if args.from_json is not None:
         report = _load_report(args.from_json)
     else:
-        report = collect(sections, args.quick, repeats, sizes, progress, dgemm_n=args.dgemm_n)
+        # a first-compile notice (msa_engine/jit.py) during the in-process sections goes
+        # through _note, past the progress line
+        token = jit.push_reporter(_note)
+        try:
+            report = collect(sections, args.quick, repeats, sizes, progress,
+                             dgemm_n=args.dgemm_n)
+        finally:
+            jit.remove_reporter(token)
     if args.json:
         print_json(report)
         return 0
