@@ -791,8 +791,8 @@ def _beyond_bound(problem: Problem, stage: str, loop: bool, what: str) -> str:
     act = "ReLU" if problem.network.activation == "relu" else problem.network.activation
     return (f"the {stage} iteration at chi = {problem.network.chi:.4g}: {what} the {act} "
             "tilted measure's existence bound (the sampler stops short of it, at c·M = "
-            f"{RELU_MARGIN:g}, where the measure's radial tail is too heavy to resolve; "
-            "THEORY §6); use " + ("the tree level, " if loop else "")
+            f"{RELU_MARGIN:g}, where its tail along the maximising direction is too heavy "
+            "to resolve; THEORY §6); use " + ("the tree level, " if loop else "")
             + "a smaller chi or a larger kappa")
 
 
