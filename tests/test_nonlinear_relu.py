@@ -184,8 +184,8 @@ def test_relu_mean_field_stops_with_the_existence_bound_as_its_reason():
     """Mean field (χ = N) on Hermite at κ = 0.05: the anneal's iterates press against the
     sampler's margin below the ReLU existence bound (c·M ≥ 0.95·RELU_MARGIN) by χ ≈ 20,
     and the failure names that cause in one line — not "use more chains", which cannot
-    help (the tree saddle is strictly inside the bound, F being strictly concave, but too
-    close to it for the chains: README, non-linear theory)."""
+    help (the tree saddle is strictly inside the bound, F being strictly concave, but the
+    chains do not follow the iterates there: README, non-linear theory)."""
     p = _problem("hermite", chi=float(N))
     with pytest.raises(MSAError, match="press against the ReLU tilted measure's existence "
                                        "bound") as err:
