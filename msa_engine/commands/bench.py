@@ -110,8 +110,9 @@ def machine_info() -> dict:
 def _note(msg: str) -> None:
     # on a terminal the progress line (_progress, no newline) is cleared first, so that
     # the note starts a line of its own
-    clear = "\r\033[K" if sys.stderr.isatty() else ""
-    print(f"{clear}msa: note: {msg}", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    jit.stderr_note(msg)
 
 
 def run(args: argparse.Namespace) -> int:
