@@ -29,8 +29,8 @@ from msa_engine.theory import nonlinear as NL
 from msa_engine.theory import tilted as T
 from msa_engine.theory.gp import Spectral, gp_mean
 
-from .nonlinear_support import (N, Z_ORDER, difference, hermite_problem, rms_error, xor_problem,
-                               zscores)
+from .nonlinear_support import (N, Z_ORDER, difference, hermite_problem, rms_error,
+                               simulate_with_batches, xor_problem, zscores)
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +219,6 @@ def test_relu_mean_field_tree_level_agrees_with_simulation(task):
     and agrees with marginal Langevin within combined error bars (|z| ≤ 4, mean z² in
     [0.3, 3]), while the same simulation rejects the NNGP; on Hermite the Σ_W outlier
     excess and its teacher overlap agree too (directional feature learning)."""
-    from .nonlinear_support import simulate_with_batches
     p = _mean_field_problem(task)
     tree = msa.solve(p, "tree", seed=1)
     if task == "hermite":        # (XOR has no teacher direction: no Σ_W overlap)
