@@ -323,3 +323,46 @@ async def test_error_lines_survive_rebuilt_data_fields_and_bad_sections_keep_set
         await pilot.pause()
         err = app.query_one("#err-data-P", Static)
         assert err.display and "data.P must be >= 1" in str(err.render())
+
+
+def _styles_of(app):
+    """Every widget's classes and resolved stylesheet rules."""
+    return [(type(n).__name__, n.id, sorted(n.classes), repr(n.styles.base.get_rules()))
+            for n in app.screen.walk_children(with_self=True)]
+
+
+@run_async
+async def test_start_skips_the_redundant_restyle_and_loses_no_style(isolated, monkeypatch):
+    """Issue 7: the first resume of the default screen does not restyle all its widgets
+    (WorkbenchScreen), the form's widgets are built with the classes Textual would add
+    after mounting (``widgets.compact``), and a full restyle afterwards changes no
+    widget's styles: what was skipped was redundant."""
+    from textual.app import App
+    from textual.screen import Screen
+    from textual.widgets import Button, Checkbox
+
+    restyled = []
+    update = App.update_styles
+
+    def counting(self, node, animate=True):
+        restyled.append(node)
+        return update(self, node, animate)
+
+    monkeypatch.setattr(App, "update_styles", counting)
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert not [n for n in restyled if isinstance(n, Screen)]
+        form = app.query_one("#form")
+        widgets = list(form.query("Input, Checkbox, Button"))
+        assert len(widgets) > 25
+        for w in widgets:
+            assert w not in restyled, w
+            assert w.compact and w.has_class("-textual-compact")
+        assert all(i.has_class("-valid") for i in form.query(Input))
+        assert all(c.has_class("-on") == c.value for c in form.query(Checkbox).results(Checkbox))
+        assert form.query(Button)
+        before = _styles_of(app)
+        app.update_styles(app.screen, animate=False)
+        await pilot.pause()
+        assert _styles_of(app) == before
