@@ -232,18 +232,24 @@ def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, g
     yt = 0.0
     for i in range(P):
         yt += y[i] * t[i]
-    # G = ½A⁻¹ − (χ/2) t tᵀ, built in a P×P scratch, then M = (GΦ) ⊙ φ'
+    # G = ½A⁻¹ − (χ/2) t tᵀ, built in a P×P scratch, then ∂E/∂W ∝ MᵀX, M = (GΦ) ⊙ φ'
     G = np.empty((P, P))
     for i in range(P):
         ti = 0.5 * chi * t[i]
         for j in range(P):
             G[i, j] = 0.5 * Ainv[i, j] - ti * t[j]
-    np.dot(G, Phi, M)
     if nonlin:
+        np.dot(G, Phi, M)
         for i in range(P):
             for j in range(N):
                 M[i, j] *= D[i, j]
-    np.dot(M.T, X, gW)
+        np.dot(M.T, X, gW)
+    else:
+        # φ' = 1: MᵀX = Φᵀ(GX), P²d + NPd multiply-adds against P²N + NPd (small
+        # marginal step, P = 20, d = 30, N = 100: 11 against 15 µs of one slow core)
+        GX = np.empty((P, d))
+        np.dot(G, X, GX)
+        np.dot(Phi.T, GX, gW)
     pw = d / g_w
     sw, rev = _scale_add_sq(gW, 2.0 * g_a / N, W, pw, Wc, s, h)
     return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yt, rev
