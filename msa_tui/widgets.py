@@ -54,20 +54,22 @@ class PlotView(Widget):
 # front with a wrapper around each pair, made 115 of the Setup screen's 208 widgets, and
 # styling widgets is most of the TUI's start (issue 7).
 def compact(widget):
-    """``widget`` (an Input, a Checkbox, a Button) in compact style, set as Textual's Footer sets
-    its own: passed as ``compact=True``, the reactive's first assignment removes then
-    adds the class, and every class change restyles the widget at once, mounted or not
-    (46 restyles, ≈ 0.05 s of the start on a slow host; issue 7)."""
+    """``widget`` (an Input, a Checkbox, a Button) in compact style, set as Textual's
+    Footer sets its own.  Passed as ``compact=True``, the reactive's first assignment
+    adds the class after the widget is built, and every class change restyles the
+    widget at once, mounted or not (with ``-valid`` and ``-on`` below, 56 restyles and
+    ≈ 0.05 s of the start on a slow host; issue 7).  Nothing else in these widgets
+    reads ``compact``."""
     widget.set_reactive(type(widget).compact, True)
     widget.add_class("-textual-compact", update=False)
     return widget
 
 
 def field_row(section: str, key: str, value: str, placeholder: str = "") -> Horizontal:
-    # "-valid": what an Input without validators sets on itself once mounted
+    # "-valid": what an Input without validators sets on itself when given a value
     return Horizontal(Label(LABELS.get(key, key), classes="field-label"),
                       compact(Input(value, placeholder=placeholder, id=f"f-{section}-{key}",
-                                    select_on_focus=False, classes="-valid")),
+                                    select_on_focus=False, classes="-valid" if value else "")),
                       id=f"row-{section}-{key}", classes="field")
 
 

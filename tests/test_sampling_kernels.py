@@ -74,6 +74,21 @@ def test_energies_match_reference():
         np.testing.assert_allclose(ga, gar[c], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("N", [3, 12])
+def test_linear_marginal_gradient_both_product_orders(N):
+    """The linear marginal gradient takes Φᵀ(GX) when d < N and (GΦ)ᵀX otherwise
+    (whichever needs fewer multiply-adds): both against the NumPy reference."""
+    p = tiny("linear", N=N)
+    net, data = p.network, p.data
+    assert (data.d < N) == (N == 12)
+    W = np.random.default_rng(2).standard_normal((1, N, data.d))
+    args = (data.X_train, data.y_train)
+    Er, gr = ref.marginal_energy_grad(W, *args, "linear", net.g_w, net.g_a, net.kappa, net.chi)
+    E, g = kn.marginal_energy_grad(W[0], *args, 0, net.g_w, net.g_a, net.kappa, net.chi)
+    assert E == pytest.approx(Er[0], rel=1e-12)
+    np.testing.assert_allclose(g, gr[0], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("sampler,method,act", [("marginal", "mala", "erf"),
                                                 ("marginal", "ula", "relu"),
                                                 ("marginal", "mala", "linear"),  # Woodbury

@@ -326,8 +326,9 @@ async def test_error_lines_survive_rebuilt_data_fields_and_bad_sections_keep_set
 
 
 def _styles_of(app):
-    """Every widget's classes and resolved stylesheet rules."""
-    return [(type(n).__name__, n.id, sorted(n.classes), repr(n.styles.base.get_rules()))
+    """Every widget's classes and stylesheet rules, its parts' (component classes) too."""
+    return [(type(n).__name__, n.id, sorted(n.classes), n.styles.base.get_rules(),
+             {k: v.get_rules() for k, v in n._component_styles.items()})
             for n in app.screen.walk_children(with_self=True)]
 
 
@@ -341,6 +342,7 @@ async def test_start_skips_the_redundant_restyle_and_loses_no_style(isolated, mo
     from textual.screen import Screen
     from textual.widgets import Button, Checkbox
 
+    from msa_tui.widgets import compact
     restyled = []
     update = App.update_styles
 
@@ -359,10 +361,15 @@ async def test_start_skips_the_redundant_restyle_and_loses_no_style(isolated, mo
         for w in widgets:
             assert w not in restyled, w
             assert w.compact and w.has_class("-textual-compact")
-        assert all(i.has_class("-valid") for i in form.query(Input))
+        assert all(i.has_class("-valid") == bool(i.value) for i in form.query(Input).results(Input))
         assert all(c.has_class("-on") == c.value for c in form.query(Checkbox).results(Checkbox))
         assert form.query(Button)
         before = _styles_of(app)
         app.update_styles(app.screen, animate=False)
         await pilot.pause()
         assert _styles_of(app) == before
+        # compact() leaves a widget as compact=True would
+        for make in (lambda **kw: Input("x", **kw), lambda **kw: Checkbox("x", True, **kw),
+                     lambda **kw: Button("x", **kw)):
+            assert compact(make()).classes == make(compact=True).classes
+            assert compact(make()).compact
