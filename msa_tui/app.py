@@ -29,7 +29,7 @@ from msa_engine import figures
 
 from . import model
 from .model import FormState, Validated
-from .widgets import ParamForm, PlotView
+from .widgets import ParamForm, PlotView, set_text
 
 
 class Record(Message):
@@ -198,7 +198,8 @@ class MSAApp(App):
         if self.jobs and self.ticks % 5 == 0:
             now = time.monotonic()
             running = ", ".join(f"{j} {now - self.job_started.get(j, now):.0f}s" for j in self.jobs)
-            self.query_one("#run-status", Static).update(f"running: {running}  (c to cancel)")
+            # twice a second, in whole seconds: set only when the text changes
+            set_text(self.query_one("#run-status", Static), f"running: {running}  (c to cancel)")
 
     # -- validation --------------------------------------------------------------
     @on(ParamForm.Edited)

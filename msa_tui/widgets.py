@@ -85,6 +85,13 @@ def compact_checkbox(label: str, value: bool, id: str) -> Checkbox:
     return compact(Checkbox(label, value, id=id, classes="-on" if value else ""))
 
 
+def set_text(static: Static, text: str) -> None:
+    """``static.update(text)`` unless it shows ``text`` already (an update lays the
+    screen out again, same text or not)."""
+    if static.content != text:
+        static.update(text)
+
+
 class ParamForm(VerticalScroll):
     """Data/task, network & scaling, theories, simulation and sweep panels."""
 
@@ -200,10 +207,13 @@ class ParamForm(VerticalScroll):
         self._built_task = task
 
     def show_validation(self, v: Validated) -> None:
+        # Runs on every keystroke: a Static's update asks for a layout of the screen even
+        # when its text is the same (one of a keystroke's two layouts, ≈ 20 ms each on a
+        # slow host), so only changed texts are set.
         wanted = {f"{section}-{key}": msg for (section, key), msg in v.errors.items()}
         for name, line in self._error_lines.items():
             if name not in wanted:
-                line.update("")
+                set_text(line, "")
                 line.display = False
         for name, msg in wanted.items():
             line = self._error_lines.get(name)
@@ -215,7 +225,7 @@ class ParamForm(VerticalScroll):
                 line = Static("", id=f"err-{name}", classes="field-error")
                 self._error_lines[name] = line
                 row.parent.mount(line, after=row)
-            line.update(f"✗ {msg}")
+            set_text(line, f"✗ {msg}")
             line.display = True
         for field in self.query(".field Input, .field Select"):
             field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
@@ -224,9 +234,9 @@ class ParamForm(VerticalScroll):
         if net is not None:
             regime = ("standard" if abs(net.chi - 1) < 1e-12 else
                       "mean-field" if abs(net.chi - net.N) < 1e-9 * net.N else "intermediate")
-            view.update(f"χ = {net.chi:.6g}   γ = {net.gamma:.3f}   ({regime}; χ = N^(γ−1))")
+            set_text(view, f"χ = {net.chi:.6g}   γ = {net.gamma:.3f}   ({regime}; χ = N^(γ−1))")
         else:
-            view.update("χ, γ: fix the network fields")
+            set_text(view, "χ, γ: fix the network fields")
 
     # -- events --------------------------------------------------------------
     async def on_select_changed(self, event: Select.Changed) -> None:

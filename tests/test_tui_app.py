@@ -373,3 +373,37 @@ async def test_start_skips_the_redundant_restyle_and_loses_no_style(isolated, mo
                      lambda **kw: Button("x", **kw)):
             assert compact(make()).classes == make(compact=True).classes
             assert compact(make()).compact
+
+
+@run_async
+async def test_validation_sets_only_changed_texts(isolated, monkeypatch):
+    """Every keystroke re-validates the form; a Static's update lays the screen out
+    again even for the same text, so unchanged texts are not set (issue 7)."""
+    updated = []
+    update = Static.update
+
+    def counting(self, content="", **kw):
+        updated.append(self.id)
+        return update(self, content, **kw)
+
+    monkeypatch.setattr(Static, "update", counting)
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        gamma = app.query_one("#gamma-view", Static)
+        text = str(gamma.render())
+        kappa, seed = "f-network-kappa", "f-simulation-seed"
+        steps = [(kappa, "0.2", []),                                   # nothing shown changes
+                 (kappa, "-1", ["err-network-kappa", "gamma-view"]),   # an error; no χ, γ
+                 (seed, "5", []),                                      # the same error
+                 (kappa, "0", ["err-network-kappa"]),                  # another error
+                 (kappa, "0.3", ["err-network-kappa", "gamma-view"]),  # valid again
+                 (seed, "6", [])]
+        for field, value, expected in steps:
+            updated.clear()
+            await set_field(pilot, app, field, value)
+            assert updated == expected, (field, value)
+        assert str(gamma.render()) == text
+        assert not app.query_one("#err-network-kappa", Static).display
+        await set_field(pilot, app, "f-network-chi", "γ=1.5")
+        assert updated[-1] == "gamma-view" and "γ = 1.500" in str(gamma.render())
