@@ -91,6 +91,18 @@ class WorkbenchScreen(Screen):
             self._resumed_before = True
             event.refresh_styles = False
 
+    _resized_to = None
+
+    def _on_resize(self, event) -> None:
+        # A start brings three Resize events of one size (the driver's, the app's idle
+        # check, the first layout's), and Screen lays everything out for each, 0.03-0.05 s
+        # apiece on a slow host (issue 7).  Past the first, one of the size already laid
+        # out stops here: anything that changed since asked for its own layout.
+        if event.size == self._resized_to:
+            event.stop()
+            event.prevent_default()
+        self._resized_to = event.size
+
 
 class MSAApp(App):
     """``msa tui``: the terminal workbench."""

@@ -407,3 +407,31 @@ async def test_validation_sets_only_changed_texts(isolated, monkeypatch):
         assert not app.query_one("#err-network-kappa", Static).display
         await set_field(pilot, app, "f-network-chi", "γ=1.5")
         assert updated[-1] == "gamma-view" and "γ = 1.500" in str(gamma.render())
+
+
+def _layout_of(app):
+    return {(type(w).__name__, w.id): w.region for w in app.screen.walk_children()
+            if w.id and w.display}
+
+
+@run_async
+async def test_resized_terminal_lays_out_as_a_fresh_start(isolated):
+    """WorkbenchScreen lets a Resize of the size it already has stop (a start brings
+    three); a real resize, either way, still lays the screen out as a fresh start at
+    that size would."""
+    fresh = {}
+    for size in ((80, 24), (120, 40)):
+        app = make_app(isolated)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            fresh[size] = _layout_of(app)
+    assert fresh[(80, 24)] != fresh[(120, 40)]
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        for size in ((80, 24), (120, 40), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            await pilot.pause()
+            assert app.query_one("#form").has_class("-wide") == (size[0] >= 110)
+            assert _layout_of(app) == fresh[size], size
