@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import (DataTable, Footer, Header, ProgressBar, RichLog, Static, TabbedContent,
+from textual.widgets import (DataTable, Header, ProgressBar, RichLog, Static, TabbedContent,
                              TabPane, Tab, Tabs)
 from textual.worker import Worker, WorkerState
 
@@ -29,7 +29,7 @@ from msa_engine import figures
 
 from . import model
 from .model import FormState, Validated
-from .widgets import ParamForm, PlotView, set_text
+from .widgets import BindingsFooter, ParamForm, PlotView, set_text
 
 
 class Record(Message):
@@ -180,7 +180,7 @@ class MSAApp(App):
                 yield Tabs(*[Tab(figures.TITLES[k], id=f"plot-{k}") for k in figures.FIGURES],
                            id="plot-tabs")
                 yield PlotView(id="plot")
-        yield Footer()
+        yield BindingsFooter()
 
     def on_mount(self) -> None:
         # a worker's first simulation or non-linear solve may compile the kernels for up

@@ -9,14 +9,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, RichLog, Static
+from textual.widgets import DataTable, Header, Input, Label, Markdown, RichLog, Static
 
 from msa_engine import MSAError
 
 from msa_engine import figures
 
 from . import model
-from .widgets import PlotView
+from .widgets import BindingsFooter, PlotView
 
 HELP = """\
 # msa-workbench
@@ -113,7 +113,7 @@ class SessionBrowser(Screen):
         yield Header()
         yield Static(f"sessions in {self.directory}", id="browser-title")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield BindingsFooter()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("", "name", "results", "where", "modified", "notes")
@@ -205,7 +205,7 @@ class CompareScreen(Screen):
             for i, _ in enumerate(self.paths):
                 yield DataTable(id=f"cmp-{i}", cursor_type="row", zebra_stripes=True)
         yield PlotView(id="compare-plot")
-        yield Footer()
+        yield BindingsFooter()
 
     def on_mount(self) -> None:
         for i, p in enumerate(self.paths):
@@ -261,7 +261,7 @@ class ReplayScreen(Screen):
         with Horizontal(id="replay-body"):
             yield RichLog(id="replay-log", wrap=True, markup=False)
             yield PlotView(id="replay-plot")
-        yield Footer()
+        yield BindingsFooter()
 
     def on_mount(self) -> None:
         self.set_interval(0.05, self._step)

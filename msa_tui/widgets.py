@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from msa_engine.problem import ACTIVATIONS
 from msa_engine.tasks import TASKS
@@ -83,6 +83,26 @@ def select_row(section: str, key: str, label: str, options, value) -> Horizontal
 def compact_checkbox(label: str, value: bool, id: str) -> Checkbox:
     # "-on": what a checked Checkbox sets on itself
     return compact(Checkbox(label, value, id=id, classes="-on" if value else ""))
+
+
+class BindingsFooter(Footer):
+    """Textual's Footer, recomposed only when what it shows changes.  The Footer rebuilds
+    all its keys whenever the screen's bindings may have changed, which is every focus
+    move: two rebuilds a Tab press between fields, ≈ 35-50 ms each on a slow host, and
+    three at start (issue 7), though the keys it shows were the same."""
+
+    _shown = None
+
+    def bindings_changed(self, screen) -> None:
+        # the same test as Footer.bindings_changed for a rebuild, then what compose reads
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            shown = (self.show_command_palette, self.compact,
+                     tuple((key, b.binding, b.enabled, b.tooltip)
+                           for key, b in screen.active_bindings.items()))
+            if self._bindings_ready and shown == self._shown:
+                return
+            self._shown = shown
+        super().bindings_changed(screen)
 
 
 def set_text(static: Static, text: str) -> None:

@@ -435,3 +435,44 @@ async def test_resized_terminal_lays_out_as_a_fresh_start(isolated):
             await pilot.pause()
             assert app.query_one("#form").has_class("-wide") == (size[0] >= 110)
             assert _layout_of(app) == fresh[size], size
+
+
+@run_async
+async def test_footer_rebuilt_only_when_its_keys_change(isolated):
+    """Textual's Footer rebuilds its keys on every focus move; BindingsFooter only when
+    the keys it shows change (issue 7): Tab between two inputs keeps the same key
+    widgets, focus on a Select brings back the single-letter keys an Input hides."""
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+
+        def keys():
+            return [(k.key, k.description) for k in app.screen.query(FooterKey)]
+
+        assert ("r", "Run") in keys() and ("question_mark", "Help") in keys()
+        app.set_focus(app.query_one("#f-network-N"))
+        await pilot.pause()
+        await pilot.pause()
+        widgets = list(app.screen.query(FooterKey))
+        assert keys() == [("ctrl+s", "Save"), ("ctrl+p", "palette")]
+        await pilot.press("tab")                       # to g_w, another input
+        await pilot.pause()
+        await pilot.pause()
+        assert app.focused.id == "f-network-g_w"
+        assert list(app.screen.query(FooterKey)) == widgets
+        assert all(a is b for a, b in zip(app.screen.query(FooterKey), widgets))
+        app.set_focus(app.query_one("#f-network-activation"))
+        await pilot.pause()
+        await pilot.pause()
+        assert ("r", "Run") in keys()
+        app.set_focus(None)
+        await pilot.press("o")                         # the session browser's own footer
+        await pilot.pause()
+        await pilot.pause()
+        assert ("d", "Delete") in keys() and ("escape", "Back") in keys()
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.pause()
+        assert ("r", "Run") in keys()
