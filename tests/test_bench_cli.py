@@ -174,3 +174,22 @@ def test_woodbury_floor_is_its_blas_products_plus_its_normals_and_is_printed():
            "floor_frac_of_dgemm": 0.5, **f}
     line = [x for x in _extras_lines({"records": [rec]}) if x.startswith("least time")]
     assert len(line) == 1 and "= 50% of DGEMM" in line[0] and "ours takes 2.00× that" in line[0]
+
+
+def test_startup_times_run_to_the_marker_not_to_the_exit():
+    """The TUI's start is timed to the line that says its screen is idle, not to the
+    process's exit (its shutdown is not part of a start); a failed run is an error."""
+    import os
+
+    from benchmarks.bench_startup import _time
+
+    env = dict(os.environ)
+    script = "import time; print('READY', flush=True); time.sleep(3)"
+    to_marker = _time([sys.executable, "-c", script], env, "READY")
+    to_exit = _time([sys.executable, "-c", script], env)
+    assert to_exit - to_marker > 2.0
+    with pytest.raises(RuntimeError, match="failed: boom"):
+        _time([sys.executable, "-c", "import sys; print('READY'); sys.exit('boom')"],
+              env, "READY")
+    with pytest.raises(RuntimeError, match="failed"):
+        _time([sys.executable, "-c", "print('not it')"], env, "READY")
