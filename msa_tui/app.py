@@ -514,10 +514,20 @@ class MSAApp(App):
 
     @on(DataTable.RowHighlighted, "#results")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value is not None:
-            self.selected = int(event.row_key.value)
-            self._update_detail()
-            self.refresh_plot()
+        # The row under the cursor now, not the event's: filling the table reports row 0
+        # before refresh_results moves the cursor to the selection, and that stale event,
+        # arriving after, flipped the selection away and back (two details and figures
+        # at every start; issue 7).  A row already selected was shown by refresh_results.
+        table = event.data_table
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:               # an empty table: nothing highlighted
+            return
+        if key.value is None or int(key.value) == self.selected:
+            return
+        self.selected = int(key.value)
+        self._update_detail()
+        self.refresh_plot()
 
     def _selected_entry(self) -> dict | None:
         entries = self.session.entries
@@ -530,10 +540,10 @@ class MSAApp(App):
         e = self._selected_entry()
         detail = self.query_one("#detail", Static)
         if e is None:
-            detail.update("no results yet: press r to run the ticked theories")
+            set_text(detail, "no results yet: press r to run the ticked theories")
             return
         s = e.get("summary") or {}
-        detail.update(
+        set_text(detail,
             f"{e.get('kind')} {e.get('name')}  χ={model._num(e.get('chi'))} N={e.get('N')}  "
             f"test loss {model._num(s.get('test_loss'))}  test var {model._num(s.get('test_variance'))}"
             f"  alignment {model._num(s.get('kernel_alignment'), '.3f')}"

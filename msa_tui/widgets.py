@@ -105,6 +105,16 @@ class BindingsFooter(Footer):
         super().bindings_changed(screen)
 
 
+def gamma_text(v: Validated) -> str:
+    """The χ/γ line under the network fields."""
+    net = v.problem.network if v.problem is not None else None
+    if net is None:
+        return "χ, γ: fix the network fields"
+    regime = ("standard" if abs(net.chi - 1) < 1e-12 else
+              "mean-field" if abs(net.chi - net.N) < 1e-9 * net.N else "intermediate")
+    return f"χ = {net.chi:.6g}   γ = {net.gamma:.3f}   ({regime}; χ = N^(γ−1))"
+
+
 def set_text(static: Static, text: str) -> None:
     """``static.update(text)`` unless it shows ``text`` already (an update lays the
     screen out again, same text or not)."""
@@ -147,7 +157,9 @@ class ParamForm(VerticalScroll):
                 for label, name in (("standard χ=1", "standard"), ("mean-field χ=N", "mean-field"),
                                     ("γ=1.5", "gamma")):
                     yield compact(Button(label, id=f"preset-{name}", classes="-style-default"))
-            yield Static("", id="gamma-view")
+            # its text from the start: set by the first validation, after the first
+            # layout, it would lay the screen out again (issue 7)
+            yield Static(gamma_text(model.validate(st)), id="gamma-view")
         with Vertical(id="panel-theories", classes="panel") as p:
             p.border_title = "Theories"
             for name in THEORIES:
@@ -249,14 +261,7 @@ class ParamForm(VerticalScroll):
             line.display = True
         for field in self.query(".field Input, .field Select"):
             field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
-        net = v.problem.network if v.problem is not None else None
-        view = self.query_one("#gamma-view", Static)
-        if net is not None:
-            regime = ("standard" if abs(net.chi - 1) < 1e-12 else
-                      "mean-field" if abs(net.chi - net.N) < 1e-9 * net.N else "intermediate")
-            set_text(view, f"χ = {net.chi:.6g}   γ = {net.gamma:.3f}   ({regime}; χ = N^(γ−1))")
-        else:
-            set_text(view, "χ, γ: fix the network fields")
+        set_text(self.query_one("#gamma-view", Static), gamma_text(v))
 
     # -- events --------------------------------------------------------------
     async def on_select_changed(self, event: Select.Changed) -> None:

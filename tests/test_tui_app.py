@@ -476,3 +476,40 @@ async def test_footer_rebuilt_only_when_its_keys_change(isolated):
         await pilot.pause()
         await pilot.pause()
         assert ("r", "Run") in keys()
+
+
+@run_async
+async def test_results_selection_follows_the_cursor_and_starts_on_the_last(isolated,
+                                                                           monkeypatch):
+    """The bundled session opens with its last result selected and shown, without the
+    stale row-0 event of filling the table flipping it; ↑ and ↓ move the selection,
+    the detail line and the plot's entry with the cursor."""
+    from msa_engine.sessions import default_session_path
+
+    plotted = []
+    refresh_plot = MSAApp.refresh_plot
+    monkeypatch.setattr(MSAApp, "refresh_plot",
+                        lambda self: (plotted.append(self.selected), refresh_plot(self)))
+    app = MSAApp(default_session_path(), session_dir=isolated, autosave=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.pause()
+        n = len(app.session.entries)
+        assert n > 3 and app.selected == n - 1
+        assert set(plotted) == {n - 1}          # never flipped to row 0 (it was: 29, 0, 29)
+        detail = app.query_one("#detail", Static)
+
+        def shows(i):
+            e = app.session.entries[i]
+            return str(detail.render()).startswith(f"{e['kind']} {e['name']} ")
+
+        assert shows(n - 1)
+        await pilot.press("3")
+        table = app.query_one("#results", DataTable)
+        app.set_focus(table)
+        await pilot.pause()
+        for key, want in (("up", n - 2), ("up", n - 3), ("down", n - 2)):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.selected == want and table.cursor_row == want and shows(want)
+        assert app._selected_entry() is app.session.entries[n - 2]
