@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import (DataTable, Header, ProgressBar, RichLog, Static, TabbedContent,
                              TabPane, Tab, Tabs)
+from textual.widgets.data_table import CellDoesNotExist
 from textual.worker import Worker, WorkerState
 
 from msa_engine import Cancelled, MSAError, jit
@@ -521,7 +522,7 @@ class MSAApp(App):
         table = event.data_table
         try:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:               # an empty table: nothing highlighted
+        except CellDoesNotExist:        # an empty table: nothing highlighted
             return
         if key.value is None or int(key.value) == self.selected:
             return
