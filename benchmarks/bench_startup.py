@@ -7,9 +7,10 @@ pointed at a new folder), "warm" repeats with it filled.  The TUI is measured fr
 process start to its first screen being mounted and idle (headless, 120×40), which
 includes opening the bundled default session; until 2026-11-29 the time ran to the
 process's exit, i.e. it also counted the app's shutdown after that screen.
-``python_s`` (a bare interpreter) is the floor under all of them.  The linear ``msa solve`` of the default config needs no
-numba at all since issue 7 (the engine imports numba and scipy on first use), so its
-cold and warm times agree; ``msa simulate`` compiles the samplers when cold.
+``python_s`` (a bare interpreter) is the floor under all of them.  The linear
+``msa solve`` of the default config needs no numba at all since issue 7 (the engine
+imports numba and scipy on first use), so its cold and warm times agree;
+``msa simulate`` compiles the samplers when cold.
 """
 
 from __future__ import annotations

@@ -49,10 +49,6 @@ class PlotView(Widget):
         return render(self.plot, self.size.width, self.size.height, palette, axis)
 
 
-# A field is one row, label and input; its error line is mounted below it only when the
-# field is first invalid (ParamForm.show_validation).  An error line per field, mounted up
-# front with a wrapper around each pair, made 115 of the Setup screen's 208 widgets, and
-# styling widgets is most of the TUI's start (issue 7).
 def compact(widget):
     """``widget`` (an Input, a Checkbox, a Button) in compact style, set as Textual's
     Footer sets its own.  Passed as ``compact=True``, the reactive's first assignment
@@ -65,6 +61,10 @@ def compact(widget):
     return widget
 
 
+# A field is one row, label and input; its error line is mounted below it only when the
+# field is first invalid (ParamForm.show_validation).  An error line per field, mounted up
+# front with a wrapper around each pair, made 115 of the Setup screen's 208 widgets, and
+# styling widgets is most of the TUI's start (issue 7).
 def field_row(section: str, key: str, value: str, placeholder: str = "") -> Horizontal:
     # "-valid": what an Input without validators sets on itself when given a value
     return Horizontal(Label(LABELS.get(key, key), classes="field-label"),
