@@ -431,8 +431,7 @@ async def test_resized_terminal_lays_out_as_a_fresh_start(isolated):
         await pilot.pause()
         for size in ((80, 24), (120, 40), (80, 24)):
             await pilot.resize_terminal(*size)
-            await pilot.pause()
-            await pilot.pause()
+            await settle(pilot, app)
             assert app.query_one("#form").has_class("-wide") == (size[0] >= 110)
             assert _layout_of(app) == fresh[size], size
 
@@ -453,28 +452,23 @@ async def test_footer_rebuilt_only_when_its_keys_change(isolated):
 
         assert ("r", "Run") in keys() and ("question_mark", "Help") in keys()
         app.set_focus(app.query_one("#f-network-N"))
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot, app)
         widgets = list(app.screen.query(FooterKey))
         assert keys() == [("ctrl+s", "Save"), ("ctrl+p", "palette")]
         await pilot.press("tab")                       # to g_w, another input
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot, app)
         assert app.focused.id == "f-network-g_w"
         assert list(app.screen.query(FooterKey)) == widgets
         assert all(a is b for a, b in zip(app.screen.query(FooterKey), widgets))
         app.set_focus(app.query_one("#f-network-activation"))
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot, app)
         assert ("r", "Run") in keys()
         app.set_focus(None)
         await pilot.press("o")                         # the session browser's own footer
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot, app)
         assert ("d", "Delete") in keys() and ("escape", "Back") in keys()
         await pilot.press("escape")
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot, app)
         assert ("r", "Run") in keys()
 
 
@@ -492,8 +486,7 @@ async def test_results_selection_follows_the_cursor_and_starts_on_the_last(isola
                         lambda self: (plotted.append(self.selected), refresh_plot(self)))
     app = MSAApp(default_session_path(), session_dir=isolated, autosave=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot, app)
         n = len(app.session.entries)
         assert n > 3 and app.selected == n - 1
         assert set(plotted) == {n - 1}          # never flipped to row 0 (it was: 29, 0, 29)
