@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 
+import numpy as np
 import pytest
 
 from msa_engine import cli, jit
@@ -146,3 +147,45 @@ async def test_the_tui_shows_the_notice_from_a_worker_thread(isolated, fresh):
         assert jit.MESSAGE in log
         assert any(jit.MESSAGE in str(n.message) for n in app._notifications)
     assert jit.current_reporter() is None          # the app took its reporter back
+
+
+def test_a_kernel_recompiles_when_a_function_it_calls_changes_in_another_file(tmp_path):
+    """numba keys a cached kernel on its own file only. A copy of the engine: a kernel of
+    kernels_numba (``_log_uniform``) calls ``uniform`` of rng_numba; after rng_numba alone
+    changes, the kernel must run the new code (numba's own key gave the cached old one),
+    and an unchanged engine must still load its kernels from the cache."""
+    import shutil
+    from pathlib import Path
+
+    import msa_engine
+    src = Path(msa_engine.__file__).resolve().parent
+    shutil.copytree(src, tmp_path / "msa_engine",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = textwrap.dedent("""
+        import numpy as np
+        from msa_engine.sampling import kernels_numba as kn, rng_numba as rn
+        assert kn.__file__.startswith(%r)
+        s = rn.seed_states(np.random.SeedSequence(1), 1)[0]
+        v = kn._log_uniform(s)
+        st = kn._log_uniform.stats
+        print(repr(v), "misses", sum(st.cache_misses.values()))
+    """ % str(tmp_path))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(tmp_path)}
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=env, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        value, _, misses = r.stdout.split()
+        return float(value), int(misses)
+
+    first = run()
+    assert first[1] == 1 and first[0] < 0.0
+    assert run() == (first[0], 0)                       # unchanged: a cache hit
+    rng = tmp_path / "msa_engine" / "sampling" / "rng_numba.py"
+    text = rng.read_text()
+    old = "        return next_double(s[4 * LANES:4 * LANES + 4])\n"
+    assert text.count(old) == 1
+    rng.write_text(text.replace(old, "        return 0.25\n"))
+    assert run() == (float(np.log(0.25)), 1)            # the change is compiled in

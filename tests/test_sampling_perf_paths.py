@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from numba import njit
 
 import msa_engine as msa
 from benchmarks.baselines import NumpyMALA, TorchMALA, torch_available
@@ -215,6 +216,44 @@ def test_block_normals_equal_one_at_a_time_on_xoshiro_streams():
     assert np.any(np.abs(ref) > rn._R)
 
 
+@njit
+def _fast_and_decoded(words):
+    """``fast_normal`` and the ziggurat's own decoding (``_decode``, its fast test) of
+    every word, as bit patterns."""
+    out = np.empty((words.size, 4), dtype=np.uint64)
+    for i in range(words.size):
+        x, ok = rn.fast_normal(words[i])
+        idx, rabs, y = rn._decode(words[i])
+        out[i, 0] = np.uint64(np.float64(x).view(np.uint64))
+        out[i, 1] = np.uint64(np.float64(y).view(np.uint64))
+        out[i, 2] = np.uint64(ok)
+        out[i, 3] = np.uint64(rabs < rn.KI[idx])
+    return out
+
+
+def test_fast_path_decodes_every_word_as_the_ziggurat_does():
+    """The fast path's SIMD-friendly arithmetic (the mantissa trick, the sign by XOR,
+    the test on doubles) gives bit for bit the candidate and the verdict of the
+    ziggurat's integer decoding: on random words, on rabs = 0 with either sign, and
+    on both sides of every layer's threshold (rabs = KI − 1, KI, KI + 1)."""
+    rng = np.random.default_rng(5)
+    layer = np.arange(256, dtype=np.uint64)
+    edges = []
+    for delta in (-1, 0, 1):
+        rabs = np.clip(rn.KI.astype(np.int64) + delta, 0, 2**52 - 1).astype(np.uint64)
+        for sign in (0, 1):
+            edges.append(layer | (np.uint64(sign) << np.uint64(8)) | (rabs << np.uint64(9)))
+    for sign in (0, 1):       # rabs = 0, i.e. ±0.0, and the largest rabs
+        edges.append(layer | (np.uint64(sign) << np.uint64(8)))
+        edges.append(layer | (np.uint64(sign) << np.uint64(8))
+                     | (np.uint64(2**52 - 1) << np.uint64(9)))
+    words = np.concatenate(edges + [rng.integers(0, 2**64, 200_000, dtype=np.uint64)])
+    got = _fast_and_decoded(words)
+    assert np.array_equal(got[:, 0], got[:, 1])
+    assert np.array_equal(got[:, 2], got[:, 3])
+    assert 0 < got[:, 2].sum() < words.size and np.any(got[:, 0] == np.uint64(1) << np.uint64(63))
+
+
 def _xoshiro_np(st):
     """One xoshiro256++ step on numpy uint64 arrays ``st (4, lanes)`` (in place)."""
     def rotl(x, k):
@@ -229,6 +268,24 @@ def _xoshiro_np(st):
     s2 ^= t
     st[3] = rotl(s3, 45)
     return out
+
+
+def test_lane_words_match_plain_xoshiro_lanes_for_every_row_count():
+    """The lane words, drawn four rows a pass plus the remaining rows one by one, are
+    the lanes' xoshiro256++ outputs row after row, and leave the states where that
+    does, for 0 to 9 rows (no full pass, passes with 0 to 3 rows left)."""
+    L = rn.LANES
+    st = rn.seed_states(np.random.SeedSequence(4), 1)[0]
+    for nb in range(10):
+        mine = st.copy()
+        words = np.zeros(nb * L + 1, dtype=np.uint64)
+        rn.lane_words(mine, words, nb)
+        lanes = st[:4 * L].reshape(4, L).copy()
+        expect = [_xoshiro_np(lanes) for _ in range(nb)]
+        assert np.array_equal(words[:nb * L], np.concatenate(expect) if nb else words[:0]), nb
+        assert words[nb * L] == 0                              # nothing written past
+        assert np.array_equal(mine[:4 * L].reshape(4, L), lanes), nb
+        assert np.array_equal(mine[4 * L:], st[4 * L:]), nb    # auxiliary stream untouched
 
 
 def test_lane_stream_matches_a_plain_numpy_implementation():
