@@ -471,6 +471,26 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
         assert np.array_equal(a, b)
         np.testing.assert_array_equal(p, (x - 0.03 * g) + 0.7 * z)
         assert xi2 == pytest.approx(float(z @ z), rel=1e-13)
+        # |ξ|² bit for bit as the kernels have always summed it (a reordering would
+        # change the Metropolis ratios, so that saved runs no longer replay): per lane
+        # over the rows (fast-path normals only), the lanes in order, then the completed
+        # (rejected) words' ξ² in order
+        L = rn.LANES
+        lanes = st[:4 * L].reshape(4, L).copy()
+        words = np.concatenate([_xoshiro_np(lanes) for _ in range(-(-n // L))])[:n]
+        rabs = (words >> np.uint64(9)) & np.uint64(0x000FFFFFFFFFFFFF)
+        ok = rabs < rn.KI[(words & np.uint64(0xFF)).astype(np.int64)]
+        zf = np.zeros(-(-n // L) * L)
+        zf[:n] = np.where(ok, z, 0.0)
+        acc = np.zeros(L)
+        for row in zf.reshape(-1, L):
+            acc += row * row
+        expect = 0.0
+        for v in acc:
+            expect += v
+        for i in np.flatnonzero(~ok):
+            expect += z[i] * z[i]
+        assert xi2 == expect, n
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 20, 33, kn.SMALL_SPD - 1, kn.SMALL_SPD, 60, 200])
