@@ -462,7 +462,7 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
         x, g = rng.standard_normal(n), rng.standard_normal(n)
         a, b = st.copy(), st.copy()
         p = np.empty(n)
-        zb = np.empty(rn.normals_needed(n))
+        zb = np.empty(rn.normals_needed(n) + rn.LANES)
         wb = np.empty(rn.words_needed(n), dtype=np.uint64)
         xi2 = kn._propose_rng(x, g, p, 0.03, 0.7, a, zb, wb)
         z = np.empty(rn.normals_needed(n))

@@ -45,8 +45,9 @@ from ..jit import njit
 
 from ..blas_numba import gram_cols, gram_rows, lower_mul, spd_inverse
 from ..special import erf_gauss_row
-from .rng_numba import (LANES, STATE_WORDS, complete_rejected, draw_normals, fast_normal,
-                         lane_words, normals_needed, uniform, words_needed)
+from .rng_numba import (LANES, STATE_WORDS, draw_normals, fast_normal, finish_rejected,
+                         lane_words, lowest_bit_index, normals_needed, uniform,
+                         words_needed)
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -566,9 +567,9 @@ def _flag(status, code, chain, step):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
     """``p = x − drift·g + scale·ξ`` with ``ξ`` drawn from stream ``rs`` as one block
-    (``zb``, ``wb``: float64 / uint64 scratch of :func:`rng_numba.normals_needed` /
-    :func:`rng_numba.words_needed` ``(x.size)``); returns ``|ξ|²``
-    (forward MH term)."""
+    (``zb``, ``wb``: float64 / uint64 scratch of :func:`rng_numba.normals_needed`
+    ``(x.size)`` + ``LANES`` / :func:`rng_numba.words_needed` ``(x.size)``); returns
+    ``|ξ|²`` (forward MH term)."""
     xf, gf, pf = x.ravel(), g.ravel(), p.ravel()
     n = xf.size
     if rs.shape[0] == STATE_WORDS:
@@ -582,22 +583,52 @@ def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
     return xi2
 
 
+PROPOSAL_BLOCK_ROWS = 512   # rows of LANES words drawn and used at a time (64 KiB of words)
+
+
 @njit(cache=True, nogil=True)
 def _propose_lanes(xf, gf, pf, drift, scale, rs, acc, wb):  # pragma: no cover - numba
     """:func:`_propose_rng` on a lane stream, fused with the draw: the same numbers as
-    :func:`rng_numba.draw_normals` (tested), without writing them.  One SIMD loop per
-    row of :data:`~rng_numba.LANES` words builds ``p`` with the fast-path normal (0
-    where the ziggurat's fast test rejects), sums ``ξ²`` per lane (no reassociation,
-    so the sum does not depend on the compiler) and records the row's rejections as a
-    bit mask; the rejected words are then completed in order, adding ``scale·ξ`` and
-    ``ξ²``.
-    ``acc`` is float scratch of at least ``LANES``."""
+    :func:`rng_numba.draw_normals` (tested), without writing them.
+
+    The rows of :data:`~rng_numba.LANES` words are drawn, used and completed in
+    blocks of :data:`PROPOSAL_BLOCK_ROWS` (:func:`_propose_block`), so that the words
+    and the rejected positions are still in cache when read again (at ``N·d = 800 000``
+    the words alone are 6.4 MB).  The lanes and the auxiliary stream are consumed in
+    the same order whatever the blocks, and ``|ξ|²`` is summed as it always was: per
+    lane over the rows, the lanes in order, then the completed words' ``ξ²`` in order
+    (kept in ``acc[LANES:]`` meanwhile).  ``acc`` is float scratch of at least
+    ``LANES`` + ``xf.size``, ``wb`` of :func:`rng_numba.words_needed`
+    ``(min(xf.size, PROPOSAL_BLOCK_ROWS·LANES))``."""
+    L = LANES
+    n = xf.size
+    for j in range(L):
+        acc[j] = 0.0
+    nrej = 0
+    for i0 in range(0, n, PROPOSAL_BLOCK_ROWS * L):
+        i1 = min(n, i0 + PROPOSAL_BLOCK_ROWS * L)
+        nrej = _propose_block(xf[i0:i1], gf[i0:i1], pf[i0:i1], drift, scale, rs, acc, wb,
+                              nrej)
+    xi2 = 0.0
+    for j in range(L):
+        xi2 += acc[j]
+    for k in range(nrej):
+        xi2 += acc[L + k]
+    return xi2
+
+
+@njit(cache=True, nogil=True)
+def _propose_block(xf, gf, pf, drift, scale, rs, acc, wb, nrej):  # pragma: no cover - numba
+    """One block of :func:`_propose_lanes`: draw its rows of words, build ``p`` with
+    the fast-path normals in one SIMD loop per row (0 where the ziggurat's fast test
+    rejects; ``ξ²`` summed per lane, without reassociation, so that the sum does not
+    depend on the compiler; each row's rejections as a bit mask), then complete the
+    rejected words in order, adding ``scale·ξ`` to ``p`` and storing ``ξ²`` at
+    ``acc[LANES + nrej]``, ``nrej + 1``, …; returns the new ``nrej``."""
     L = LANES
     n = xf.size
     nb = (n + L - 1) // L
     lane_words(rs, wb, nb)
-    for j in range(L):
-        acc[j] = 0.0
     # the full rows with a constant trip count (LLVM unrolls and vectorises them; a
     # shared helper or a variable count measured 25-40% slower), then the last one
     full = n // L
@@ -621,10 +652,18 @@ def _propose_lanes(xf, gf, pf, drift, scale, rs, acc, wb):  # pragma: no cover -
             pf[i] = xf[i] - drift * gf[i] + scale * z
             mask |= np.uint64(not ok) << np.uint64(j)
         wb[nb * L + full] = mask
-    xi2 = 0.0
-    for j in range(L):
-        xi2 += acc[j]
-    return complete_rejected(rs, wb, nb, pf, scale, xi2)
+    a = rs[4 * L:4 * L + 4]
+    for b in range(nb):
+        mask = wb[nb * L + b]
+        while mask != 0:            # the rejected words of row b, in order
+            low = mask & (~mask + np.uint64(1))
+            mask ^= low
+            i = b * L + lowest_bit_index(low)
+            z = finish_rejected(a, wb[i])
+            acc[L + nrej] = z * z
+            nrej += 1
+            pf[i] += scale * z
+    return nrej
 
 
 @njit(cache=True, nogil=True)
@@ -689,7 +728,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2,
     wood = wpar[0] != 0.0
     s2 = g_w / d
     s = math.sqrt(s2)
-    zb = np.empty(normals_needed(N * d))         # one step's normals, drawn as a block
+    zb = np.empty(normals_needed(N * d) + LANES)  # one step's normals (or lane sums + ξ²)
     wb = np.empty(words_needed(N * d), dtype=np.uint64)
     # double buffering of (W, gW) as in full_chunk: chain c's state is in W[c] while
     # side[c] = 0, in Wp[c] while 1 (the caches have their own index, cur[c])
@@ -816,7 +855,7 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
     sw = math.sqrt(s2w)
     s2a = g_a / (chi * N)
     sa = math.sqrt(s2a)
-    zb = np.empty(normals_needed(N * d))         # one step's normals, drawn as a block
+    zb = np.empty(normals_needed(N * d) + LANES)  # one step's normals (or lane sums + ξ²)
     wb = np.empty(words_needed(N * d), dtype=np.uint64)
     # double buffering: chain c's state is in (W, a, gW, ga)[c] while side[c] = 0, in
     # the scratch (Wp, ap, gWp, gap)[c] while 1; an acceptance flips side[c] instead of

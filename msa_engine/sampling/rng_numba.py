@@ -382,6 +382,12 @@ _DE_BRUIJN_INDEX = _de_bruijn_table()
 
 
 @njit(cache=True, nogil=True)
+def lowest_bit_index(low):  # pragma: no cover - numba
+    """``k`` for ``low = 2ᵏ`` (one bit set), by the de Bruijn multiplication."""
+    return _DE_BRUIJN_INDEX[np.int64((low * _DE_BRUIJN) >> _U58)]
+
+
+@njit(cache=True, nogil=True)
 def complete_rejected(s, words, nb, out, scale, xi2):  # pragma: no cover - numba
     """Second pass of a lane-stream draw: for every word whose fast test failed (bit
     ``j`` of the mask ``words[nb·LANES + b]`` marks word ``b·LANES + j``), in increasing
@@ -401,7 +407,7 @@ def complete_rejected(s, words, nb, out, scale, xi2):  # pragma: no cover - numb
         while mask != 0:            # the rejected words of row b, in order
             low = mask & (~mask + _U1)
             mask ^= low
-            i = b * L + _DE_BRUIJN_INDEX[np.int64((low * _DE_BRUIJN) >> _U58)]
+            i = b * L + lowest_bit_index(low)
             z = finish_rejected(a, words[i])
             xi2 += z * z
             out[i] += scale * z
