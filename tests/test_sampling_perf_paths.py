@@ -457,7 +457,8 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
     it must give p = x − drift·g + scale·ξ and |ξ|² with the very numbers of
     draw_normals, and leave the stream where draw_normals leaves it."""
     rng = np.random.default_rng(3)
-    for n in (3, 16, 3000, 3001, 40_000):
+    # 8192 words: exactly one block of rows; 8193, 40 001: a partial row after whole blocks
+    for n in (3, 16, 3000, 3001, 8192, 8193, 40_000, 40_001):
         st = rn.seed_states(np.random.SeedSequence(n), 1)[0]
         x, g = rng.standard_normal(n), rng.standard_normal(n)
         a, b = st.copy(), st.copy()
@@ -491,6 +492,8 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
         for i in np.flatnonzero(~ok):
             expect += z[i] * z[i]
         assert xi2 == expect, n
+    with pytest.raises(ValueError, match="scratch too small"):   # refused, not overrun
+        kn._propose_rng(x, g, p, 0.03, 0.7, st.copy(), np.empty(n), wb)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 20, 33, kn.SMALL_SPD - 1, kn.SMALL_SPD, 60, 200])

@@ -45,9 +45,8 @@ from ..jit import njit
 
 from ..blas_numba import gram_cols, gram_rows, lower_mul, spd_inverse
 from ..special import erf_gauss_row
-from .rng_numba import (LANES, STATE_WORDS, draw_normals, fast_normal, finish_rejected,
-                         lane_words, lowest_bit_index, normals_needed, uniform,
-                         words_needed)
+from .rng_numba import (BLOCK_ROWS, LANES, STATE_WORDS, complete_rejected, draw_normals,
+                         fast_normal, lane_words, normals_needed, uniform, words_needed)
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -566,7 +565,7 @@ def _flag(status, code, chain, step):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
-    """``p = x − drift·g + scale·ξ`` with ``ξ`` drawn from stream ``rs`` as one block
+    """``p = x − drift·g + scale·ξ`` with ``ξ`` drawn from stream ``rs`` in blocks
     (``zb``, ``wb``: float64 / uint64 scratch of :func:`rng_numba.normals_needed`
     ``(x.size)`` + ``LANES`` / :func:`rng_numba.words_needed` ``(x.size)``); returns
     ``|ξ|²`` (forward MH term)."""
@@ -583,30 +582,29 @@ def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
     return xi2
 
 
-PROPOSAL_BLOCK_ROWS = 512   # rows of LANES words drawn and used at a time (64 KiB of words)
-
-
 @njit(cache=True, nogil=True)
 def _propose_lanes(xf, gf, pf, drift, scale, rs, acc, wb):  # pragma: no cover - numba
     """:func:`_propose_rng` on a lane stream, fused with the draw: the same numbers as
     :func:`rng_numba.draw_normals` (tested), without writing them.
 
     The rows of :data:`~rng_numba.LANES` words are drawn, used and completed in
-    blocks of :data:`PROPOSAL_BLOCK_ROWS` (:func:`_propose_block`), so that the words
+    blocks of :data:`BLOCK_ROWS` (:func:`_propose_block`), so that the words
     and the rejected positions are still in cache when read again (at ``N·d = 800 000``
     the words alone are 6.4 MB).  The lanes and the auxiliary stream are consumed in
     the same order whatever the blocks, and ``|ξ|²`` is summed as it always was: per
     lane over the rows, the lanes in order, then the completed words' ``ξ²`` in order
     (kept in ``acc[LANES:]`` meanwhile).  ``acc`` is float scratch of at least
     ``LANES`` + ``xf.size``, ``wb`` of :func:`rng_numba.words_needed`
-    ``(min(xf.size, PROPOSAL_BLOCK_ROWS·LANES))``."""
+    ``(min(xf.size, BLOCK_ROWS·LANES))``."""
     L = LANES
     n = xf.size
+    if acc.size < L + n:        # numba checks no bounds: refuse rather than overwrite
+        raise ValueError("proposal scratch too small: LANES + n floats needed")
     for j in range(L):
         acc[j] = 0.0
     nrej = 0
-    for i0 in range(0, n, PROPOSAL_BLOCK_ROWS * L):
-        i1 = min(n, i0 + PROPOSAL_BLOCK_ROWS * L)
+    for i0 in range(0, n, BLOCK_ROWS * L):
+        i1 = min(n, i0 + BLOCK_ROWS * L)
         nrej = _propose_block(xf[i0:i1], gf[i0:i1], pf[i0:i1], drift, scale, rs, acc, wb,
                               nrej)
     xi2 = 0.0
@@ -652,18 +650,7 @@ def _propose_block(xf, gf, pf, drift, scale, rs, acc, wb, nrej):  # pragma: no c
             pf[i] = xf[i] - drift * gf[i] + scale * z
             mask |= np.uint64(not ok) << np.uint64(j)
         wb[nb * L + full] = mask
-    a = rs[4 * L:4 * L + 4]
-    for b in range(nb):
-        mask = wb[nb * L + b]
-        while mask != 0:            # the rejected words of row b, in order
-            low = mask & (~mask + np.uint64(1))
-            mask ^= low
-            i = b * L + lowest_bit_index(low)
-            z = finish_rejected(a, wb[i])
-            acc[L + nrej] = z * z
-            nrej += 1
-            pf[i] += scale * z
-    return nrej
+    return complete_rejected(rs, wb, nb, pf, scale, acc[L:], nrej)
 
 
 @njit(cache=True, nogil=True)

@@ -87,6 +87,8 @@ def _ziggurat_tables():
 KI, WI, FI = _ziggurat_tables()
 KI_F = KI.astype(np.float64)       # exact (< 2⁵³): the fast test compares doubles
 LANES = 16                         # xoshiro256++ lanes per chain (one SIMD-friendly row)
+BLOCK_ROWS = 512                   # rows drawn, used and completed at a time (64 KiB of
+                                   # words, still in cache when read back; issue 7)
 STATE_WORDS = 4 * LANES + 4        # the lanes' states, then the auxiliary stream's
 
 
@@ -347,13 +349,23 @@ def fast_normal(r):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def _draw_lanes(s, f, n, words):  # pragma: no cover - numba
     """``f[:n]`` ← ``n`` standard normals from the lane stream ``s`` (module
-    docstring).  ``f`` must hold :func:`normals_needed` ``(n)`` (the last row of the
-    block is computed whole) and ``words`` :func:`words_needed` ``(n)``.
+    docstring).  ``f`` must hold :func:`normals_needed` ``(n)`` (the last row is
+    computed whole) and ``words`` :func:`words_needed` ``(min(n, BLOCK_ROWS·LANES))``.
 
-    One SIMD loop applies the ziggurat's fast path to every word, leaving 0 where its
-    test rejects the word (~1.5%) and recording each row's rejections as a bit mask in
-    the tail of ``words``; :func:`complete_rejected` then fills those in, in
-    increasing order of ``i``."""
+    Drawn in blocks of :data:`BLOCK_ROWS` rows (:func:`_draw_block`), so that a
+    block's words are still in cache when they are used and completed; the streams are
+    consumed in the same order whatever the blocks."""
+    none = np.empty(0)
+    for i0 in range(0, n, BLOCK_ROWS * LANES):
+        _draw_block(s, f[i0:], min(n - i0, BLOCK_ROWS * LANES), words, none)
+
+
+@njit(cache=True, nogil=True)
+def _draw_block(s, f, n, words, none):  # pragma: no cover - numba
+    """One block of :func:`_draw_lanes`: one SIMD loop applies the ziggurat's fast path
+    to every word, leaving 0 where its test rejects the word (~1.5%) and recording each
+    row's rejections as a bit mask in the tail of ``words``; :func:`complete_rejected`
+    then fills those in, in increasing order of ``i``."""
     L = LANES
     nb = (n + L - 1) // L
     lane_words(s, words, nb)
@@ -365,7 +377,7 @@ def _draw_lanes(s, f, n, words):  # pragma: no cover - numba
             f[i] = x if ok else 0.0
             mask |= np.uint64(not ok and i < n) << np.uint64(j)
         words[nb * L + b] = mask
-    complete_rejected(s, words, nb, f, 1.0, 0.0)
+    complete_rejected(s, words, nb, f, 1.0, none, 0)
 
 
 def _de_bruijn_table():
@@ -388,12 +400,13 @@ def lowest_bit_index(low):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def complete_rejected(s, words, nb, out, scale, xi2):  # pragma: no cover - numba
-    """Second pass of a lane-stream draw: for every word whose fast test failed (bit
-    ``j`` of the mask ``words[nb·LANES + b]`` marks word ``b·LANES + j``), in increasing
-    order, complete the normal ``ξ`` from the auxiliary stream
-    (:func:`finish_rejected`) and add ``scale·ξ`` to ``out`` at that position; returns
-    ``xi2`` plus ``ξ²`` of each, added in that order.
+def complete_rejected(s, words, nb, out, scale, zsq, nrej):  # pragma: no cover - numba
+    """Second pass of a lane-stream draw over ``nb`` rows: for every word whose fast
+    test failed (bit ``j`` of the mask ``words[nb·LANES + b]`` marks word
+    ``b·LANES + j``), in increasing order, complete the normal ``ξ`` from the auxiliary
+    stream (:func:`finish_rejected`), add ``scale·ξ`` to ``out`` at that position and,
+    unless ``zsq`` is empty, store ``ξ²`` at ``zsq[nrej]``, ``zsq[nrej + 1]``, …;
+    returns the new ``nrej``.
 
     A row's rejections are found lowest bit first by a de Bruijn multiplication, one
     well-predicted step each, instead of testing its 16 bits one by one: on fresh
@@ -402,6 +415,7 @@ def complete_rejected(s, words, nb, out, scale, xi2):  # pragma: no cover - numb
     1.30 on a first-generation EPYC (issue 7)."""
     L = LANES
     a = s[4 * L:4 * L + 4]
+    keep = zsq.size > 0
     for b in range(nb):
         mask = words[nb * L + b]
         while mask != 0:            # the rejected words of row b, in order
@@ -409,9 +423,11 @@ def complete_rejected(s, words, nb, out, scale, xi2):  # pragma: no cover - numb
             mask ^= low
             i = b * L + lowest_bit_index(low)
             z = finish_rejected(a, words[i])
-            xi2 += z * z
+            if keep:
+                zsq[nrej] = z * z
+            nrej += 1
             out[i] += scale * z
-    return xi2
+    return nrej
 
 
 @njit(cache=True, nogil=True)
