@@ -270,6 +270,16 @@ def _xoshiro_np(st):
     return out
 
 
+def _lane_words_np(st, n):
+    """The first ``n`` words of the lane stream ``st`` (word i from lane i mod 16, whole
+    rows drawn) by plain numpy, and the lanes' states ``(4, 16)`` after them."""
+    L = rn.LANES
+    lanes = st[:4 * L].reshape(4, L).copy()
+    rows = [_xoshiro_np(lanes) for _ in range(-(-n // L))]
+    words = np.concatenate(rows) if rows else np.empty(0, dtype=np.uint64)
+    return words[:n], lanes
+
+
 def test_lane_words_match_plain_xoshiro_lanes_for_every_row_count():
     """The lane words, drawn four rows a pass plus the remaining rows one by one, are
     the lanes' xoshiro256++ outputs row after row, and leave the states where that
@@ -280,9 +290,8 @@ def test_lane_words_match_plain_xoshiro_lanes_for_every_row_count():
         mine = st.copy()
         words = np.zeros(nb * L + 1, dtype=np.uint64)
         rn.lane_words(mine, words, nb)
-        lanes = st[:4 * L].reshape(4, L).copy()
-        expect = [_xoshiro_np(lanes) for _ in range(nb)]
-        assert np.array_equal(words[:nb * L], np.concatenate(expect) if nb else words[:0]), nb
+        expect, lanes = _lane_words_np(st, nb * L)
+        assert np.array_equal(words[:nb * L], expect), nb
         assert words[nb * L] == 0                              # nothing written past
         assert np.array_equal(mine[:4 * L].reshape(4, L), lanes), nb
         assert np.array_equal(mine[4 * L:], st[4 * L:]), nb    # auxiliary stream untouched
@@ -300,10 +309,8 @@ def test_lane_stream_matches_a_plain_numpy_implementation():
         out = np.empty(n)
         rn.fill_normal(mine, out, np.empty(rn.words_needed(n), dtype=np.uint64))
         # reference
-        lanes = st[:4 * L].reshape(4, L).copy()
+        words, lanes = _lane_words_np(st, n)
         aux = st[4 * L:].copy()
-        rows = -(-n // L)
-        words = np.concatenate([_xoshiro_np(lanes) for _ in range(rows)])[:n]
         idx = (words & np.uint64(0xFF)).astype(np.int64)
         r = words >> np.uint64(8)
         rabs = (r >> np.uint64(1)) & np.uint64(0x000FFFFFFFFFFFFF)
@@ -477,8 +484,7 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
         # over the rows (fast-path normals only), the lanes in order, then the completed
         # (rejected) words' ξ² in order
         L = rn.LANES
-        lanes = st[:4 * L].reshape(4, L).copy()
-        words = np.concatenate([_xoshiro_np(lanes) for _ in range(-(-n // L))])[:n]
+        words = _lane_words_np(st, n)[0]
         rabs = (words >> np.uint64(9)) & np.uint64(0x000FFFFFFFFFFFFF)
         ok = rabs < rn.KI[(words & np.uint64(0xFF)).astype(np.int64)]
         zf = np.zeros(-(-n // L) * L)

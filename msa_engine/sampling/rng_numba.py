@@ -355,13 +355,12 @@ def _draw_lanes(s, f, n, words):  # pragma: no cover - numba
     Drawn in blocks of :data:`BLOCK_ROWS` rows (:func:`_draw_block`), so that a
     block's words are still in cache when they are used and completed; the streams are
     consumed in the same order whatever the blocks."""
-    none = np.empty(0)
     for i0 in range(0, n, BLOCK_ROWS * LANES):
-        _draw_block(s, f[i0:], min(n - i0, BLOCK_ROWS * LANES), words, none)
+        _draw_block(s, f[i0:], min(n - i0, BLOCK_ROWS * LANES), words)
 
 
 @njit(cache=True, nogil=True)
-def _draw_block(s, f, n, words, none):  # pragma: no cover - numba
+def _draw_block(s, f, n, words):  # pragma: no cover - numba
     """One block of :func:`_draw_lanes`: one SIMD loop applies the ziggurat's fast path
     to every word, leaving 0 where its test rejects the word (~1.5%) and recording each
     row's rejections as a bit mask in the tail of ``words``; :func:`complete_rejected`
@@ -377,7 +376,7 @@ def _draw_block(s, f, n, words, none):  # pragma: no cover - numba
             f[i] = x if ok else 0.0
             mask |= np.uint64(not ok and i < n) << np.uint64(j)
         words[nb * L + b] = mask
-    complete_rejected(s, words, nb, f, 1.0, none, 0)
+    complete_rejected(s, words, nb, f, 1.0, f[:0], 0)    # no ξ² to keep
 
 
 def _de_bruijn_table():
