@@ -60,10 +60,10 @@ class NumpyMALA:
         self.wood = None
         if structured and sampler == "marginal":
             from msa_engine.sampling.marginal import woodbury_constants  # noqa: PLC0415
-            Lb, w0, wpar = woodbury_constants(np.ascontiguousarray(X, float),
-                                              np.ascontiguousarray(y, float), act)
+            Ci, beta, wpar = woodbury_constants(np.ascontiguousarray(X, float),
+                                                np.ascontiguousarray(y, float), act)
             if wpar[0]:
-                self.wood = (Lb, w0, float(wpar[1]))
+                self.wood = (Ci, beta, float(wpar[1]), float(wpar[2]))
         self.X, self.y = np.ascontiguousarray(X, float), np.ascontiguousarray(y, float)
         self.P, self.d = self.X.shape
         self.N, self.g_w, self.g_a, self.kappa, self.chi = N, g_w, g_a, kappa, chi
@@ -126,23 +126,24 @@ class NumpyMALA:
         return E, gW, ga
 
     def _woodbury(self, W):
-        """Linear φ, marginal sampler, ``P > d``: the ``d×d`` Woodbury form."""
-        Lb, w0, rres = self.wood
+        """Linear φ, marginal sampler, ``P > d``: the ``d×d`` Woodbury form, with
+        ``M = C⁻¹ + (c/κ) WᵀW`` (``C = XᵀX``; see ``kernels_numba._wood_core``)."""
+        Ci, beta, rres, logdet_c = self.wood
         N, d, P = self.N, self.d, self.P
         c, kappa, chi = self.g_a / N, self.kappa, self.chi
         S = np.matmul(W.transpose(0, 2, 1), W)                       # (C,d,d)
-        T = np.eye(d) + (c / kappa) * (Lb.T @ S @ Lb)
-        L = np.linalg.cholesky(T)
-        logdet = P * np.log(kappa) + 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)),
-                                                  axis=1)
-        Tinv = np.linalg.inv(T)
-        q = Tinv @ w0                                                # (C,d)
-        yAy = (rres + q @ w0) / kappa
-        v = q @ Lb.T                                                 # (C,d) = Lb q
-        B = (Lb @ Tinv @ Lb.T) / (2 * kappa) - (0.5 * chi / kappa ** 2) * v[:, :, None] * v[:, None, :]
+        M = Ci + (c / kappa) * S
+        L = np.linalg.cholesky(M)
+        logdet = (P * np.log(kappa) + logdet_c
+                  + 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1))
+        Minv = np.linalg.inv(M)
+        v = Minv @ beta                                              # (C,d)
+        yAy = (rres + v @ beta) / kappa
         pw = d / self.g_w
-        E = 0.5 * pw * np.sum(W * W, axis=(1, 2)) + 0.5 * logdet + 0.5 * chi * yAy
-        return E, 2.0 * c * np.matmul(W, B) + pw * W, None
+        A = (c / kappa) * Minv - (c * chi / kappa ** 2) * v[:, :, None] * v[:, None, :]
+        A = A + pw * np.eye(d)
+        E = 0.5 * pw * np.trace(S, axis1=1, axis2=2) + 0.5 * logdet + 0.5 * chi * yAy
+        return E, np.matmul(W, A), None
 
     def step(self, h: float) -> None:
         C = self.W.shape[0]

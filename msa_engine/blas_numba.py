@@ -8,8 +8,6 @@ Cholesky factor the samplers need anyway for log det (n³/3), where the Cholesky
 
 - :func:`gram_rows` ``out = α A Aᵀ`` and :func:`gram_cols` ``out = α AᵀA`` (``dsyrk``),
 - :func:`spd_inverse` ``out = A⁻¹`` and ``log det A`` (``dpotrf`` + ``dpotri``),
-- :func:`lower_mul` ``B ← L B``, ``LᵀB``, ``B L`` or ``B Lᵀ`` for a lower-triangular ``L``
-  (``dtrmm``: half of gemm's multiply-adds, and no second buffer).
 
 How.  ``scipy.linalg.cython_blas`` / ``cython_lapack`` export their functions as
 capsules (the Fortran ABI: every argument by pointer, 32-bit integers, no hidden string
@@ -52,8 +50,6 @@ def _external(module: str, name: str, nargs: int):
 
 # dsyrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
 _dsyrk = _external("scipy.linalg.cython_blas", "dsyrk", 10)
-# dtrmm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb)
-_dtrmm = _external("scipy.linalg.cython_blas", "dtrmm", 11)
 # dpotrf(uplo, n, a, lda, info), dpotri(uplo, n, a, lda, info)
 _dpotrf = _external("scipy.linalg.cython_lapack", "dpotrf", 5)
 _dpotri = _external("scipy.linalg.cython_lapack", "dpotri", 5)
@@ -148,35 +144,3 @@ def spd_inverse(A, out):  # pragma: no cover - numba
         for j in range(i):
             out[i, j] = out[j, i]
     return logdet
-
-
-@njit(cache=True, nogil=True)
-def lower_mul(L, B, left, transpose):  # pragma: no cover - numba
-    """``B ← op(L)·B`` (``left``) or ``B·op(L)``, in place, ``op(L) = Lᵀ`` if
-    ``transpose``, for a lower-triangular ``L`` (its upper part is not read).
-
-    To Fortran a C array is its transpose: ``(L B)ᵀ = Bᵀ Lᵀ``, so a product on the left
-    in C is one on the right in Fortran, with the same ``op``, and the C lower triangle
-    is Fortran's upper one."""
-    if not (L.flags.c_contiguous and B.flags.c_contiguous):
-        raise ValueError("lower_mul: arrays must be C-contiguous")
-    n = L.shape[0]
-    if L.shape[1] != n or (B.shape[0] if left else B.shape[1]) != n:
-        raise ValueError("lower_mul: shapes do not match")
-    rows, cols = B.shape
-    if rows == 0 or cols == 0:
-        return
-    chars = np.empty(4, dtype=np.uint8)
-    chars[0] = 82 if left else 76       # side: 'R' for a C product on the left, else 'L'
-    chars[1] = 85                       # 'U'
-    chars[2] = 84 if transpose else 78  # 'T' / 'N'
-    chars[3] = 78                       # diag 'N'
-    ints = np.empty(4, dtype=np.int32)
-    ints[0] = cols                      # Fortran's rows of Bᵀ
-    ints[1] = rows
-    ints[2] = n                         # lda
-    ints[3] = cols                      # ldb
-    alpha = np.ones(1)
-    _dtrmm(chars[0:].ctypes, chars[1:].ctypes, chars[2:].ctypes, chars[3:].ctypes,
-           ints[0:].ctypes, ints[1:].ctypes, alpha.ctypes, L.ctypes, ints[2:].ctypes,
-           B.ctypes, ints[3:].ctypes)

@@ -90,7 +90,7 @@ def test_scratch_arrays_outlive_the_calls_with_malloc_perturbed():
     with glibc's per-thread cache off and freed memory overwritten (MALLOC_PERTURB_),
     ``dsyrk`` then refused its first argument and returned NaN, and ``dpotri`` an SPD
     matrix.  A fresh process, so that the environment reaches malloc; every routine of
-    the module (syrk both ways, potrf/potri, trmm) and a kernel that calls them."""
+    the module (syrk both ways, potrf/potri) and a kernel that calls them."""
     code = textwrap.dedent("""
         import numpy as np
         from msa_engine import blas_numba as bn
@@ -111,11 +111,6 @@ def test_scratch_arrays_outlive_the_calls_with_malloc_perturbed():
             assert np.isclose(ld, np.linalg.slogdet(S)[1]), "logdet"
         K, Ainv, ld = _factor_of(rng.standard_normal((60, 40)), 0.8, 0.1)
         assert np.all(np.isfinite(K)) and np.all(np.isfinite(Ainv)), "factor"
-        L = np.tril(rng.standard_normal((30, 30)))
-        B = rng.standard_normal((30, 12))
-        got = B.copy()
-        bn.lower_mul(L, got, True, True)
-        assert np.allclose(got, L.T @ B), "lower_mul"
         print("ok")
     """)
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0",
@@ -134,27 +129,3 @@ def test_spd_inverse_refuses_nan_and_infinity():
         B[7, 3] = bad
         with pytest.raises(np.linalg.LinAlgError, match="infs or NaNs"):
             bn.spd_inverse(B, np.empty((n, n)))
-
-
-@pytest.mark.parametrize("left", [True, False])
-@pytest.mark.parametrize("transpose", [True, False])
-@pytest.mark.parametrize("n,m", [(1, 1), (5, 3), (40, 70)])
-def test_lower_mul_matches_numpy_and_ignores_the_upper_triangle(left, transpose, n, m):
-    rng = np.random.default_rng(n + 3 * m)
-    L = np.tril(rng.standard_normal((n, n)))
-    Lg = L.copy()
-    Lg[np.triu_indices(n, 1)] = np.nan          # not read
-    op = L.T if transpose else L
-    B = rng.standard_normal((n, m) if left else (m, n))
-    ref = op @ B if left else B @ op
-    got = B.copy()
-    bn.lower_mul(Lg, got, left, transpose)
-    assert np.max(np.abs(got - ref)) <= 1e-13 * max(1.0, np.max(np.abs(ref))) * n
-
-
-def test_lower_mul_refuses_mismatched_or_strided_arrays():
-    L = np.eye(4)
-    with pytest.raises(ValueError, match="shapes"):
-        bn.lower_mul(L, np.ones((3, 5)), True, False)
-    with pytest.raises(ValueError, match="C-contiguous"):
-        bn.lower_mul(L, np.ones((4, 6))[:, ::2], True, False)

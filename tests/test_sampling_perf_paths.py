@@ -81,15 +81,31 @@ def test_torch_baseline_is_the_same_computation(sampler):
     np.testing.assert_allclose(t.gW.numpy(), gWr, rtol=1e-9, atol=1e-12)
 
 
+def _ill_conditioned(P, d, log10_cond, rng):
+    """``X (P,d)`` with ``cond(XᵀX) = 10**log10_cond`` and a noisy linear ``y``."""
+    U = np.linalg.qr(rng.standard_normal((P, d)))[0]
+    V = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    X = U @ np.diag(np.sqrt(P) * np.logspace(0, -log10_cond / 2, d)) @ V.T
+    y = X @ rng.standard_normal(d) / np.sqrt(d) + 0.1 * rng.standard_normal(P)
+    return np.ascontiguousarray(X), y
+
+
 @pytest.mark.parametrize("chi", [1.0, 40.0])
-@pytest.mark.parametrize("P,d", [(12, 5), (40, 9)])
-def test_woodbury_marginal_energy_matches_the_direct_one(P, d, chi):
-    # linear φ, P > d: the d×d Woodbury form against the P×P one of THEORY §7
-    data = msa.make_data({"task": "linear", "d": d, "P": P, "P_test": 4, "seed": 2})
-    X, y = np.ascontiguousarray(data.X_train), np.ascontiguousarray(data.y_train)
+@pytest.mark.parametrize("P,d,cond", [(12, 5, None), (40, 9, None), (150, 60, None),
+                                      (120, 40, 7)])
+def test_woodbury_marginal_energy_matches_the_direct_one(P, d, cond, chi):
+    # linear φ, P > d: the d×d Woodbury form (M = (XᵀX)⁻¹ + (c/κ)WᵀW) against the P×P
+    # one of THEORY §7; d = 60 takes LAPACK's SPD inverse, cond = 10⁷ is an XᵀX just
+    # inside woodbury_applies' limit (10⁸), where the direct form was checked against
+    # 40-digit arithmetic to 3e-16 (both forms)
+    rng = np.random.default_rng(P)
+    if cond is None:
+        data = msa.make_data({"task": "linear", "d": d, "P": P, "P_test": 4, "seed": 2})
+        X, y = np.ascontiguousarray(data.X_train), np.ascontiguousarray(data.y_train)
+    else:
+        X, y = _ill_conditioned(P, d, cond, rng)
     consts = woodbury_constants(X, y, "linear")
     assert consts[2][0] == 1.0
-    rng = np.random.default_rng(P)
     for N in (3, 17):
         W = rng.standard_normal((N, d)) * 0.8
         args = (G_W, G_A, 0.15, chi)
@@ -100,6 +116,22 @@ def test_woodbury_marginal_energy_matches_the_direct_one(P, d, chi):
     # not used where it does not apply
     assert woodbury_constants(X[:d], y[:d], "linear")[2][0] == 0.0
     assert woodbury_constants(X, y, "erf")[2][0] == 0.0
+
+
+@pytest.mark.parametrize("n", [0, 5, 16, 47, 3000])
+def test_reverse_term_alone_is_the_one_summed_with_the_gradient_pass(n):
+    # the Woodbury step's gradient comes whole from its N×d product, so it sums the
+    # reverse MALA term in a pass of its own: the same lanes and order as the pass that
+    # also scales the gradient (g ← 1·g + 0·x leaves g as it is), so the same bits
+    rng = np.random.default_rng(n)
+    x, xc, g = (rng.standard_normal(n) for _ in range(3))
+    s, h = 0.7, 0.013
+    want = kn._scale_add_sq(g.copy(), 1.0, x, 0.0, xc, s, h)[1]
+    assert kn._reverse_sq(x, xc, g, s, h) == want
+    if n:
+        z = (xc - x) / s + 0.5 * h * s * g
+        assert want == pytest.approx(float(z @ z), rel=1e-13)
+    assert kn._reverse_sq(x, xc, g, s, 0.0) == 0.0
 
 
 @pytest.mark.parametrize("sampler,act", [("marginal", "erf"), ("full", "linear"),

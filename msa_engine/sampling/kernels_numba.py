@@ -9,7 +9,7 @@ Python threads (chains are independent once the step size is frozen).
 
 Speed (issue 7): every matrix product is a BLAS call (``np.dot`` with an ``out``
 buffer on contiguous float64 arrays; the symmetric ones, ``ΦΦᵀ`` and ``WᵀW``, by
-``syrk``, the triangular ones by ``trmm``, and SPD inverses by ``potrf``/``potri``,
+``syrk``, and SPD inverses by ``potrf``/``potri``,
 from :mod:`..blas_numba`, whose changes reach these cached kernels only with a change
 to this file), the elementwise work is fused into single loops, and all per-step
 arrays live in per-chain workspaces allocated once by the sampler, so a step
@@ -43,7 +43,7 @@ import math
 import numpy as np
 from ..jit import njit
 
-from ..blas_numba import gram_cols, gram_rows, lower_mul, spd_inverse
+from ..blas_numba import gram_cols, gram_rows, spd_inverse
 from ..special import erf_gauss_row
 from .rng_numba import (BLOCK_ROWS, LANES, STATE_WORDS, complete_rejected, draw_normals,
                          fast_normal, lane_words, normals_needed, uniform, words_needed)
@@ -278,93 +278,118 @@ def marginal_energy_grad(W, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
-def _wood_core(W, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S, Tinv, q, gW, Wc, s,
+def _wood_core(W, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S, Minv, v, gW, Wc, s,
                h):  # pragma: no cover
     """Marginal energy and gradient for a **linear** φ with ``P > d``, by Woodbury.
 
-    With ``K = c X S Xᵀ`` (``c = g_a/N``, ``S = WᵀW``), ``XᵀX = L_b L_bᵀ``,
-    ``w₀ = L_b⁻¹Xᵀy`` and ``T = I_d + (c/κ) L_bᵀ S L_b`` (all ``d×d``)::
+    With ``K = c X S Xᵀ`` (``c = g_a/N``, ``S = WᵀW``), ``C = XᵀX`` (constant),
+    ``β = C⁻¹Xᵀy`` and ``M = C⁻¹ + (c/κ) S`` (all ``d×d``)::
 
-        log det(K+κI) = P log κ + log det T
-        yᵀ(K+κI)⁻¹y   = (|y − Πy|² + w₀ᵀT⁻¹w₀)/κ      (Π: projection on X's columns)
-        Xᵀ(K+κI)⁻¹X   = L_b T⁻¹ L_bᵀ/κ,   Xᵀt = L_b T⁻¹w₀/κ
-        ∂E/∂W = 2c W [½XᵀA⁻¹X − (χ/2)(Xᵀt)(Xᵀt)ᵀ] + (d/g_w) W
+        log det(K+κI) = P log κ + log det C + log det M
+        yᵀ(K+κI)⁻¹y   = (|y − Πy|² + βᵀM⁻¹β)/κ        (Π: projection on X's columns)
+        Xᵀ(K+κI)⁻¹X   = M⁻¹/κ,   Xᵀt = M⁻¹β/κ = v/κ
+        ∂E/∂W = W [2c(½XᵀA⁻¹X − (χ/2)(Xᵀt)(Xᵀt)ᵀ) + (d/g_w) I]
 
-    (the gradient of THEORY §7 with ``Φ = XWᵀ``, ``φ' = 1``).  Cost ``O(Nd² + d³)``
-    against ``O(PNd + P²N + P³)``.  ``wpar = (1, |y − Πy|²)``.  Leaves ``S``, ``T⁻¹``
-    and ``q = T⁻¹w₀`` in the buffers for :func:`observe_wood`; returns ``(E, rev)`` as
-    :func:`_marginal_core`.
+    (the gradient of THEORY §7 with ``Φ = XWᵀ``, ``φ' = 1``; with ``XᵀX = L Lᵀ``,
+    ``M = L⁻ᵀ T L⁻¹`` for the ``T = I + (c/κ) LᵀSL`` of the push-through identity, so
+    no triangular products are needed: four ``trmm`` at ``d = 200`` were 1.4–2.9 ms of
+    a 25 ms step on a slow host).  The prior term rides in the ``d×d`` matrix, so the
+    one ``N×d`` product gives the whole gradient and ``‖W‖² = tr S``; what is left of
+    the elementwise pass is the reverse MALA term (:func:`_reverse_sq`), which reads
+    three arrays and writes none.  Cost ``O(Nd² + d³)`` against
+    ``O(PNd + P²N + P³)``.  ``wpar = (1, |y − Πy|², log det C)``.  Leaves ``S``,
+    ``M⁻¹`` and ``v = M⁻¹β`` in the buffers for :func:`observe_wood`; returns
+    ``(E, rev)`` as :func:`_marginal_core`.
     """
     N, d = W.shape
     c = g_a / N
     gram_cols(W, S, 1.0)               # syrk: half of gemm's multiply-adds
-    # L_bᵀ S L_b and, below, L_b T⁻¹ L_bᵀ by triangular products (trmm: d³ each, where
-    # two gemms were 2d³ each; ≈ 2 of 25 ms a step at d = 200 on a slow host)
-    Q = S.copy()
-    lower_mul(Lb, Q, False, False)
-    lower_mul(Lb, Q, True, True)
-    T = np.empty((d, d))
     ck = c / kappa
-    for i in range(d):
+    A = np.empty((d, d))
+    for i in range(d):                 # M (exactly symmetric: S, C⁻¹ are)
         for j in range(d):
-            T[i, j] = ck * 0.5 * (Q[i, j] + Q[j, i])
-        T[i, i] += 1.0
-    logdet = P * math.log(kappa) + _logdet_and_inverse(T, Tinv)
-    np.dot(Tinv, w0, q)
-    wq = 0.0
+            A[i, j] = Ci[i, j] + ck * S[i, j]
+    logdet = P * math.log(kappa) + wpar[2] + _logdet_and_inverse(A, Minv)
+    np.dot(Minv, beta, v)
+    bv = 0.0
+    sw = 0.0
     for i in range(d):
-        wq += w0[i] * q[i]
-    yAy = (wpar[1] + wq) / kappa
-    B = Tinv.copy()
-    lower_mul(Lb, B, True, False)
-    lower_mul(Lb, B, False, True)
-    v = np.dot(Lb, q)
-    b1 = 0.5 / kappa
-    b2 = 0.5 * chi / (kappa * kappa)
-    for i in range(d):
-        for j in range(d):
-            B[i, j] = b1 * B[i, j] - b2 * v[i] * v[j]
-    np.dot(W, B, gW)
+        bv += beta[i] * v[i]
+        sw += S[i, i]
+    yAy = (wpar[1] + bv) / kappa
+    a1 = c / kappa                     # 2c·½/κ
+    a2 = c * chi / (kappa * kappa)     # 2c·(χ/2)/κ²
     pw = d / g_w
-    sw, rev = _scale_add_sq(gW, 2.0 * c, W, pw, Wc, s, h)
+    for i in range(d):
+        for j in range(d):
+            A[i, j] = a1 * Minv[i, j] - a2 * v[i] * v[j]
+        A[i, i] += pw
+    np.dot(W, A, gW)
+    rev = _reverse_sq(W, Wc, gW, s, h)
     return 0.5 * pw * sw + 0.5 * logdet + 0.5 * chi * yAy, rev
 
 
 @njit(cache=True, nogil=True)
-def marginal_energy_grad_wood(W, X, Lb, w0, wpar, g_w, g_a, kappa, chi):  # pragma: no cover
+def _reverse_sq(x, xc, g, s, h):  # pragma: no cover - numba
+    """The reverse-move MALA term ``|(xc − x)/s + (h/2) s g|²`` of :func:`_scale_add_sq`
+    alone (``h = 0``: 0, not computed), in the same :data:`~rng_numba.LANES` partial
+    sums, element ``i`` into lane ``i mod LANES``."""
+    if h <= 0.0:
+        return 0.0
+    L = LANES
+    xf, cf, gf = x.ravel(), xc.ravel(), g.ravel()
+    n = xf.size
+    inv_s, hs = 1.0 / s, 0.5 * h * s
+    rq = np.zeros(L)
+    full = n // L
+    for b in range(full):
+        for j in range(L):
+            i = b * L + j
+            z = (cf[i] - xf[i]) * inv_s + hs * gf[i]
+            rq[j] += z * z
+    for i in range(full * L, n):
+        z = (cf[i] - xf[i]) * inv_s + hs * gf[i]
+        rq[i - full * L] += z * z
+    sr = 0.0
+    for j in range(L):
+        sr += rq[j]
+    return sr
+
+
+@njit(cache=True, nogil=True)
+def marginal_energy_grad_wood(W, X, Ci, beta, wpar, g_w, g_a, kappa, chi):  # pragma: no cover
     """:func:`_wood_core` with its own buffers (for tests): ``(E, ∂E/∂W)``."""
     N, d = W.shape
-    S, Tinv, q, gW = np.empty((d, d)), np.empty((d, d)), np.empty(d), np.empty((N, d))
+    S, Minv, v, gW = np.empty((d, d)), np.empty((d, d)), np.empty(d), np.empty((N, d))
     Wc = np.ascontiguousarray(W)
-    E = _wood_core(Wc, Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi, S, Tinv, q, gW,
+    E = _wood_core(Wc, Ci, beta, wpar, X.shape[0], g_w, g_a, kappa, chi, S, Minv, v, gW,
                    Wc, 1.0, 0.0)[0]
     return E, gW
 
 
 @njit(cache=True, nogil=True)
-def observe_wood(W, S, Tinv, q, X, Xs, Lb, u_slow, g_a, kappa, chi, ftr, fte, vte, Kacc,
+def observe_wood(W, S, Minv, v, X, Xs, Ci, u_slow, g_a, kappa, chi, ftr, fte, vte, Kacc,
                  SWacc):  # pragma: no cover - numba
     """:func:`observe_cached` for the Woodbury path (linear φ, ``P > d``), from
-    ``S = WᵀW``, ``T⁻¹`` and ``q = T⁻¹w₀`` of :func:`_wood_core`: with ``c = g_a/N``
-    and ``Xᵀt = L_b q/κ``, ``f = c X S Xᵀt``, ``f* = c X* S Xᵀt``,
-    ``K* A⁻¹ K*ᵀ = (c²/κ) U T⁻¹ Uᵀ`` (``U = X* S L_b``), ``tr(A⁻¹K) = d − tr T⁻¹``.
-    ``Kacc`` is left alone (see the comment below)."""
+    ``S = WᵀW``, ``M⁻¹`` and ``v = M⁻¹β`` of :func:`_wood_core`: with ``c = g_a/N``
+    and ``Xᵀt = v/κ``, ``f = c X S Xᵀt``, ``f* = c X* S Xᵀt``,
+    ``K* A⁻¹ K*ᵀ = (c²/κ) U M⁻¹ Uᵀ`` (``U = X* S``), ``tr(A⁻¹K) = d − tr T⁻¹`` with
+    ``tr T⁻¹ = tr(M⁻¹C⁻¹)``.  ``Kacc`` is left alone (see the comment below)."""
     N, d = W.shape
     Ps = Xs.shape[0]
     c = g_a / N
-    xt = np.dot(Lb, q) / kappa
+    xt = v / kappa
     Sxt = np.dot(S, xt)
     ftr[:] = c * np.dot(X, Sxt)
     fte[:] = c * np.dot(Xs, Sxt)
-    XsS = np.dot(Xs, S)
-    U = np.dot(XsS, Lb)
-    UT = np.dot(U, Tinv)
+    U = np.dot(Xs, S)
+    UM = np.dot(U, Minv)
     for i in range(Ps):
         kss = 0.0
         qv = 0.0
         for j in range(d):
-            kss += XsS[i, j] * Xs[i, j]
-            qv += UT[i, j] * U[i, j]
+            kss += U[i, j] * Xs[i, j]
+            qv += UM[i, j] * U[i, j]
         vte[i] += (c * kss - c * c / kappa * qv) / chi
     # K is not accumulated here (P²d a draw): Σ K = g_a X (Σ WᵀW/N) Xᵀ follows from
     # SWacc, and the driver forms ⟨K⟩ from it at the end (Kacc stays zero)
@@ -372,9 +397,11 @@ def observe_wood(W, S, Tinv, q, X, Xs, Lb, u_slow, g_a, kappa, chi, ftr, fte, vt
         for j in range(d):
             SWacc[i, j] += S[i, j] / N
     trTi = 0.0
+    for i in range(d):
+        for j in range(d):
+            trTi += Minv[i, j] * Ci[i, j]
     tf = 0.0
     for i in range(d):
-        trTi += Tinv[i, i]
         tf += xt[i] * Sxt[i]
     Q = g_a + c * (chi * c * tf - (d - trTi))
     return Q, np.dot(u_slow, np.dot(S, u_slow)) / N
@@ -687,7 +714,7 @@ def _draw_index(step, burn_in, thin):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2, Lb, w0, wpar,
+def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2, Ci, beta, wpar,
                    rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow, code,
                    g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                    step0, burn_in, thin, m_total, nbatch,
@@ -700,7 +727,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2,
     ``Phi2 (C,2,P,N)``, ``K2``, ``Ai2 (C,2,P,P)``, ``t2 (C,2,P)`` hold ``Φ, K, A⁻¹, t``
     of the current state in buffer ``cur[c]`` (the proposal is built in the other one).
     With ``wpar[0] = 1`` (linear φ, ``P > d``) the Woodbury form :func:`_wood_core`
-    is used instead, caching ``S``, ``T⁻¹``, ``q`` in ``S2``, ``Ti2``, ``q2``.
+    is used instead, caching ``S``, ``M⁻¹``, ``v`` in ``S2``, ``Mi2``, ``v2``.
     ``log_h[0]`` is the shared log step size (Robbins-Monro adapted to
     the acceptance ``target`` while ``adapt``; ``lh_stats`` sums it for averaging
     while ``adapt_avg``); ``acc[c]`` sums the Metropolis acceptance probability (also for ULA,
@@ -730,8 +757,8 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2,
             gWc, gWn = (gW[c], gWp[c]) if side[c] == 0 else (gWp[c], gW[c])
             xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2, sh * s, rng[c], zb, wb)
             if wood:
-                Ep, rev = _wood_core(Wn, Lb, w0, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
-                                     Ti2[c, b], q2[c, b], gWn, Wc, s, h)
+                Ep, rev = _wood_core(Wn, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
+                                     Mi2[c, b], v2[c, b], gWn, Wc, s, h)
             else:
                 Ep, rev = _marginal_core(Wn, X, y, code, g_w, g_a, kappa, chi, Phi2[c, b],
                                          D[c], M[c], K2[c, b], Ai2[c, b], t2[c, b], gWn, Wc,
@@ -762,7 +789,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2,
                 i = cur[c]
                 Wc = W[c] if side[c] == 0 else Wp[c]
                 if wood:
-                    Q, sl = observe_wood(Wc, S2[c, i], Ti2[c, i], q2[c, i], X, Xs, Lb, u_slow,
+                    Q, sl = observe_wood(Wc, S2[c, i], Mi2[c, i], v2[c, i], X, Xs, Ci, u_slow,
                                          g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m], vte[c],
                                          Kacc[c], SWb[c, bb])
                 else:
@@ -787,7 +814,7 @@ def _settle(side, W, gW, Wp, gWp):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q2, Lb, w0,
+def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2, Ci, beta,
                      wpar, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cover - numba
     """(Re)compute ``E``, ``gW`` and the cached ``Φ, K, A⁻¹, t`` of every chain's
     current ``W`` into buffer 0 — at the start and after loading a checkpoint.  The
@@ -797,8 +824,8 @@ def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Ti2, q
     for c in range(C):
         _copy(Wp[c], W[c])
         if wpar[0] != 0.0:
-            E[c] = _wood_core(Wp[c], Lb, w0, wpar, X.shape[0], g_w, g_a, kappa, chi, S2[c, 0],
-                              Ti2[c, 0], q2[c, 0], gWp[c], W[c], 1.0, 0.0)[0]
+            E[c] = _wood_core(Wp[c], Ci, beta, wpar, X.shape[0], g_w, g_a, kappa, chi, S2[c, 0],
+                              Mi2[c, 0], v2[c, 0], gWp[c], W[c], 1.0, 0.0)[0]
         else:
             E[c] = _marginal_core(Wp[c], X, y, code, g_w, g_a, kappa, chi, Phi2[c, 0], D[c],
                                   M[c], K2[c, 0], Ai2[c, 0], t2[c, 0], gWp[c], W[c], 1.0,

@@ -12,7 +12,7 @@ full sampler.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import cho_solve
 
 from . import kernels_numba as kn
 
@@ -28,21 +28,23 @@ def woodbury_applies(X: np.ndarray, activation: str) -> bool:
 
 
 def woodbury_constants(X: np.ndarray, y: np.ndarray, activation: str) -> tuple:
-    """``(L_b, w₀, (flag, |y − Πy|²))`` for the Woodbury form of the linear marginal
-    energy (:func:`kn._wood_core`): used when φ is linear, ``P > d`` (then
-    ``K = (g_a/N) X WᵀW Xᵀ`` has rank ``≤ d`` and every ``P×P`` object reduces to a
-    ``d×d`` one, ``O(Nd² + d³)`` a step instead of ``O(PNd + P²N + P³)``) and ``XᵀX``
-    is well conditioned.  Otherwise ``flag = 0`` and 1×1 placeholders."""
-    off = (np.zeros((1, 1)), np.zeros(1), np.zeros(2))
+    """``(C⁻¹, β, (flag, |y − Πy|², log det C))`` with ``C = XᵀX`` and ``β = C⁻¹Xᵀy``
+    for the Woodbury form of the linear marginal energy (:func:`kn._wood_core`): used
+    when φ is linear, ``P > d`` (then ``K = (g_a/N) X WᵀW Xᵀ`` has rank ``≤ d`` and
+    every ``P×P`` object reduces to a ``d×d`` one, ``O(Nd² + d³)`` a step instead of
+    ``O(PNd + P²N + P³)``) and ``XᵀX`` is well conditioned.  Otherwise ``flag = 0``
+    and placeholders."""
+    off = (np.zeros((1, 1)), np.zeros(1), np.zeros(3))
     if not woodbury_applies(X, activation):
         return off
-    B0 = X.T @ X
-    Lb = np.linalg.cholesky(B0)
-    w0 = solve_triangular(Lb, X.T @ y, lower=True)
-    beta = np.linalg.lstsq(X, y, rcond=None)[0]
-    r = y - X @ beta
-    return (np.ascontiguousarray(Lb), np.ascontiguousarray(w0),
-            np.array([1.0, float(r @ r)]))
+    L = np.linalg.cholesky(X.T @ X)
+    Ci = cho_solve((L, True), np.eye(X.shape[1]))
+    Ci = 0.5 * (Ci + Ci.T)               # exactly symmetric, as M = C⁻¹ + (c/κ)S must be
+    beta = cho_solve((L, True), X.T @ y)
+    r = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    logdet_c = 2.0 * float(np.sum(np.log(np.diag(L))))
+    return (np.ascontiguousarray(Ci), np.ascontiguousarray(beta),
+            np.array([1.0, float(r @ r), logdet_c]))
 
 
 class MarginalSampler:
@@ -74,7 +76,7 @@ class MarginalSampler:
 
     def workspace(self, chains: int) -> dict:
         """Per-chain scratch and the double-buffered ``Φ, K, A⁻¹, t`` (or, on the
-        Woodbury path, ``S, T⁻¹, q``) of the current state (see
+        Woodbury path, ``S, M⁻¹, v``) of the current state (see
         :func:`kn.marginal_chunk`); not checkpointed, rebuilt by :meth:`refresh`.
         Buffers of the path not taken are 1×1 placeholders."""
         N, d, P = self.N, self.d, self.problem.data.P
@@ -90,7 +92,7 @@ class MarginalSampler:
                 "Ai2": np.empty((C, 2, P_, P_)), "t2": np.empty((C, 2, P_)),
                 "cur": np.zeros(C, dtype=np.int64), "D": np.empty(big),
                 "M": np.empty((C, P_, N_)), "S2": np.empty((C, 2, d_, d_)),
-                "Ti2": np.empty((C, 2, d_, d_)), "q2": np.empty((C, 2, d_))}
+                "Mi2": np.empty((C, 2, d_, d_)), "v2": np.empty((C, 2, d_))}
 
     def refresh(self, state: dict) -> None:
         """Recompute ``E``, ``gW`` and the cached factorisation from ``state["W"]``."""
