@@ -96,8 +96,8 @@ def _ill_conditioned(P, d, log10_cond, rng):
 def test_woodbury_marginal_energy_matches_the_direct_one(P, d, cond, chi):
     # linear φ, P > d: the d×d Woodbury form (M = (XᵀX)⁻¹ + (c/κ)WᵀW) against the P×P
     # one of THEORY §7; d = 60 takes LAPACK's SPD inverse, cond = 10⁷ is an XᵀX just
-    # inside woodbury_applies' limit (10⁸), where the direct form was checked against
-    # 40-digit arithmetic to 3e-16 (both forms)
+    # inside woodbury_applies' limit (10⁸); there, when this was written, both forms'
+    # energies agreed with 40-digit arithmetic to 1e-15 (relative)
     rng = np.random.default_rng(P)
     if cond is None:
         data = msa.make_data({"task": "linear", "d": d, "P": P, "P_test": 4, "seed": 2})
