@@ -275,11 +275,11 @@ def bench_one(sampler: str, act: str, size: str, repeats: int = 3, quick: bool =
 def woodbury_floor(d: int, N: int, flops: float, noise_ours_s: float, repeats: int,
                    target: float) -> dict:
     """The least time one chain-step of the linear Woodbury marginal sampler can take on
-    this machine's BLAS: its two ``N×d`` products, ``S = WᵀW`` and ``W B``, timed alone
+    this machine's BLAS: its two ``N×d`` products, ``S = WᵀW`` and ``W A``, timed alone
     on the same shapes (numpy's BLAS, the faster of one thread and every core), plus
     drawing its ``N·d`` normals at the engine's rate spread over every core.  Everything
-    else a step does (the ``d³`` algebra, the proposal's and the gradient's passes over
-    ``N×d`` arrays) is left out, so ``floor_s`` is a lower bound, and
+    else a step does (the ``d³`` algebra, the proposal's pass and the reverse MALA
+    term's over ``N×d`` arrays) is left out, so ``floor_s`` is a lower bound, and
     ``floor_frac_of_dgemm`` the highest fraction of DGEMM any implementation built on
     these BLAS products can reach (issue 7's 60% target for "large")."""
     from threadpoolctl import threadpool_limits  # noqa: PLC0415

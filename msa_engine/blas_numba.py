@@ -7,7 +7,7 @@ Cholesky factor the samplers need anyway for log det (n³/3), where the Cholesky
 (``potri``) needs ≈ 2n³/3.  Here are those two, from the same library numba uses:
 
 - :func:`gram_rows` ``out = α A Aᵀ`` and :func:`gram_cols` ``out = α AᵀA`` (``dsyrk``),
-- :func:`spd_inverse` ``out = A⁻¹`` and ``log det A`` (``dpotrf`` + ``dpotri``),
+- :func:`spd_inverse` ``out = A⁻¹`` and ``log det A`` (``dpotrf`` + ``dpotri``).
 
 How.  ``scipy.linalg.cython_blas`` / ``cython_lapack`` export their functions as
 capsules (the Fortran ABI: every argument by pointer, 32-bit integers, no hidden string

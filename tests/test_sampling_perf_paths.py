@@ -90,32 +90,75 @@ def _ill_conditioned(P, d, log10_cond, rng):
     return np.ascontiguousarray(X), y
 
 
+def _woodbury_case(P, d, cond, seed):
+    """``(X, y)``: the linear task's data, or with ``cond(XᵀX) = 10**cond`` and noise."""
+    if cond is None:
+        data = msa.make_data({"task": "linear", "d": d, "P": P, "P_test": 4, "seed": seed})
+        return np.ascontiguousarray(data.X_train), np.ascontiguousarray(data.y_train)
+    return _ill_conditioned(P, d, cond, np.random.default_rng(seed))
+
+
+# (P, d, log10 cond(XᵀX)): d = 60 takes LAPACK's SPD inverse; 10⁷ is just inside
+# woodbury_applies' limit (10⁸), with noise in y so that |y − Πy|² is not 0
+WOODBURY_CASES = [(12, 5, None), (40, 9, None), (150, 60, None), (120, 40, 7)]
+
+
 @pytest.mark.parametrize("chi", [1.0, 40.0])
-@pytest.mark.parametrize("P,d,cond", [(12, 5, None), (40, 9, None), (150, 60, None),
-                                      (120, 40, 7)])
+@pytest.mark.parametrize("P,d,cond", WOODBURY_CASES)
 def test_woodbury_marginal_energy_matches_the_direct_one(P, d, cond, chi):
     # linear φ, P > d: the d×d Woodbury form (M = (XᵀX)⁻¹ + (c/κ)WᵀW) against the P×P
-    # one of THEORY §7; d = 60 takes LAPACK's SPD inverse, cond = 10⁷ is an XᵀX just
-    # inside woodbury_applies' limit (10⁸); there, when this was written, both forms'
-    # energies agreed with 40-digit arithmetic to 1e-15 (relative)
+    # one of THEORY §7, which agrees with 40-digit arithmetic to ≈ 3e-16 on these cases.
+    # M is about as ill-conditioned as XᵀX, so the Woodbury form's error grows like
+    # ε·cond(XᵀX): measured ≤ 4e-14 (energy) / 1e-12 (gradient) up to cond 10⁴, 6e-12 /
+    # 1e-10 at 10⁷ (the T = I + (c/κ)L_bᵀSL_b form it replaced: 3e-13 / 3e-13); the
+    # tolerances are 1e-11 / 1e-9 where XᵀX is well conditioned, 1e-10 / 1e-8 at 10⁷
+    X, y = _woodbury_case(P, d, cond, 2)
     rng = np.random.default_rng(P)
-    if cond is None:
-        data = msa.make_data({"task": "linear", "d": d, "P": P, "P_test": 4, "seed": 2})
-        X, y = np.ascontiguousarray(data.X_train), np.ascontiguousarray(data.y_train)
-    else:
-        X, y = _ill_conditioned(P, d, cond, rng)
     consts = woodbury_constants(X, y, "linear")
     assert consts[2][0] == 1.0
+    rel_e, rel_g = (1e-11, 1e-9) if cond is None else (1e-10, 1e-8)
     for N in (3, 17):
         W = rng.standard_normal((N, d)) * 0.8
         args = (G_W, G_A, 0.15, chi)
         E1, g1 = kn.marginal_energy_grad(W, X, y, 0, *args)
         E2, g2 = kn.marginal_energy_grad_wood(W, X, *consts, *args)
-        assert E2 == pytest.approx(E1, rel=1e-11, abs=1e-11)
-        np.testing.assert_allclose(g2, g1, rtol=1e-9, atol=1e-11 * np.abs(g1).max())
+        assert E2 == pytest.approx(E1, rel=rel_e, abs=1e-11)
+        np.testing.assert_allclose(g2, g1, rtol=rel_g, atol=rel_g * 1e-2 * np.abs(g1).max())
     # not used where it does not apply
     assert woodbury_constants(X[:d], y[:d], "linear")[2][0] == 0.0
     assert woodbury_constants(X, y, "erf")[2][0] == 0.0
+
+
+@pytest.mark.parametrize("P,d,cond", WOODBURY_CASES)
+def test_woodbury_observables_match_the_direct_ones(P, d, cond):
+    # what a kept draw measures on the Woodbury path (from the step's S, M⁻¹, v) against
+    # the P×P computation of observe(): train and test means, test variance, Q, u·S·u/N
+    X, y = _woodbury_case(P, d, cond, 5)
+    rng = np.random.default_rng(d)
+    Xs = rng.standard_normal((7, d))
+    u = rng.standard_normal(d)
+    consts = woodbury_constants(X, y, "linear")
+    g_a, kappa, chi = G_A, 0.15, 3.0
+    tol = 1e-10 if cond is None else 1e-8
+    for N in (3, 17):
+        W = rng.standard_normal((N, d)) * 0.8
+        S, Mi, v = np.empty((d, d)), np.empty((d, d)), np.empty(d)
+        kn._wood_core(W, *consts, P, G_W, g_a, kappa, chi, S, Mi, v, np.empty((N, d)), W,
+                      1.0, 0.0)
+        outs = []
+        for fn, pre in ((kn.observe_wood, (W, S, Mi, v, X, Xs)), (kn.observe, (W, X, Xs, y))):
+            ftr, fte, vte = np.zeros(P), np.zeros(7), np.zeros(7)
+            rest = (u, g_a, kappa, chi) if fn is kn.observe_wood else (u, 0, g_a, kappa, chi)
+            Q, sl = fn(*pre, *rest, ftr, fte, vte, np.zeros((P, P)), np.zeros((d, d)))
+            outs.append((ftr, fte, vte, Q, sl))
+        # the test variance is the prior one less the part the data explain, a small
+        # difference of two large numbers: both forms (and the P×P one) are off by
+        # ≈ 1e-8 of it at d = 60 against 40-digit arithmetic, ≈ 1e-16 of the prior one;
+        # Q is g_a plus such a difference, so both are compared on their prior's scale
+        prior = g_a / N * np.einsum("ij,jk,ik->i", Xs, W.T @ W, Xs) / chi
+        for a, b, scale in zip(*outs, (None, None, prior, g_a, None)):
+            atol = tol * np.max(np.abs(b if scale is None else scale))
+            np.testing.assert_allclose(a, b, rtol=tol if scale is None else 0, atol=atol)
 
 
 @pytest.mark.parametrize("n", [0, 5, 16, 47, 3000])

@@ -321,7 +321,7 @@ def _extras_lines(report: dict) -> list[str]:
         if r.get("floor_s") is not None:
             ff = r.get("floor_frac_of_dgemm")
             lines.append(
-                f"least time of {r['name']} {r['size']} on this BLAS (its S = WᵀW and W·B "
+                f"least time of {r['name']} {r['size']} on this BLAS (its S = WᵀW and W·A "
                 f"products alone, {_fmt_t(r['floor_gram_s'])} + "
                 f"{_fmt_t(r['floor_product_s'])}, plus its normals on every core): "
                 f"{_fmt_t(r['floor_s'])}, {r['floor_gflops']:.1f} GFLOP/s"

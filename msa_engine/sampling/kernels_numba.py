@@ -292,12 +292,17 @@ def _wood_core(W, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S, Minv, v, gW, Wc, s
 
     (the gradient of THEORY §7 with ``Φ = XWᵀ``, ``φ' = 1``; with ``XᵀX = L Lᵀ``,
     ``M = L⁻ᵀ T L⁻¹`` for the ``T = I + (c/κ) LᵀSL`` of the push-through identity, so
-    no triangular products are needed: four ``trmm`` at ``d = 200`` were 1.4–2.9 ms of
+    no triangular products are needed: four ``trmm`` at ``d = 200`` were 2.0–2.9 ms of
     a 25 ms step on a slow host).  The prior term rides in the ``d×d`` matrix, so the
     one ``N×d`` product gives the whole gradient and ``‖W‖² = tr S``; what is left of
     the elementwise pass is the reverse MALA term (:func:`_reverse_sq`), which reads
     three arrays and writes none.  Cost ``O(Nd² + d³)`` against
-    ``O(PNd + P²N + P³)``.  ``wpar = (1, |y − Πy|², log det C)``.  Leaves ``S``,
+    ``O(PNd + P²N + P³)``.  ``wpar = (1, |y − Πy|², log det C)``.  Accuracy: ``M`` is
+    about as ill-conditioned as ``C``, so the energy and gradient carry relative errors
+    of order ``ε·cond(C)`` more than the ``T`` form did (measured against the ``P×P``
+    form at ``cond(C)`` = 10⁶ / 10⁷ / 10⁷·⁹: energy 1e-12 / 6e-12 / 5e-11, gradient
+    1e-11 / 1e-10 / 6e-10 of its largest element; the ``T`` form 1e-13 / 3e-13 / 7e-12
+    and 5e-13 / 3e-13 / 2e-13), far below anything a Langevin run resolves.  Leaves ``S``,
     ``M⁻¹`` and ``v = M⁻¹β`` in the buffers for :func:`observe_wood`; returns
     ``(E, rev)`` as :func:`_marginal_core`.
     """
@@ -368,13 +373,15 @@ def marginal_energy_grad_wood(W, X, Ci, beta, wpar, g_w, g_a, kappa, chi):  # pr
 
 
 @njit(cache=True, nogil=True)
-def observe_wood(W, S, Minv, v, X, Xs, Ci, u_slow, g_a, kappa, chi, ftr, fte, vte, Kacc,
+def observe_wood(W, S, Minv, v, X, Xs, u_slow, g_a, kappa, chi, ftr, fte, vte, Kacc,
                  SWacc):  # pragma: no cover - numba
     """:func:`observe_cached` for the Woodbury path (linear φ, ``P > d``), from
     ``S = WᵀW``, ``M⁻¹`` and ``v = M⁻¹β`` of :func:`_wood_core`: with ``c = g_a/N``
     and ``Xᵀt = v/κ``, ``f = c X S Xᵀt``, ``f* = c X* S Xᵀt``,
-    ``K* A⁻¹ K*ᵀ = (c²/κ) U M⁻¹ Uᵀ`` (``U = X* S``), ``tr(A⁻¹K) = d − tr T⁻¹`` with
-    ``tr T⁻¹ = tr(M⁻¹C⁻¹)``.  ``Kacc`` is left alone (see the comment below)."""
+    ``K* A⁻¹ K*ᵀ = (c²/κ) U M⁻¹ Uᵀ`` (``U = X* S``) and
+    ``tr(A⁻¹K) = c tr(S XᵀA⁻¹X) = (c/κ) Σ S∘M⁻¹`` (no difference of two nearly equal
+    numbers when ``K`` is small, as ``d − tr T⁻¹`` was).  ``Kacc`` is left alone (see the
+    comment below)."""
     N, d = W.shape
     Ps = Xs.shape[0]
     c = g_a / N
@@ -396,14 +403,14 @@ def observe_wood(W, S, Minv, v, X, Xs, Ci, u_slow, g_a, kappa, chi, ftr, fte, vt
     for i in range(d):
         for j in range(d):
             SWacc[i, j] += S[i, j] / N
-    trTi = 0.0
+    sm = 0.0
     for i in range(d):
         for j in range(d):
-            trTi += Minv[i, j] * Ci[i, j]
+            sm += S[i, j] * Minv[i, j]
     tf = 0.0
     for i in range(d):
         tf += xt[i] * Sxt[i]
-    Q = g_a + c * (chi * c * tf - (d - trTi))
+    Q = g_a + c * (chi * c * tf - c / kappa * sm)
     return Q, np.dot(u_slow, np.dot(S, u_slow)) / N
 
 
@@ -789,7 +796,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
                 i = cur[c]
                 Wc = W[c] if side[c] == 0 else Wp[c]
                 if wood:
-                    Q, sl = observe_wood(Wc, S2[c, i], Mi2[c, i], v2[c, i], X, Xs, Ci, u_slow,
+                    Q, sl = observe_wood(Wc, S2[c, i], Mi2[c, i], v2[c, i], X, Xs, u_slow,
                                          g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m], vte[c],
                                          Kacc[c], SWb[c, bb])
                 else:
