@@ -91,17 +91,71 @@ async def test_simulate_and_cancel(isolated):
         assert "simulation cancelled" in str(app.query_one("#run-status", Static).render())
 
 
+async def heartbeat(pilot, app, seconds: float) -> tuple[int, float]:
+    """The UI heartbeat's ticks (``app._tick``, every 0.1 s) over ``seconds``, and the
+    longest time between two of them, sampled every 20 ms from the event loop."""
+    start = last_seen = app.ticks
+    t0 = t_last = time.monotonic()
+    gap = 0.0
+    while time.monotonic() - t0 < seconds:
+        await pilot.pause(0.02)
+        now = time.monotonic()
+        if app.ticks != last_seen:
+            last_seen, t_last = app.ticks, now
+        gap = max(gap, now - t_last)
+    return app.ticks - start, gap
+
+
 @run_async
 async def test_timer_ticks_during_simulation(isolated):
-    """numba kernels release the GIL: the UI's heartbeat keeps ticking."""
-    app = make_app(isolated)
+    """numba kernels release the GIL: the UI's heartbeat keeps ticking while a kernel
+    runs.  The chunks are made long (8 chains × 20 000 steps: ≈ 1–2 s a kernel call), so
+    that a kernel holding the GIL would stop the heartbeat for a whole chunk — a gap of
+    a second or more, checked with a fake chunk that holds it
+    (test_heartbeat_check_sees_a_kernel_that_holds_the_gil).  With chunks of 200 steps
+    (≈ 25 ms) it could not: the UI thread got the GIL between them, and the tick rate
+    alone, on a loaded 2-core VM, once came out at 48% of nominal for nogil kernels."""
+    app = make_app(isolated, {"simulation": {"chunk": 20000}})
     async with app.run_test(size=(80, 24)) as pilot:
         await start_long_simulation(pilot, app)
-        before, t0 = app.ticks, time.monotonic()
-        await pilot.pause(1.0)
-        elapsed = time.monotonic() - t0
+        await pilot.pause(0.3)           # past the burn-in's short chunks
+        ticks, gap = await heartbeat(pilot, app, 1.5)
         assert "simulation" in app.jobs, "the simulation should still be running"
-        assert app.ticks - before >= 0.5 * elapsed / 0.1, (app.ticks - before, elapsed)
+        assert gap < 0.6 and ticks >= 5, (ticks, gap)
+        await pilot.press("c")
+        await settle(pilot, app)
+
+
+@run_async
+async def test_heartbeat_check_sees_a_kernel_that_holds_the_gil(isolated, monkeypatch):
+    """The check above can fail: chunks that hold the GIL for ≈ 1 s each, as a kernel
+    compiled without ``nogil`` does (a busy loop in pure Python would not: the
+    interpreter hands the GIL over every 5 ms), stop the heartbeat."""
+    from numba import njit
+
+    from msa_engine.sampling.marginal import MarginalSampler
+
+    @njit(nogil=False)
+    def spin(n):
+        acc = 0.0
+        for i in range(n):
+            acc += (i % 7) * 1e-9
+        return acc
+
+    spin(10)                              # compiled before the app starts
+    t0 = time.perf_counter()
+    spin(10 ** 7)
+    per_call = max(time.perf_counter() - t0, 1e-4) / 10 ** 7
+
+    def advance_holding_the_gil(self, state, rng, nsteps, common, tail, chains=slice(None)):
+        spin(int(1.0 / per_call))
+
+    monkeypatch.setattr(MarginalSampler, "advance", advance_holding_the_gil)
+    app = make_app(isolated, {"simulation": {"chunk": 20000}})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_long_simulation(pilot, app)
+        ticks, gap = await heartbeat(pilot, app, 1.5)
+        assert not (gap < 0.6 and ticks >= 5), (ticks, gap)
         await pilot.press("c")
         await settle(pilot, app)
 
