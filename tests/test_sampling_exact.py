@@ -3,7 +3,9 @@
 Each run must reproduce ``solve(problem, "exact")``: every train/test mean within 4.5
 reported standard errors, mean z² in [0.3, 3], and the Σ_W outlier.  The *same* runs
 must reject the NNGP in mean-field scaling and the tree level in standard scaling
-with max |z| > 6, so error bars too wide to mean anything fail here.
+with max |z| > 6, so error bars too wide to mean anything fail here.  The marginal
+sampler runs on both of its linear paths: ``P < d`` (the ``P×P`` form) and ``P > d``
+(the ``d×d`` Woodbury form, which only step-for-step and energy checks covered before).
 """
 
 import numpy as np
@@ -11,20 +13,26 @@ import pytest
 
 import msa_engine as msa
 from msa_engine.sampling import simulate
+from msa_engine.sampling.marginal import woodbury_applies
 
 from .conftest import linear_problem
 
-# (sampler, chi) -> (steps, burn_in, thin): the full sampler mixes ~10x slower (THEORY §7),
-# so it is thinned (its autocorrelation times are hundreds of steps)
-RUNS = {("marginal", "standard"): (4000, 1000, 2), ("marginal", "mean-field"): (4000, 1000, 2),
-        ("full", "standard"): (16000, 2000, 5), ("full", "mean-field"): (10000, 2000, 5)}
+# (sampler, chi, shape) -> (steps, burn_in, thin): the full sampler mixes ~10x slower
+# (THEORY §7), so it is thinned (its autocorrelation times are hundreds of steps)
+RUNS = {("marginal", "standard", "P<d"): (4000, 1000, 2),
+        ("marginal", "mean-field", "P<d"): (4000, 1000, 2),
+        ("full", "standard", "P<d"): (16000, 2000, 5), ("full", "mean-field", "P<d"): (10000, 2000, 5),
+        ("marginal", "standard", "P>d"): (4000, 1000, 2),
+        ("marginal", "mean-field", "P>d"): (4000, 1000, 2)}
+SHAPES = {"P<d": {"d": 30, "P": 20, "P_test": 40}, "P>d": {"d": 10, "P": 30, "P_test": 20}}
 _cache = {}
 
 
-def run(sampler, chi):
-    key = (sampler, chi)
+def run(sampler, chi, shape="P<d"):
+    key = (sampler, chi, shape)
     if key not in _cache:
-        p = linear_problem(N=100, chi=chi, seed=1)
+        p = linear_problem(N=100, chi=chi, seed=1, **SHAPES[shape])
+        assert woodbury_applies(p.data.X_train, "linear") == (shape == "P>d")
         steps, burn, thin = RUNS[key]
         res = simulate(p, sampler=sampler, chains=4, steps=steps, burn_in=burn, thin=thin,
                        seed=11)
@@ -38,9 +46,9 @@ def zscores(res, theory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler,chi", list(RUNS))
-def test_reproduces_exact_means(sampler, chi):
-    p, res = run(sampler, chi)
+@pytest.mark.parametrize("sampler,chi,shape", list(RUNS))
+def test_reproduces_exact_means(sampler, chi, shape):
+    p, res = run(sampler, chi, shape)
     z = zscores(res, msa.solve(p, "exact"))
     print(f"{sampler} {chi}: max|z| {np.abs(z).max():.2f} mean z² {np.mean(z**2):.2f}")
     assert np.all(np.abs(z) < 4.5), np.abs(z).max()
@@ -49,19 +57,20 @@ def test_reproduces_exact_means(sampler, chi):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler,chi,wrong", [(s, c, "nngp" if c == "mean-field" else "tree")
-                                               for (s, c) in RUNS])
-def test_same_runs_reject_wrong_theory(sampler, chi, wrong):
-    p, res = run(sampler, chi)
+@pytest.mark.parametrize("sampler,chi,shape,wrong",
+                         [(s, c, sh, "nngp" if c == "mean-field" else "tree")
+                          for (s, c, sh) in RUNS])
+def test_same_runs_reject_wrong_theory(sampler, chi, shape, wrong):
+    p, res = run(sampler, chi, shape)
     z = zscores(res, msa.solve(p, wrong))
     print(f"{sampler} {chi}: {wrong} rejected with max|z| {np.abs(z).max():.1f}")
     assert np.abs(z).max() > 6
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler,chi", list(RUNS))
-def test_weight_cov_outlier(sampler, chi):
-    p, res = run(sampler, chi)
+@pytest.mark.parametrize("sampler,chi,shape", list(RUNS))
+def test_weight_cov_outlier(sampler, chi, shape):
+    p, res = run(sampler, chi, shape)
     ex = msa.solve(p, "exact")
     se = res.weight_cov_top_eigenvalue_se
     evals, evecs = np.linalg.eigh(ex.weight_cov)
@@ -83,9 +92,9 @@ def test_weight_cov_outlier(sampler, chi):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler,chi", [("marginal", "standard"), ("marginal", "mean-field")])
-def test_discrepancy_and_variance(sampler, chi):
-    p, res = run(sampler, chi)
+@pytest.mark.parametrize("sampler,chi,shape", [k for k in RUNS if k[0] == "marginal"])
+def test_discrepancy_and_variance(sampler, chi, shape):
+    p, res = run(sampler, chi, shape)
     ex = msa.solve(p, "exact")
     z = (res.train_discrepancy_corrected - ex.train_discrepancy) / res.train_discrepancy_se
     assert abs(z) < 4.5
