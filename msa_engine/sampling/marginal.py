@@ -40,8 +40,8 @@ def woodbury_constants(X: np.ndarray, y: np.ndarray, activation: str) -> tuple:
     L = np.linalg.cholesky(X.T @ X)
     Ci = cho_solve((L, True), np.eye(X.shape[1]))
     Ci = 0.5 * (Ci + Ci.T)               # exactly symmetric, as M = C⁻¹ + (c/κ)S must be
-    beta = cho_solve((L, True), X.T @ y)
-    r = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]     # C⁻¹Xᵀy (SVD), and y − Πy from it
+    r = y - X @ beta
     logdet_c = 2.0 * float(np.sum(np.log(np.diag(L))))
     return (np.ascontiguousarray(Ci), np.ascontiguousarray(beta),
             np.array([1.0, float(r @ r), logdet_c]))
