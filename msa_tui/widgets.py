@@ -6,7 +6,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
+from rich.text import Text
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, Static
 
 from msa_engine.problem import ACTIVATIONS
 from msa_engine.tasks import TASKS
@@ -61,23 +65,129 @@ def compact(widget):
     return widget
 
 
-# A field is one row, label and input; its error line is mounted below it only when the
-# field is first invalid (ParamForm.show_validation).  An error line per field, mounted up
-# front with a wrapper around each pair, made 115 of the Setup screen's 208 widgets, and
-# styling widgets is most of the TUI's start (issue 7).
-def field_row(section: str, key: str, value: str, placeholder: str = "") -> Horizontal:
+# A field is a label and an input, two cells of its panel's two-column grid (app.tcss);
+# its error line is mounted below it, across both columns, only when the field is first
+# invalid (ParamForm.show_validation).  Styling and laying out widgets is most of the
+# TUI's start (issue 7), ≈ 5 ms a widget on a slow host: an error line per field mounted
+# up front, with a wrapper around each pair, made 115 of the Setup screen's 208 widgets;
+# a Horizontal around each label and input made 27 more, and Textual's Select is six
+# widgets where a Choice is one.
+def field_row(section: str, key: str, value: str, placeholder: str = "") -> tuple[Widget, ...]:
     # "-valid": what an Input without validators sets on itself when given a value
-    return Horizontal(Label(LABELS.get(key, key), classes="field-label"),
-                      compact(Input(value, placeholder=placeholder, id=f"f-{section}-{key}",
-                                    select_on_focus=False, classes="-valid" if value else "")),
-                      id=f"row-{section}-{key}", classes="field")
+    return (Label(LABELS.get(key, key), id=f"label-{section}-{key}", classes="field-label"),
+            compact(Input(value, placeholder=placeholder, id=f"f-{section}-{key}",
+                          select_on_focus=False, classes="field -valid" if value else "field")))
 
 
-def select_row(section: str, key: str, label: str, options, value) -> Horizontal:
-    return Horizontal(Label(label, classes="field-label"),
-                      Select([(o, o) for o in options], value=value, allow_blank=False,
-                             id=f"f-{section}-{key}", compact=True),
-                      id=f"row-{section}-{key}", classes="field")
+def choice_row(section: str, key: str, label: str, options, value) -> tuple[Widget, ...]:
+    return (Label(label, id=f"label-{section}-{key}", classes="field-label"),
+            Choice(options, value, id=f"f-{section}-{key}", classes="field"))
+
+
+class ChoiceMenu(ModalScreen):
+    """A Choice's options, listed under it; Enter or a click picks one, Escape or a click
+    elsewhere keeps the value.  Built only when opened."""
+
+    DEFAULT_CSS = """
+    ChoiceMenu { background: $background 0%; }
+    ChoiceMenu > OptionList {
+        height: auto; max-height: 12; border: tall $border; background: $surface;
+        constrain: inside inside;
+    }
+    """
+    BINDINGS = [Binding("escape", "dismiss", "Back")]
+
+    def __init__(self, options: tuple[str, ...], value: str, region) -> None:
+        super().__init__()
+        self.options, self.value, self.anchor = options, value, region
+
+    def compose(self) -> ComposeResult:
+        menu = OptionList(*self.options)
+        # under the Choice, as wide as it, or over it where the screen ends first;
+        # `constrain` keeps it on the screen when neither fits
+        height = min(len(self.options), 10) + 2            # the list and its border
+        y = self.anchor.bottom
+        if y + height > self.app.size.height and self.anchor.y >= height:
+            y = self.anchor.y - height
+        menu.styles.offset = (self.anchor.x, y)
+        menu.styles.width = max(self.anchor.width, 12)
+        menu.highlighted = self.options.index(self.value)
+        yield menu
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(self.options[event.option_index])
+
+    def on_click(self, event) -> None:
+        if event.widget is self:        # outside the list
+            self.dismiss(None)
+
+
+class Choice(Widget, can_focus=True):
+    """One value of a few, drawn on one line as "value ▼" (Textual's compact Select
+    draws the same).  Enter, space, ↓ or a click opens the list; ← and → step through
+    it.  Posts :class:`Choice.Changed` when the value changes (by the user or by code);
+    ``with choice.prevent(Choice.Changed)`` sets it quietly."""
+
+    COMPONENT_CLASSES = {"choice--arrow"}
+    DEFAULT_CSS = """
+    Choice {
+        height: 1; width: 1fr; background: $surface; color: $foreground; pointer: pointer;
+        &:focus { background-tint: $foreground 5%; text-style: bold; }
+        & > .choice--arrow { color: $foreground 50%; }
+    }
+    """
+    BINDINGS = [Binding("enter,space,down", "open", "Choose", show=False),
+                Binding("left", "step(-1)", "Previous", show=False),
+                Binding("right", "step(1)", "Next", show=False)]
+
+    value: reactive[str] = reactive("", init=False)
+
+    class Changed(Message):
+        def __init__(self, choice: "Choice", value: str) -> None:
+            super().__init__()
+            self.choice, self.value = choice, value
+
+        @property
+        def control(self) -> "Choice":
+            return self.choice
+
+    def __init__(self, options, value: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.options = tuple(str(o) for o in options)
+        self.set_reactive(Choice.value, self._validate_value(value))
+
+    def _validate_value(self, value) -> str:
+        if str(value) not in self.options:
+            raise ValueError(f"{value!r} is not one of {', '.join(self.options)}")
+        return str(value)
+
+    def validate_value(self, value) -> str:
+        return self._validate_value(value)
+
+    def watch_value(self, value: str) -> None:
+        self.post_message(self.Changed(self, value))
+
+    def render(self) -> Text:
+        width = max(self.size.width, 4)
+        return Text.assemble(self.value[:width - 3].ljust(width - 2),
+                             ("▼", self.get_component_rich_style("choice--arrow")), " ")
+
+    def action_step(self, delta: int) -> None:
+        i = self.options.index(self.value)
+        self.value = self.options[(i + delta) % len(self.options)]
+
+    def action_open(self) -> None:
+        def picked(value: str | None) -> None:
+            if value is not None:
+                self.value = value
+            self.focus()
+        self.app.push_screen(ChoiceMenu(self.options, self.value, self.region), picked)
+
+    def on_click(self, event) -> None:
+        event.stop()
+        self.focus()
+        self.action_open()
 
 
 def compact_checkbox(label: str, value: bool, id: str) -> Checkbox:
@@ -89,19 +199,32 @@ class BindingsFooter(Footer):
     """Textual's Footer, recomposed only when what it shows changes.  The Footer rebuilds
     all its keys whenever the screen's bindings may have changed, which is every focus
     move: two rebuilds a Tab press between fields, ≈ 35-50 ms each on a slow host, and
-    three at start (issue 7), though the keys it shows were the same."""
+    three at start (issue 7), though the keys it shows were the same.  Its keys are
+    built with the screen: Textual's Footer starts empty and builds them once the
+    screen reports its bindings, after the first layout, which took a second layout
+    and render (≈ 0.1 s of the start on a slow host)."""
 
     _shown = None
+
+    def _what_it_shows(self, screen) -> tuple:
+        """All that Footer.compose reads: the shown bindings and the palette's."""
+        active = screen.active_bindings
+        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
+        return (self.show_command_palette, self.compact,
+                tuple((key, b.binding, b.enabled, b.tooltip)
+                      for key, b in active.items() if b.binding.show),
+                palette and (palette.binding, palette.enabled, palette.tooltip))
+
+    def compose(self):
+        self._bindings_ready = True
+        self._shown = self._what_it_shows(self.screen)
+        yield from super().compose()
 
     def bindings_changed(self, screen) -> None:
         # the same test as Footer.bindings_changed for a rebuild, then what compose reads
         if screen.app.app_focus and self.is_attached and screen is self.screen:
-            shown = (self.show_command_palette, self.compact,
-                     tuple((key, b.binding, b.enabled, b.tooltip)
-                           for key, b in screen.active_bindings.items()))
-            if self._bindings_ready and shown == self._shown:
+            if self._bindings_ready and self._what_it_shows(screen) == self._shown:
                 return
-            self._shown = shown
         super().bindings_changed(screen)
 
 
@@ -132,7 +255,8 @@ class ParamForm(VerticalScroll):
         super().__init__(**kwargs)
         self.state = state
         self._built_task: str | None = None     # the task whose data fields are mounted
-        self._error_lines: dict[str, Static] = {}  # "section-key" → its mounted error line
+        # "section-key" → its mounted error line and the empty cell left of it
+        self._error_lines: dict[str, tuple[Static, Static]] = {}
 
     def compose(self) -> ComposeResult:
         st = self.state
@@ -140,16 +264,16 @@ class ParamForm(VerticalScroll):
         self._built_task = task
         with Vertical(id="panel-data", classes="panel") as p:
             p.border_title = "Data / task"
-            yield select_row("data", "task", "task", TASKS, task)
+            yield from choice_row("data", "task", "task", TASKS, task)
             with Vertical(id="data-fields"):
                 for key in model.data_keys(task):
-                    yield field_row("data", key, st.data.get(key, model.data_default(task, key)))
+                    yield from field_row("data", key, st.data.get(key, model.data_default(task, key)))
         with Vertical(id="panel-network", classes="panel") as p:
             p.border_title = "Network & scaling"
-            yield select_row("network", "activation", "activation", ACTIVATIONS,
+            yield from choice_row("network", "activation", "activation", ACTIVATIONS,
                              st.network.get("activation", "linear"))
             for key in ("N", "g_w", "g_a", "kappa", "chi"):
-                yield field_row("network", key, st.network.get(key, ""),
+                yield from field_row("network", key, st.network.get(key, ""),
                                 placeholder="standard | mean-field | number | γ=1.5"
                                 if key == "chi" else "")
             with Horizontal(classes="presets"):
@@ -165,37 +289,37 @@ class ParamForm(VerticalScroll):
             for name in THEORIES:
                 yield compact_checkbox(name, name in st.theories, f"th-{name}")
             # the [theory] table: seed and the non-linear saddles' Monte Carlo knobs
-            yield field_row("theory", "options", st.theory_options,
+            yield from field_row("theory", "options", st.theory_options,
                             placeholder="defaults; e.g. seed=1 chains=512 precision=0.03")
         with Vertical(id="panel-simulation", classes="panel") as p:
             p.border_title = "Simulation"
-            yield select_row("simulation", "sampler", "sampler", model.SAMPLERS,
+            yield from choice_row("simulation", "sampler", "sampler", model.SAMPLERS,
                              st.simulation.get("sampler", "marginal"))
-            yield select_row("simulation", "method", "method", model.METHODS,
+            yield from choice_row("simulation", "method", "method", model.METHODS,
                              st.simulation.get("method", "mala"))
             for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
-                yield field_row("simulation", key, st.simulation.get(key, ""),
+                yield from field_row("simulation", key, st.simulation.get(key, ""),
                                 placeholder="auto" if key == "step_size" else "")
         with Vertical(id="panel-sweep", classes="panel") as p:
             p.border_title = "Sweep (w)"
             for key in ("chi_min", "chi_max", "points", "widths"):
-                yield field_row("sweep", key, st.sweep.get(key, ""),
+                yield from field_row("sweep", key, st.sweep.get(key, ""),
                                 placeholder="current N" if key == "widths" else "")
             yield compact_checkbox("simulate at each point", st.sweep_simulate, "sweep-simulate")
 
     # -- reading and writing -------------------------------------------------
     def read(self) -> FormState:
         st = FormState()
-        task = self.query_one("#f-data-task", Select).value
+        task = self.query_one("#f-data-task", Choice).value
         st.data = {"task": task}
         for inp in self.query("#data-fields Input").results(Input):
             st.data[inp.id.removeprefix("f-data-")] = inp.value
-        st.network = {"activation": self.query_one("#f-network-activation", Select).value}
+        st.network = {"activation": self.query_one("#f-network-activation", Choice).value}
         for key in ("N", "g_w", "g_a", "kappa", "chi"):
             st.network[key] = self.query_one(f"#f-network-{key}", Input).value
         st.theories = [n for n in THEORIES if self.query_one(f"#th-{n}", Checkbox).value]
         st.theory_options = self.query_one("#f-theory-options", Input).value
-        st.simulation = {k: self.query_one(f"#f-simulation-{k}", Select).value
+        st.simulation = {k: self.query_one(f"#f-simulation-{k}", Choice).value
                          for k in ("sampler", "method")}
         for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
             st.simulation[key] = self.query_one(f"#f-simulation-{key}", Input).value
@@ -210,18 +334,18 @@ class ParamForm(VerticalScroll):
     async def load(self, state: FormState) -> None:
         """Show ``state`` (e.g. a freshly opened session's config)."""
         self.state = state
-        task_sel = self.query_one("#f-data-task", Select)
-        with task_sel.prevent(Select.Changed):
+        task_sel = self.query_one("#f-data-task", Choice)
+        with task_sel.prevent(Choice.Changed):
             task_sel.value = state.data.get("task", "linear")
         await self.rebuild_data_fields(state.data.get("task", "linear"), state.data)
-        with self.query_one("#f-network-activation", Select).prevent(Select.Changed):
-            self.query_one("#f-network-activation", Select).value = state.network.get(
+        with self.query_one("#f-network-activation", Choice).prevent(Choice.Changed):
+            self.query_one("#f-network-activation", Choice).value = state.network.get(
                 "activation", "linear")
         for key in ("N", "g_w", "g_a", "kappa", "chi"):
             self.query_one(f"#f-network-{key}", Input).value = state.network.get(key, "")
         self.query_one("#f-theory-options", Input).value = state.theory_options
         for key in ("sampler", "method"):
-            self.query_one(f"#f-simulation-{key}", Select).value = state.simulation.get(
+            self.query_one(f"#f-simulation-{key}", Choice).value = state.simulation.get(
                 key, model.SIM_DEFAULTS[key])
         for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
             self.query_one(f"#f-simulation-{key}", Input).value = state.simulation.get(key, "")
@@ -232,10 +356,10 @@ class ParamForm(VerticalScroll):
         old = {**{inp.id.removeprefix("f-data-"): inp.value
                   for inp in box.query(Input).results(Input)}, **(values or {})}
         # forget the error lines inside the box first: once removed their parent is None
-        self._error_lines = {k: w for k, w in self._error_lines.items() if w.parent is not box}
+        self._error_lines = {k: w for k, w in self._error_lines.items() if w[1].parent is not box}
         await box.remove_children()       # the fields and their error lines
-        await box.mount_all([field_row("data", k, old.get(k) or model.data_default(task, k))
-                             for k in model.data_keys(task)])
+        await box.mount_all([w for k in model.data_keys(task)
+                             for w in field_row("data", k, old.get(k) or model.data_default(task, k))])
         self._built_task = task
 
     def show_validation(self, v: Validated) -> None:
@@ -243,31 +367,39 @@ class ParamForm(VerticalScroll):
         # when its text is the same (one of a keystroke's two layouts, ≈ 20 ms each on a
         # slow host), so only changed texts are set.
         wanted = {f"{section}-{key}": msg for (section, key), msg in v.errors.items()}
-        for name, line in self._error_lines.items():
+        for name, (gap, line) in self._error_lines.items():
             if name not in wanted:
                 set_text(line, "")
-                line.display = False
+                gap.display = line.display = False
         for name, msg in wanted.items():
-            line = self._error_lines.get(name)
-            if line is None:
-                rows = self.query(f"#row-{name}")
-                if not rows:             # no such field (yet): the data fields are rebuilding
+            pair = self._error_lines.get(name)
+            if pair is None:
+                fields = self.query(f"#f-{name}")
+                if not fields:           # no such field (yet): the data fields are rebuilding
                     continue
-                row = rows.first()
-                line = Static("", id=f"err-{name}", classes="field-error")
-                self._error_lines[name] = line
-                row.parent.mount(line, after=row)
+                field = fields.first()
+                # the grid's next row: an empty label cell, then the line under the field.
+                # Not one cell across both columns: Textual sizes an auto-height cell
+                # that spans columns by one column's width, so a line that wraps there
+                # left a blank row under it.
+                pair = (Static("", classes="field-label"),
+                        Static("", id=f"err-{name}", classes="field-error"))
+                self._error_lines[name] = pair
+                field.parent.mount_all(pair, after=field)
+            gap, line = pair
             set_text(line, f"✗ {msg}")
-            line.display = True
-        for field in self.query(".field Input, .field Select"):
+            gap.display = line.display = True
+        for field in self.query(".field"):
             field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
         set_text(self.query_one("#gamma-view", Static), gamma_text(v))
 
     # -- events --------------------------------------------------------------
-    async def on_select_changed(self, event: Select.Changed) -> None:
-        # every Select reports its initial value once mounted: rebuilding the data
-        # fields for the task they already show cost 3 remounts at startup (issue 7)
-        if event.select.id == "f-data-task" and str(event.value) != self._built_task:
+    async def on_choice_changed(self, event: Choice.Changed) -> None:
+        # rebuilding the data fields only when the task differs from theirs: Textual's
+        # Select reported its initial value once mounted, which cost 3 remounts at
+        # startup (issue 7); a Choice reports changes only, but code may set the value
+        # it has
+        if event.choice.id == "f-data-task" and str(event.value) != self._built_task:
             await self.rebuild_data_fields(str(event.value))
         self.post_message(self.Edited())
 

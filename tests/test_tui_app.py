@@ -494,7 +494,7 @@ async def test_resized_terminal_lays_out_as_a_fresh_start(isolated):
 async def test_footer_rebuilt_only_when_its_keys_change(isolated):
     """Textual's Footer rebuilds its keys on every focus move; BindingsFooter only when
     the keys it shows change (issue 7): Tab between two inputs keeps the same key
-    widgets, focus on a Select brings back the single-letter keys an Input hides."""
+    widgets, focus on a Choice brings back the single-letter keys an Input hides."""
     from textual.widgets._footer import FooterKey
 
     app = make_app(isolated)
@@ -560,3 +560,115 @@ async def test_results_selection_follows_the_cursor_and_starts_on_the_last(isola
             await pilot.pause()
             assert app.selected == want and table.cursor_row == want and shows(want)
         assert app._selected_entry() is app.session.entries[n - 2]
+
+
+@run_async
+async def test_choice_by_keyboard_and_mouse(isolated):
+    """The form's one-line Choice (issue 7: one widget where Textual's Select is six):
+    Enter opens its menu under it at the current value, ↓ Enter picks the next option
+    and rebuilds the task's data fields, ← → step through the options, Escape and a
+    click outside keep the value, a click on the field opens the menu; a value it does
+    not offer is refused."""
+    import pytest
+
+    from msa_engine.tasks import TASKS
+    from msa_tui.widgets import Choice, ChoiceMenu
+
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        task = app.query_one("#f-data-task", Choice)
+        start = task.value
+        i = TASKS.index(start)
+        app.set_focus(task)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceMenu)
+        menu = app.screen.query_one("OptionList")
+        assert menu.highlighted == i
+        assert menu.region.y == task.region.bottom and menu.region.x == task.region.x
+        await pilot.press("down", "enter")
+        await settle(pilot, app)
+        nxt = TASKS[(i + 1) % len(TASKS)]
+        assert not isinstance(app.screen, ChoiceMenu) and app.focused is task
+        assert task.value == nxt and app.query_one("#form").read().data["task"] == nxt
+        fields = {w.id.removeprefix("f-data-") for w in app.query("#data-fields Input")}
+        assert fields == set(model.data_keys(nxt))
+        await pilot.press("left")
+        await settle(pilot, app)
+        assert task.value == start
+        await pilot.press("right", "right")
+        await settle(pilot, app)
+        assert task.value == TASKS[(i + 2) % len(TASKS)]
+        await pilot.press("left", "left")
+        await settle(pilot, app)
+        await pilot.press("enter", "down", "escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ChoiceMenu) and task.value == start
+        await pilot.click("#f-network-activation")
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceMenu)
+        await pilot.click(offset=(1, 1))              # outside the list
+        await pilot.pause()
+        assert not isinstance(app.screen, ChoiceMenu)
+        assert app.query_one("#f-network-activation", Choice).value == "linear"
+        with pytest.raises(ValueError, match="not one of"):
+            task.value = "no-such-task"
+        assert task.value == start
+        # on the screen's last row the menu opens over the field instead of under it
+        method = app.query_one("#f-simulation-method", Choice)
+        method.focus()
+        await pilot.pause()
+        form = app.query_one("#form")
+        form.scroll_to(y=form.scroll_y + method.region.y - (app.size.height - 2),
+                       animate=False)
+        await pilot.pause()
+        assert method.region.y == app.size.height - 2        # above the footer
+        await pilot.press("enter")
+        await pilot.pause()
+        menu = app.screen.query_one("OptionList")
+        assert menu.region.bottom == method.region.y and menu.region.x == method.region.x
+        await pilot.press("escape")
+
+
+@run_async
+async def test_form_grid_keeps_labels_beside_fields_and_errors_below(isolated):
+    """Each label sits on its field's row, left of it, at 80 and 120 columns; an error
+    line appears under its field, as wide as it, and the rows after it move down by
+    the line's height, also where the message wraps (no blank row: a cell spanning
+    both columns got one); fixed, the rows move back."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for size in ((80, 24), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            for field in app.query_one("#form").query(".field"):
+                label = app.query_one("#label-" + field.id.removeprefix("f-"))
+                assert label.region.y == field.region.y, (size, field.id)
+                assert label.region.right <= field.region.x, (size, field.id)
+            for name, after, bad in (("data-P", "data-P_test", "0"),
+                                     ("theory-options", None, "x" * 150)):
+                field = app.query_one(f"#f-{name}")
+                nxt = app.query_one(f"#f-{after}") if after else None
+                y_next = nxt.virtual_region.y if nxt else None
+                good = field.value
+                await set_field(pilot, app, f"f-{name}", bad)
+                await pilot.pause()
+                err = app.query_one(f"#err-{name}", Static)
+                assert err.display and field.has_class("bad")
+                assert err.virtual_region.y == field.virtual_region.bottom
+                assert (err.virtual_region.x, err.virtual_region.width) == (
+                    field.virtual_region.x, field.virtual_region.width)
+                assert err.virtual_region.height == len(err.render_lines(
+                    err.content_region.reset_offset)), name
+                if nxt:
+                    assert nxt.virtual_region.y == err.virtual_region.bottom
+                else:
+                    assert err.virtual_region.height > 1        # the long one wraps
+                    panel = app.query_one("#panel-theories")
+                    assert err.region.bottom == panel.region.bottom - 1
+                await set_field(pilot, app, f"f-{name}", good)
+                await pilot.pause()
+                assert not err.display and not field.has_class("bad")
+                if nxt:
+                    assert nxt.virtual_region.y == y_next
