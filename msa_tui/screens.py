@@ -24,7 +24,8 @@ HELP = """\
 **Keys**: `r` run the ticked theories · `s` simulate · `w` sweep χ · `c`/`esc` cancel ·
 `ctrl+s` save · `o` open/compare sessions · `p` next plot · `t` train/test · `y` replay a
 result's convergence log · `e` export the results as CSV · `1`–`4` tabs · `ctrl+p` command
-palette (screenshots, themes) · `ctrl+q` quit. `tab` moves between fields.
+palette (screenshots, themes) · `ctrl+q` quit. `tab` moves between fields; on a choice
+(task, activation, sampler, method) `enter` opens its list and `←`/`→` step through it.
 
 **The model** (THEORY §1): `f(x) = Σᵢ aᵢ φ(wᵢ·x)` with `N` hidden units,
 read-in prior `w ~ N(0, g_w/d)`, read-out prior `a ~ N(0, g_a/(χN))` and noise

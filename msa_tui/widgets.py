@@ -66,8 +66,8 @@ def compact(widget):
 
 
 # A field is a label and an input, two cells of its panel's two-column grid (app.tcss);
-# its error line is mounted below it, across both columns, only when the field is first
-# invalid (ParamForm.show_validation).  Styling and laying out widgets is most of the
+# its error line (an empty label cell and the message) is mounted below it only when the
+# field is first invalid (ParamForm.show_validation).  Styling and laying out widgets is most of the
 # TUI's start (issue 7), ≈ 5 ms a widget on a slow host: an error line per field mounted
 # up front, with a wrapper around each pair, made 115 of the Setup screen's 208 widgets;
 # a Horizontal around each label and input made 27 more, and Textual's Select is six
@@ -85,8 +85,9 @@ def choice_row(section: str, key: str, label: str, options, value) -> tuple[Widg
 
 
 class ChoiceMenu(ModalScreen):
-    """A Choice's options, listed under it; Enter or a click picks one, Escape or a click
-    elsewhere keeps the value.  Built only when opened."""
+    """A Choice's options, listed under it; Enter or a click picks one, a letter moves to
+    the next option that starts with it, and Escape, Tab, a click elsewhere or a resize
+    of the terminal close it with the value kept.  Built only when opened."""
 
     DEFAULT_CSS = """
     ChoiceMenu { background: $background 0%; }
@@ -95,11 +96,12 @@ class ChoiceMenu(ModalScreen):
         constrain: inside inside;
     }
     """
-    BINDINGS = [Binding("escape", "dismiss", "Back")]
+    BINDINGS = [Binding("escape,tab,shift+tab", "dismiss", "Back")]
 
     def __init__(self, options: tuple[str, ...], value: str, region) -> None:
         super().__init__()
         self.options, self.value, self.anchor = options, value, region
+        self.opened_at = self.app.size
 
     def compose(self) -> ComposeResult:
         menu = OptionList(*self.options)
@@ -122,11 +124,32 @@ class ChoiceMenu(ModalScreen):
         if event.widget is self:        # outside the list
             self.dismiss(None)
 
+    def on_resize(self, event) -> None:
+        # placed by the Choice's position when opened: a resize moves the Choice (a
+        # screen gets a Resize when first shown too, of the size it opened at)
+        if self.is_current and event.size != self.opened_at:
+            self.dismiss(None)
+
+    def on_key(self, event) -> None:
+        # type to search, as Textual's Select: the next option after the highlighted one
+        # that starts with the letter
+        char = (event.character or "").lower()
+        if not char.isprintable() or not char.strip():
+            return
+        menu = self.query_one(OptionList)
+        n = len(self.options)
+        start = menu.highlighted or 0
+        for k in range(1, n + 1):
+            if self.options[(start + k) % n].lower().startswith(char):
+                menu.highlighted = (start + k) % n
+                event.stop()
+                return
+
 
 class Choice(Widget, can_focus=True):
     """One value of a few, drawn on one line as "value ▼" (Textual's compact Select
-    draws the same).  Enter, space, ↓ or a click opens the list; ← and → step through
-    it.  Posts :class:`Choice.Changed` when the value changes (by the user or by code);
+    draws the same).  Enter, space, ↑, ↓ or a click opens the list; ← and → step
+    through it.  Posts :class:`Choice.Changed` when the value changes (by the user or by code);
     ``with choice.prevent(Choice.Changed)`` sets it quietly."""
 
     COMPONENT_CLASSES = {"choice--arrow"}
@@ -137,7 +160,7 @@ class Choice(Widget, can_focus=True):
         & > .choice--arrow { color: $foreground 50%; }
     }
     """
-    BINDINGS = [Binding("enter,space,down", "open", "Choose", show=False),
+    BINDINGS = [Binding("enter,space,down,up", "open", "Choose", show=False),
                 Binding("left", "step(-1)", "Previous", show=False),
                 Binding("right", "step(1)", "Next", show=False)]
 
@@ -178,6 +201,9 @@ class Choice(Widget, can_focus=True):
         self.value = self.options[(i + delta) % len(self.options)]
 
     def action_open(self) -> None:
+        if isinstance(self.app.screen, ChoiceMenu):      # a second click while it opens
+            return
+
         def picked(value: str | None) -> None:
             if value is not None:
                 self.value = value
@@ -255,6 +281,9 @@ class ParamForm(VerticalScroll):
         super().__init__(**kwargs)
         self.state = state
         self._built_task: str | None = None     # the task whose data fields are mounted
+        # the data fields' values, of every task shown since the session was loaded: a
+        # field that a task passed through (← → on the task) lacks keeps what was typed
+        self._data_values: dict[str, str] = dict(state.data)
         # "section-key" → its mounted error line and the empty cell left of it
         self._error_lines: dict[str, tuple[Static, Static]] = {}
 
@@ -352,9 +381,15 @@ class ParamForm(VerticalScroll):
         self.post_message(self.Edited())
 
     async def rebuild_data_fields(self, task: str, values: dict | None = None) -> None:
+        """The data fields of ``task``: with ``values`` (a session loaded), those and the
+        task's defaults; without, what was typed in any task since, and the defaults."""
         box = self.query_one("#data-fields")
-        old = {**{inp.id.removeprefix("f-data-"): inp.value
-                  for inp in box.query(Input).results(Input)}, **(values or {})}
+        if values is None:
+            self._data_values.update({inp.id.removeprefix("f-data-"): inp.value
+                                      for inp in box.query(Input).results(Input)})
+        else:
+            self._data_values = dict(values)
+        old = self._data_values
         # forget the error lines inside the box first: once removed their parent is None
         self._error_lines = {k: w for k, w in self._error_lines.items() if w[1].parent is not box}
         await box.remove_children()       # the fields and their error lines
@@ -397,8 +432,7 @@ class ParamForm(VerticalScroll):
     async def on_choice_changed(self, event: Choice.Changed) -> None:
         # rebuilding the data fields only when the task differs from theirs: Textual's
         # Select reported its initial value once mounted, which cost 3 remounts at
-        # startup (issue 7); a Choice reports changes only, but code may set the value
-        # it has
+        # startup (issue 7); a Choice reports changes only, so this is a guard
         if event.choice.id == "f-data-task" and str(event.value) != self._built_task:
             await self.rebuild_data_fields(str(event.value))
         self.post_message(self.Edited())

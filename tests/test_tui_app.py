@@ -615,6 +615,27 @@ async def test_choice_by_keyboard_and_mouse(isolated):
         with pytest.raises(ValueError, match="not one of"):
             task.value = "no-such-task"
         assert task.value == start
+        # ↑ opens it too; a letter moves to the next option with it; Tab closes it
+        activation = app.query_one("#f-network-activation", Choice)
+        activation.focus()
+        await pilot.press("up")
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceMenu)
+        options = activation.options
+        await pilot.press(options[-1][0])
+        want = next(i for i, o in enumerate(options) if o[0] == options[-1][0])
+        assert app.screen.query_one("OptionList").highlighted == want
+        await pilot.press("tab")
+        await pilot.pause()
+        assert not isinstance(app.screen, ChoiceMenu) and activation.value == "linear"
+        # a resize closes it (it is placed by where the field was)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        assert not isinstance(app.screen, ChoiceMenu)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
         # on the screen's last row the menu opens over the field instead of under it
         method = app.query_one("#f-simulation-method", Choice)
         method.focus()
@@ -659,8 +680,9 @@ async def test_form_grid_keeps_labels_beside_fields_and_errors_below(isolated):
                 assert err.virtual_region.y == field.virtual_region.bottom
                 assert (err.virtual_region.x, err.virtual_region.width) == (
                     field.virtual_region.x, field.virtual_region.width)
-                assert err.virtual_region.height == len(err.render_lines(
-                    err.content_region.reset_offset)), name
+                # as tall as its text: its last line is not blank
+                last = err.render_lines(err.content_region.reset_offset)[-1]
+                assert last.text.strip(), name
                 if nxt:
                     assert nxt.virtual_region.y == err.virtual_region.bottom
                 else:
@@ -672,3 +694,40 @@ async def test_form_grid_keeps_labels_beside_fields_and_errors_below(isolated):
                 assert not err.display and not field.has_class("bad")
                 if nxt:
                     assert nxt.virtual_region.y == y_next
+
+
+@run_async
+async def test_stepping_through_tasks_keeps_typed_data_values(isolated):
+    """← → on the task rebuild the data fields at every task passed: a value typed in a
+    field that a task in between lacks comes back with its task, and a loaded session's
+    data fields take its values and the defaults, not what the form held before."""
+    from msa_tui.widgets import Choice, ParamForm
+
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        task = app.query_one("#f-data-task", Choice)
+        app.set_focus(task)
+        start = task.value
+        await set_field(pilot, app, "f-data-d", "7")
+        await set_field(pilot, app, "f-data-P", "0")          # invalid: kept as typed
+        mine = {k: f"0.{i + 3}1" for i, k in enumerate(model.data_keys(start))
+                if k not in ("d", "P", "P_test", "seed")}
+        for k, v in mine.items():
+            await set_field(pilot, app, f"f-data-{k}", v)
+        for _ in task.options:                                # all the way round
+            await pilot.press("right")
+            await settle(pilot, app)
+        assert task.value == start
+        form = app.query_one(ParamForm)
+        data = form.read().data
+        assert data["d"] == "7" and data["P"] == "0"
+        assert all(data[k] == v for k, v in mine.items())
+        # a session loaded: its values, the rest defaults
+        other = next(t for t in task.options if t != start and "d" in model.data_keys(t))
+        await form.load(model.FormState.from_config(
+            {**model.session_config(app.session), "data": {"task": other, "d": "12"}}))
+        await settle(pilot, app)
+        data = form.read().data
+        assert data["task"] == other and data["d"] == "12"
+        assert all(data[k] == str(model.data_default(other, k))
+                   for k in model.data_keys(other) if k != "d")
