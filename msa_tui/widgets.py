@@ -67,11 +67,11 @@ def compact(widget):
 
 # A field is a label and an input, two cells of its panel's two-column grid (app.tcss);
 # its error line (an empty label cell and the message) is mounted below it only when the
-# field is first invalid (ParamForm.show_validation).  Styling and laying out widgets is most of the
-# TUI's start (issue 7), ≈ 5 ms a widget on a slow host: an error line per field mounted
-# up front, with a wrapper around each pair, made 115 of the Setup screen's 208 widgets;
-# a Horizontal around each label and input made 27 more, and Textual's Select is six
-# widgets where a Choice is one.
+# field is first invalid (ParamForm.show_validation).  Styling and laying out widgets is
+# most of the TUI's start (issue 7), ≈ 5 ms a widget on a slow host: an error line per
+# field mounted up front, with a wrapper around each pair, made 115 of the Setup screen's
+# 208 widgets; a Horizontal around each label and input made 27 more, and Textual's
+# Select is six widgets where a Choice is one.
 def field_row(section: str, key: str, value: str, placeholder: str = "") -> tuple[Widget, ...]:
     # "-valid": what an Input without validators sets on itself when given a value
     return (Label(LABELS.get(key, key), id=f"label-{section}-{key}", classes="field-label"),
@@ -149,8 +149,8 @@ class ChoiceMenu(ModalScreen):
 class Choice(Widget, can_focus=True):
     """One value of a few, drawn on one line as "value ▼" (Textual's compact Select
     draws the same).  Enter, space, ↑, ↓ or a click opens the list; ← and → step
-    through it.  Posts :class:`Choice.Changed` when the value changes (by the user or by code);
-    ``with choice.prevent(Choice.Changed)`` sets it quietly."""
+    through it.  Posts :class:`Choice.Changed` when the value changes (by the user or
+    by code); ``with choice.prevent(Choice.Changed)`` sets it quietly."""
 
     COMPONENT_CLASSES = {"choice--arrow"}
     DEFAULT_CSS = """
@@ -178,15 +178,12 @@ class Choice(Widget, can_focus=True):
     def __init__(self, options, value: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.options = tuple(str(o) for o in options)
-        self.set_reactive(Choice.value, self._validate_value(value))
+        self.set_reactive(Choice.value, self.validate_value(value))
 
-    def _validate_value(self, value) -> str:
+    def validate_value(self, value) -> str:
         if str(value) not in self.options:
             raise ValueError(f"{value!r} is not one of {', '.join(self.options)}")
         return str(value)
-
-    def validate_value(self, value) -> str:
-        return self._validate_value(value)
 
     def watch_value(self, value: str) -> None:
         self.post_message(self.Changed(self, value))
@@ -296,15 +293,16 @@ class ParamForm(VerticalScroll):
             yield from choice_row("data", "task", "task", TASKS, task)
             with Vertical(id="data-fields"):
                 for key in model.data_keys(task):
-                    yield from field_row("data", key, st.data.get(key, model.data_default(task, key)))
+                    yield from field_row("data", key,
+                                         st.data.get(key, model.data_default(task, key)))
         with Vertical(id="panel-network", classes="panel") as p:
             p.border_title = "Network & scaling"
             yield from choice_row("network", "activation", "activation", ACTIVATIONS,
-                             st.network.get("activation", "linear"))
+                                  st.network.get("activation", "linear"))
             for key in ("N", "g_w", "g_a", "kappa", "chi"):
                 yield from field_row("network", key, st.network.get(key, ""),
-                                placeholder="standard | mean-field | number | γ=1.5"
-                                if key == "chi" else "")
+                                     placeholder="standard | mean-field | number | γ=1.5"
+                                     if key == "chi" else "")
             with Horizontal(classes="presets"):
                 # "-style-default": what a Button that is not flat sets on itself
                 for label, name in (("standard χ=1", "standard"), ("mean-field χ=N", "mean-field"),
@@ -319,21 +317,21 @@ class ParamForm(VerticalScroll):
                 yield compact_checkbox(name, name in st.theories, f"th-{name}")
             # the [theory] table: seed and the non-linear saddles' Monte Carlo knobs
             yield from field_row("theory", "options", st.theory_options,
-                            placeholder="defaults; e.g. seed=1 chains=512 precision=0.03")
+                                 placeholder="defaults; e.g. seed=1 chains=512 precision=0.03")
         with Vertical(id="panel-simulation", classes="panel") as p:
             p.border_title = "Simulation"
             yield from choice_row("simulation", "sampler", "sampler", model.SAMPLERS,
-                             st.simulation.get("sampler", "marginal"))
+                                  st.simulation.get("sampler", "marginal"))
             yield from choice_row("simulation", "method", "method", model.METHODS,
-                             st.simulation.get("method", "mala"))
+                                  st.simulation.get("method", "mala"))
             for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
                 yield from field_row("simulation", key, st.simulation.get(key, ""),
-                                placeholder="auto" if key == "step_size" else "")
+                                     placeholder="auto" if key == "step_size" else "")
         with Vertical(id="panel-sweep", classes="panel") as p:
             p.border_title = "Sweep (w)"
             for key in ("chi_min", "chi_max", "points", "widths"):
                 yield from field_row("sweep", key, st.sweep.get(key, ""),
-                                placeholder="current N" if key == "widths" else "")
+                                     placeholder="current N" if key == "widths" else "")
             yield compact_checkbox("simulate at each point", st.sweep_simulate, "sweep-simulate")
 
     # -- reading and writing -------------------------------------------------
@@ -389,12 +387,13 @@ class ParamForm(VerticalScroll):
                                       for inp in box.query(Input).results(Input)})
         else:
             self._data_values = dict(values)
-        old = self._data_values
         # forget the error lines inside the box first: once removed their parent is None
-        self._error_lines = {k: w for k, w in self._error_lines.items() if w[1].parent is not box}
+        self._error_lines = {k: pair for k, pair in self._error_lines.items()
+                             if pair[1].parent is not box}
         await box.remove_children()       # the fields and their error lines
-        await box.mount_all([w for k in model.data_keys(task)
-                             for w in field_row("data", k, old.get(k) or model.data_default(task, k))])
+        values = self._data_values
+        await box.mount_all([w for k in model.data_keys(task) for w in field_row(
+            "data", k, values.get(k) or model.data_default(task, k))])
         self._built_task = task
 
     def show_validation(self, v: Validated) -> None:
