@@ -22,9 +22,9 @@ import math
 
 import numpy as np
 from .jit import njit
-from scipy import stats
+from scipy.special import ndtri
 
-__all__ = ["rhat", "ess", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean",
+__all__ = ["rhat", "ess", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean", "rhat_ess",
            "autocorr_time", "pooled_autocorr_time", "split_chains", "z_scale"]
 
 
@@ -52,14 +52,46 @@ def split_chains(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[..., :half], x[..., x.shape[-1] - half:]], axis=-2)
 
 
+@njit(cache=True, nogil=True)
+def _blom_by_order(x, order, table, out):  # pragma: no cover - numba
+    """Write ``table[i + j + 1]`` at the positions of every run of equal values
+    ``order[s, i:j]`` of row ``s`` (sorted order): ``(i + j + 1)/2`` is the run's average
+    rank, so ``table`` indexed by twice the rank gives each value its normal score."""
+    S, n = x.shape
+    for s in range(S):
+        i = 0
+        while i < n:
+            v = x[s, order[s, i]]
+            j = i + 1
+            while j < n and x[s, order[s, j]] == v:
+                j += 1
+            z = table[i + j + 1]
+            for q in range(i, j):
+                out[s, order[s, q]] = z
+            i = j
+
+
 def z_scale(x: np.ndarray) -> np.ndarray:
     """Rank-normalise each series of ``(S, chains, draws)`` over all its draws pooled:
-    ``Φ⁻¹((r − 3/8)/(n + 1/4))`` with average ranks for ties (Vehtari et al. eq. 14)."""
+    ``Φ⁻¹((r − 3/8)/(n + 1/4))`` with average ranks for ties (Vehtari et al. eq. 14);
+    a series holding a NaN is NaN throughout (as ``scipy.stats.rankdata`` propagates it).
+
+    The same numbers as ``stats.norm.ppf`` of ``stats.rankdata(…, "average")`` (tested),
+    faster: an average rank is a multiple of ½, so ``Φ⁻¹`` is evaluated once per possible
+    rank (``2n`` values shared by every series) instead of once per draw, and the sort
+    need not be stable (ties get one rank whatever their order), which numpy's default
+    sort does 2.5× faster.  Called on every progress record (issue 7: the final R̂/ESS
+    of a small 2000-step run took longer than its sampling)."""
     S = x.shape[0]
-    flat = x.reshape(S, -1)
-    r = stats.rankdata(flat, method="average", axis=1)
+    flat = np.ascontiguousarray(x.reshape(S, -1), dtype=float)
     n = flat.shape[1]
-    return stats.norm.ppf((r - 0.375) / (n + 0.25)).reshape(x.shape)
+    table = ndtri((np.arange(2 * n + 2) / 2.0 - 0.375) / (n + 0.25))
+    out = np.empty_like(flat)
+    _blom_by_order(flat, np.argsort(flat, axis=1), table, out)
+    bad = np.isnan(flat).any(axis=1)
+    if bad.any():
+        out[bad] = np.nan
+    return out.reshape(x.shape)
 
 
 def _rhat_core(x: np.ndarray) -> np.ndarray:
@@ -73,6 +105,15 @@ def _rhat_core(x: np.ndarray) -> np.ndarray:
         return np.sqrt((B / W + n - 1) / n)
 
 
+def _rhat_split(sp: np.ndarray, z_bulk: np.ndarray) -> np.ndarray:
+    """Rank-normalised split-R̂ of split chains ``sp`` whose bulk z-scores are ``z_bulk``:
+    the larger of the bulk and the folded (tail) version."""
+    bulk = _rhat_core(z_bulk)
+    med = np.median(sp.reshape(sp.shape[0], -1), axis=1)[:, None, None]
+    tail = _rhat_core(z_scale(np.abs(sp - med)))
+    return np.maximum(bulk, tail)
+
+
 def rhat(x):
     """Rank-normalised split-R̂: max of the bulk and the folded (tail) version.
 
@@ -83,10 +124,7 @@ def rhat(x):
     if s.shape[1] < 2 or s.shape[2] < 4:
         return _out(np.full(s.shape[0], np.nan), rest)
     sp = split_chains(s)
-    bulk = _rhat_core(z_scale(sp))
-    med = np.median(sp.reshape(sp.shape[0], -1), axis=1)[:, None, None]
-    tail = _rhat_core(z_scale(np.abs(sp - med)))
-    return _out(np.maximum(bulk, tail), rest)
+    return _out(_rhat_split(sp, z_scale(sp)), rest)
 
 
 def _autocov(x: np.ndarray) -> np.ndarray:
@@ -190,17 +228,37 @@ def ess_bulk(x):
     return _out(_ess_core(z_scale(split_chains(s))), rest)
 
 
+def _ess_tail_series(s: np.ndarray, prob: float) -> np.ndarray:
+    """Tail ESS of each series of ``(S, chains, draws)``: the smaller ESS of the
+    indicators ``x ≤ q_prob`` and ``x ≤ q_{1−prob}`` (both in one batch)."""
+    S = s.shape[0]
+    flat = s.reshape(S, -1)
+    q = np.quantile(flat, sorted((prob, 1.0 - prob)), axis=1)[:, :, None, None]
+    e = _ess_core(split_chains((s[None] <= q).astype(float).reshape((2 * S,) + s.shape[1:])))
+    return np.minimum(e[:S], e[S:])
+
+
 def ess_tail(x, prob: float = 0.05):
     """Tail ESS: the smaller ESS of the indicators ``x ≤ q_prob`` and ``x ≤ q_{1−prob}``."""
     s, rest = _as_series(x)
     if s.shape[2] < 4:
         return _out(np.full(s.shape[0], np.nan), rest)
-    flat = s.reshape(s.shape[0], -1)
-    vals = []
-    for p in sorted((prob, 1.0 - prob)):
-        q = np.quantile(flat, p, axis=1)[:, None, None]
-        vals.append(_ess_core(split_chains((s <= q).astype(float))))
-    return _out(np.minimum(*vals), rest)
+    return _out(_ess_tail_series(s, prob), rest)
+
+
+def rhat_ess(x, prob: float = 0.05):
+    """``(rhat(x), ess_bulk(x), ess_tail(x, prob))`` computed together, with the same
+    numbers (tested): the bulk R̂ and the bulk ESS share one rank normalisation of the
+    split chains, and every series of ``x`` goes through each step in one batch — the
+    sampler's progress records ask for all three on a few hundred series at once."""
+    s, rest = _as_series(x)
+    nan = np.full(s.shape[0], np.nan)
+    if s.shape[2] < 4:
+        return _out(nan, rest), _out(nan, rest), _out(nan, rest)
+    sp = split_chains(s)
+    z = z_scale(sp)
+    rh = _rhat_split(sp, z) if s.shape[1] >= 2 else nan
+    return _out(rh, rest), _out(_ess_core(z), rest), _out(_ess_tail_series(s, prob), rest)
 
 
 def ess(x, method: str = "bulk"):

@@ -156,8 +156,8 @@ def estimate_simulation(P: int, P_test: int, d: int, N: int, sampler: str, chain
     """Bytes for a simulation: chains·N·d for the state and its gradient, the kernels'
     per-chain scratch, the traces chains·draws·(P + P*) with the copies made for
     the result and its diagnostics, the per-chain accumulators chains·(P² + 10 d²) and
-    the per-step temporaries.  ``woodbury``: the linear marginal sampler's ``d×d`` path
-    (``P > d``), which keeps no ``P×P`` scratch or accumulator."""
+    the per-step temporaries.  ``woodbury``: the ``d×d`` path of a linear φ with ``P > d``,
+    which keeps no ``P×P`` accumulator (nor, for the marginal sampler, ``P×P`` scratch)."""
     from .sampling.run import N_BATCHES, workspace_doubles   # lazy: run imports this module
 
     P, Ps, d, N, C = int(P), int(P_test), int(d), int(N), int(chains)
@@ -217,7 +217,9 @@ def check_solve(problem, theory: str, options: dict | None = None) -> None:
 
 
 def _woodbury(problem, sampler: str) -> bool:
-    if sampler != "marginal" or problem.network.activation != "linear":
+    """Whether the run takes the d×d path: a linear φ with P > d (the marginal sampler's
+    step; both samplers' observables, which then keep no P×P accumulator)."""
+    if problem.network.activation != "linear":
         return False
     import numpy as np  # noqa: PLC0415
 

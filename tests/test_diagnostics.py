@@ -60,3 +60,36 @@ def test_rhat_flags_unmixed_chains():
     x = rng.standard_normal((4, 500)) + np.arange(4)[:, None]
     assert D.rhat(x) > 1.5
     assert np.isnan(D.rhat(x[:1]))
+
+
+def test_z_scale_is_scipys_rank_normalisation_exactly():
+    # the table of Φ⁻¹ by twice the average rank and the unstable sort give the very
+    # numbers of norm.ppf(rankdata(·, "average")), ties, ±0 and heavy tails included; a
+    # series holding a NaN is NaN throughout, as rankdata propagates it
+    from scipy import stats
+    rng = np.random.default_rng(2)
+    x = np.stack([rng.standard_normal((3, 40)), rng.integers(0, 3, (3, 40)).astype(float),
+                  rng.standard_cauchy((3, 40)), rng.standard_normal((3, 40))])
+    x[1, 0, :4] = [0.0, -0.0, 0.0, -0.0]
+    x[3, 2, 7] = np.nan
+    flat = x.reshape(4, -1)
+    n = flat.shape[1]
+    want = stats.norm.ppf((stats.rankdata(flat, method="average", axis=1) - 0.375) / (n + 0.25))
+    got = D.z_scale(x).reshape(4, -1)
+    assert np.array_equal(got[:3], want[:3])
+    assert np.all(np.isnan(got[3])) and np.all(np.isnan(want[3]))
+
+
+@pytest.mark.parametrize("name", list(_arrays()))
+def test_rhat_ess_is_the_three_diagnostics(name):
+    # computed together (shared rank normalisation, one batch) but the same bits
+    x = _arrays()[name]
+    stack = np.stack([x, x[::-1] * 2.0 + 1.0, np.abs(x)], axis=2)
+    r, eb, et = D.rhat_ess(stack)
+    for k in range(3):
+        assert r[k] == D.rhat(stack[:, :, k])
+        assert eb[k] == D.ess_bulk(stack[:, :, k])
+        assert et[k] == D.ess_tail(stack[:, :, k])
+    one = D.rhat_ess(x[:1])        # one chain: no R̂, the ESS still
+    assert np.isnan(one[0]) and one[1] == D.ess_bulk(x[:1]) and one[2] == D.ess_tail(x[:1])
+    assert all(np.isnan(v) for v in D.rhat_ess(x[:, :3]))

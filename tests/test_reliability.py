@@ -587,23 +587,28 @@ def test_nonlinear_saddle_counts_its_sample_sets(monkeypatch):
 
 
 def test_woodbury_simulation_keeps_no_p_squared_arrays():
-    """The linear marginal sampler's d×d path (P > d) recovers ⟨K⟩ from Σ_W at the end,
-    so it allocates no C·P² accumulator, and the memory guard does not charge one."""
+    """A linear φ with P > d takes the d×d path (the marginal sampler's step, both
+    samplers' observables) and recovers ⟨K⟩ from Σ_W at the end, so it allocates no C·P²
+    accumulator, and the memory guard does not charge one; a non-linear φ does."""
     import msa_engine as msa
     from msa_engine.sampling.run import _Run
 
     data = msa.make_data({"task": "linear", "d": 5, "P": 400, "P_test": 10, "seed": 0})
     prob = msa.Problem(data, msa.Network.make("linear", N=20, g_w=1.0, g_a=1.0, kappa=0.5,
                                               chi=1.0))
-    run = _Run(prob, "marginal", 4, 10, 10, 1, "mala", None, 0, 10)
-    assert run.sampler.uses_woodbury and run.Kacc.size == 0
-    dense = _Run(prob, "full", 4, 10, 10, 1, "mala", None, 0, 10)
-    assert dense.Kacc.shape == (4, 400, 400)
+    for sampler in ("marginal", "full"):
+        run = _Run(prob, sampler, 4, 10, 10, 1, "mala", None, 0, 10)
+        assert run.sampler.uses_woodbury and run.Kacc.size == 0
+        assert resources._woodbury(prob, sampler)
+    erf = msa.Problem(data, msa.Network.make("erf", N=20, g_w=1.0, g_a=1.0, kappa=0.5,
+                                             chi=1.0))
+    dense = _Run(erf, "full", 4, 10, 10, 1, "mala", None, 0, 10)
+    assert dense.Kacc.shape == (4, 400, 400) and not resources._woodbury(erf, "full")
     s = resources.estimate_simulation
     assert s(400, 10, 5, 20, "marginal", 4, 10, 1, True) < 0.3 * s(400, 10, 5, 20, "marginal", 4, 10, 1)
-    assert resources._woodbury(prob, "marginal") and not resources._woodbury(prob, "full")
     # the result still carries the mean kernel, from Σ_W
     from msa_engine.sampling import simulate
 
-    res = simulate(prob, sampler="marginal", chains=2, steps=40, burn_in=20, seed=1)
-    assert res.mean_kernel.shape == (400, 400) and np.all(np.isfinite(res.mean_kernel))
+    for sampler in ("marginal", "full"):
+        res = simulate(prob, sampler=sampler, chains=2, steps=40, burn_in=20, seed=1)
+        assert res.mean_kernel.shape == (400, 400) and np.all(np.isfinite(res.mean_kernel))

@@ -15,8 +15,8 @@ from msa_engine.sampling.run import _Run
 from .conftest import G_A, G_W
 
 
-def tiny(act="erf", chi=3.0, N=7):
-    data = msa.make_data({"task": "hermite" if act != "linear" else "linear", "d": 5, "P": 6,
+def tiny(act="erf", chi=3.0, N=7, d=5, P=6):
+    data = msa.make_data({"task": "hermite" if act != "linear" else "linear", "d": d, "P": P,
                           "P_test": 4, "seed": 3})
     return msa.Problem(data, msa.Network.make(act, N=N, g_w=G_W, g_a=G_A, kappa=0.2, chi=chi))
 
@@ -89,17 +89,27 @@ def test_linear_marginal_gradient_both_product_orders(N):
     np.testing.assert_allclose(g, gr[0], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("sampler,method,act", [("marginal", "mala", "erf"),
-                                                ("marginal", "ula", "relu"),
-                                                ("marginal", "mala", "linear"),  # Woodbury
-                                                ("full", "mala", "linear"),
-                                                ("full", "ula", "erf")])
-def test_chunk_matches_reference_step_for_step(sampler, method, act):
-    p = tiny(act)
+# (d, P, N): P > d takes the Woodbury form for a linear φ (the marginal step and both
+# samplers' observables); with P ≤ d a linear φ's observables come from S = WᵀW when
+# kn.gram_form says so (N = 12), else through Φ = XWᵀ (N = 5)
+@pytest.mark.parametrize("sampler,method,act,shape", [
+    ("marginal", "mala", "erf", (5, 6, 7)),
+    ("marginal", "ula", "relu", (5, 6, 7)),
+    ("marginal", "mala", "linear", (5, 6, 7)),
+    ("marginal", "mala", "linear", (6, 4, 12)),
+    ("marginal", "mala", "linear", (6, 4, 5)),
+    ("full", "mala", "linear", (5, 6, 7)),
+    ("full", "mala", "linear", (6, 4, 12)),
+    ("full", "mala", "linear", (6, 4, 5)),
+    ("full", "ula", "erf", (5, 6, 7))])
+def test_chunk_matches_reference_step_for_step(sampler, method, act, shape):
+    d, P, N = shape
+    p = tiny(act, N=N, d=d, P=P)
     steps, h = 6, 0.3
     run = _Run(p, sampler, 3, steps, 0, 1, method, h, 42, 100)
-    if sampler == "marginal":   # P > d: the linear marginal step takes the Woodbury form
-        assert run.sampler.uses_woodbury == (act == "linear")
+    assert run.sampler.uses_woodbury == (act == "linear" and P > d)
+    if act == "linear" and P <= d:
+        assert kn.gram_form(P, N, d) == (N == 12)
     state0 = copy.deepcopy(run.state)
     rng0 = run.rng.copy()
     run.advance(steps)
@@ -123,7 +133,7 @@ def test_chunk_matches_reference_step_for_step(sampler, method, act):
         np.testing.assert_allclose(run.tr_slow[:, k], slow, rtol=1e-9)
     np.testing.assert_allclose(run.vte, sum(o[2] for o in obs), rtol=1e-8, atol=1e-12)
     Kacc = run.Kacc
-    if sampler == "marginal" and run.sampler.uses_woodbury:   # ⟨K⟩ comes from Σ WᵀW/N
+    if run.sampler.uses_woodbury:   # ⟨K⟩ comes from Σ WᵀW/N
         X = p.data.X_train
         Kacc = p.network.g_a * np.einsum("pi,cbij,qj->cpq", X, run.SWb, X)
         assert not np.any(run.Kacc)

@@ -207,6 +207,13 @@ def _factor(Phi, g_a, kappa, K, Ainv):  # pragma: no cover - numba
     before :mod:`msa_engine.blas_numba`)."""
     P, N = Phi.shape
     gram_rows(Phi, K, g_a / N)
+    return _shifted_inverse(K, kappa, Ainv)
+
+
+@njit(cache=True, nogil=True)
+def _shifted_inverse(K, kappa, Ainv):  # pragma: no cover - numba
+    """``(K+κI)⁻¹`` into ``Ainv``; returns ``log det(K+κI)``."""
+    P = K.shape[0]
     A = np.empty((P, P))
     for i in range(P):
         for j in range(P):
@@ -278,6 +285,21 @@ def marginal_energy_grad(W, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
+def _wood_factor(W, Ci, beta, ck, S, Minv, v):  # pragma: no cover - numba
+    """``S = WᵀW``, ``M⁻¹`` of ``M = C⁻¹ + ck·S`` and ``v = M⁻¹β`` into the buffers (see
+    :func:`_wood_core`, ``ck = c/κ``); returns ``log det M``."""
+    d = S.shape[0]
+    gram_cols(W, S, 1.0)               # syrk: half of gemm's multiply-adds
+    A = np.empty((d, d))
+    for i in range(d):                 # M (exactly symmetric: S, C⁻¹ are)
+        for j in range(d):
+            A[i, j] = Ci[i, j] + ck * S[i, j]
+    logdet = _logdet_and_inverse(A, Minv)
+    np.dot(Minv, beta, v)
+    return logdet
+
+
+@njit(cache=True, nogil=True)
 def _wood_core(W, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S, Minv, v, gW, Wc, s,
                h):  # pragma: no cover
     """Marginal energy and gradient for a **linear** φ with ``P > d``, by Woodbury.
@@ -308,14 +330,8 @@ def _wood_core(W, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S, Minv, v, gW, Wc, s
     """
     N, d = W.shape
     c = g_a / N
-    gram_cols(W, S, 1.0)               # syrk: half of gemm's multiply-adds
-    ck = c / kappa
+    logdet = P * math.log(kappa) + wpar[2] + _wood_factor(W, Ci, beta, c / kappa, S, Minv, v)
     A = np.empty((d, d))
-    for i in range(d):                 # M (exactly symmetric: S, C⁻¹ are)
-        for j in range(d):
-            A[i, j] = Ci[i, j] + ck * S[i, j]
-    logdet = P * math.log(kappa) + wpar[2] + _logdet_and_inverse(A, Minv)
-    np.dot(Minv, beta, v)
     bv = 0.0
     sw = 0.0
     for i in range(d):
@@ -537,7 +553,7 @@ def full_energy_grad(W, a, X, y, code, g_w, g_a, kappa, chi):  # pragma: no cove
 
 
 @njit(cache=True, nogil=True)
-def observe_cached(W, Phi, K, Ainv, t, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte,
+def observe_cached(W, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, ftr, fte, vte,
                    Kacc, SWacc):  # pragma: no cover - numba
     """Rao-Blackwellised observables given ``W`` and its ``Φ = φ(XWᵀ)``, ``K``,
     ``A⁻¹ = (K + κI)⁻¹`` and ``t = A⁻¹y`` (THEORY §7): ``E[f(X)|W] = K t``,
@@ -547,47 +563,118 @@ def observe_cached(W, Phi, K, Ainv, t, Xs, y, u_slow, code, g_a, kappa, chi, ftr
     Writes ``ftr``/``fte`` (this draw), adds to ``vte``, ``Kacc`` (``K``) and ``SWacc``
     (``WᵀW/N``); returns ``(Q, |W u_slow|²/N)``, the slow mode traced for R̂/ESS.
     """
+    d = W.shape[1]
+    S = np.empty((d, d))
+    gram_cols(W, S, 1.0)
+    return _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, ftr,
+                         fte, vte, Kacc, SWacc)
+
+
+@njit(cache=True, nogil=True)
+def _row_dots(A, B, out):  # pragma: no cover - numba
+    """``out[i] = Σ_j A[i, j] B[i, j]``."""
+    for i in range(A.shape[0]):
+        q = 0.0
+        for j in range(A.shape[1]):
+            q += A[i, j] * B[i, j]
+        out[i] = q
+
+
+@njit(cache=True, nogil=True)
+def _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, ftr, fte,
+                  vte, Kacc, SWacc):  # pragma: no cover - numba
+    """:func:`observe_cached` given also ``S = WᵀW``, which ``Σ_W`` needs at every draw.
+
+    For a linear φ with ``d < N`` the test kernels come from it, ``K* = c X* S Xᵀ`` and
+    ``K** = c X* S X*ᵀ`` (``c = g_a/N``): ``P*·d(d + P)`` multiply-adds against
+    ``P*·N(d + P)`` through ``X*Wᵀ`` (``Φ`` is then not read); so does the slow mode,
+    ``uᵀSu/N`` (``d²`` against ``Nd``)."""
     N, d = W.shape
     P = K.shape[0]
     Ps = Xs.shape[0]
-    Phs = np.dot(Xs, W.T)
-    _act_inplace(code, Phs, Phs, False)
-    Ks = (g_a / N) * np.dot(Phs, Phi.T)
+    c = g_a / N
+    kss = np.empty(Ps)
+    if code == 0 and d < N:
+        XsS = np.dot(Xs, S)
+        Ks = c * np.dot(XsS, X.T)
+        _row_dots(XsS, Xs, kss)
+    else:
+        Phs = np.dot(Xs, W.T)
+        _act_inplace(code, Phs, Phs, False)
+        Ks = c * np.dot(Phs, Phi.T)
+        _row_dots(Phs, Phs, kss)
     f = np.dot(K, t)
     ftr[:] = f
     fte[:] = np.dot(Ks, t)
     KA = np.dot(Ks, Ainv)
     for i in range(Ps):
-        kss = 0.0
-        for j in range(N):
-            kss += Phs[i, j] * Phs[i, j]
         q = 0.0
         for j in range(P):
             q += KA[i, j] * Ks[i, j]
-        vte[i] += ((g_a / N) * kss - q) / chi
+        vte[i] += (c * kss[i] - q) / chi
     Kacc += K
-    SW = np.empty((d, d))
-    gram_cols(W, SW, 1.0 / N)
-    SWacc += SW
+    inv_n = 1.0 / N
+    for i in range(d):
+        for j in range(d):
+            SWacc[i, j] += S[i, j] * inv_n
     trAK = 0.0
     for i in range(P):
         trAK += 1.0 - kappa * Ainv[i, i]
-    Q = g_a + (g_a / N) * (chi * np.dot(t, f) - trAK)
-    Wu = np.dot(W, u_slow)
-    return Q, np.dot(Wu, Wu) / N
+    Q = g_a + c * (chi * np.dot(t, f) - trAK)
+    return Q, np.dot(u_slow, np.dot(S, u_slow)) / N
+
+
+@njit(cache=True, nogil=True)
+def gram_form(P, N, d):  # pragma: no cover - numba
+    """Whether a linear φ's ``K = c XSXᵀ`` (``S = WᵀW``, which ``Σ_W`` needs anyway;
+    ``Pd² + P²d`` multiply-adds) is cheaper than ``c ΦΦᵀ`` through ``Φ = XWᵀ``
+    (``PNd + P²N/2``).  It implies ``d < N``, so :func:`_observe_core` takes ``K*``
+    from ``S`` too and ``Φ`` is never formed."""
+    return d * (d + P) < N * (d + 0.5 * P)
 
 
 @njit(cache=True, nogil=True)
 def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc):  # pragma: no cover
     """:func:`observe_cached` computing ``Φ, K, A⁻¹, t`` itself (the full sampler's
-    step never forms them)."""
+    step never forms them): through ``S = WᵀW`` where :func:`gram_form` says so
+    (``K`` symmetrised, as ``syrk`` makes it through ``Φ``)."""
     N, d = W.shape
-    Phi = np.dot(X, W.T)
-    _act_inplace(code, Phi, Phi, False)
-    K, Ainv, _ = _gram(Phi, g_a, kappa)
+    P = X.shape[0]
+    S = np.empty((d, d))
+    gram_cols(W, S, 1.0)
+    if code == 0 and gram_form(P, N, d):
+        K = np.dot(np.dot(X, S), X.T)
+        c = g_a / N
+        for i in range(P):
+            for j in range(i + 1):
+                kij = 0.5 * c * (K[i, j] + K[j, i])
+                K[i, j] = kij
+                K[j, i] = kij
+        Ainv = np.empty((P, P))
+        _shifted_inverse(K, kappa, Ainv)
+        Phi = np.empty((1, 1))         # not read: K* comes from S too (d < N)
+    else:
+        Phi = np.dot(X, W.T)
+        _act_inplace(code, Phi, Phi, False)
+        K, Ainv, _ = _gram(Phi, g_a, kappa)
     t = np.dot(Ainv, y)
-    return observe_cached(W, Phi, K, Ainv, t, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte,
-                          vte, Kacc, SWacc)
+    return _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, ftr,
+                         fte, vte, Kacc, SWacc)
+
+
+@njit(cache=True, nogil=True)
+def observe_full(W, X, Xs, y, u_slow, code, g_a, kappa, chi, Ci, beta, wpar, ftr, fte, vte,
+                 Kacc, SWacc):  # pragma: no cover - numba
+    """The full sampler's observables of ``W``: on the Woodbury path (``wpar[0] = 1``:
+    linear φ, ``P > d``, see :func:`_wood_core`) from ``S``, ``M⁻¹`` and ``v``,
+    ``O(Nd² + d³)`` (``Kacc`` left alone), else :func:`observe`."""
+    if wpar[0] != 0.0:
+        N, d = W.shape
+        S, Minv, v = np.empty((d, d)), np.empty((d, d)), np.empty(d)
+        _wood_factor(W, Ci, beta, g_a / N / kappa, S, Minv, v)
+        return observe_wood(W, S, Minv, v, X, Xs, u_slow, g_a, kappa, chi, ftr, fte, vte,
+                            Kacc, SWacc)
+    return observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc)
 
 
 @njit(cache=True, nogil=True)
@@ -800,8 +887,8 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
                                          g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m], vte[c],
                                          Kacc[c], SWb[c, bb])
                 else:
-                    Q, sl = observe_cached(Wc, Phi2[c, i], K2[c, i], Ai2[c, i], t2[c, i], Xs,
-                                           y, u_slow, code, g_a, kappa, chi, tr_ftr[c, m],
+                    Q, sl = observe_cached(Wc, Phi2[c, i], K2[c, i], Ai2[c, i], t2[c, i], X,
+                                           Xs, u_slow, code, g_a, kappa, chi, tr_ftr[c, m],
                                            tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
                 tr_Q[c, m] = Q
                 tr_slow[c, m] = sl
@@ -856,7 +943,7 @@ def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, X, y, code, g
 
 
 @njit(cache=True, nogil=True)
-def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
+def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, Ci, beta, wpar,
                rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow,
                code, g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                step0, burn_in, thin, m_total, nbatch,
@@ -868,7 +955,9 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
     as in the marginal sampler), which is unbiased under the full posterior and
     removes the fast, large read-out noise from the estimates; the dynamics still
     move ``a`` and ``W`` jointly, so agreement with the marginal sampler tests the
-    marginal energy and its gradient independently.
+    marginal energy and its gradient independently.  ``Ci, beta, wpar``: the Woodbury
+    constants of :func:`marginal.woodbury_constants`, used by :func:`observe_full`
+    (the step does not need them).
     """
     S = nsteps
     C, N, d = W.shape
@@ -916,9 +1005,9 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u,
         if m >= 0:
             bb = (m * nbatch) // m_total
             for c in range(C):
-                Q, sl = observe(W[c] if side[c] == 0 else Wp[c], X, Xs, y, u_slow, code, g_a,
-                                kappa, chi, tr_ftr[c, m],
-                                tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
+                Q, sl = observe_full(W[c] if side[c] == 0 else Wp[c], X, Xs, y, u_slow, code,
+                                     g_a, kappa, chi, Ci, beta, wpar, tr_ftr[c, m],
+                                     tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
                 tr_Q[c, m] = Q
                 tr_slow[c, m] = sl
                 tr_E[c, m] = E[c]

@@ -227,18 +227,14 @@ def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
 
 
 def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
-    """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays."""
-    rh, es = [], []
-    for s in series:
-        if s.shape[1] < 4:
-            return float("nan"), float("nan")
-        rh.append(np.atleast_1d(diag.rhat(s)))
-        es.append(np.atleast_1d(diag.ess_bulk(s)))
-        es.append(np.atleast_1d(diag.ess_tail(s)))
-    r = np.concatenate(rh)
-    e = np.concatenate(es)
+    """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays
+    (of equal chains and draws), all series in one batch (:func:`diag.rhat_ess`)."""
+    if series[0].shape[1] < 4:
+        return float("nan"), float("nan")
+    C, m = series[0].shape[:2]
+    r, eb, et = diag.rhat_ess(np.concatenate([s.reshape(C, m, -1) for s in series], axis=2))
     rmax = float(np.nanmax(r)) if np.any(np.isfinite(r)) else float("nan")
-    return rmax, float(np.nanmin(e))
+    return rmax, float(np.nanmin(np.concatenate([np.ravel(eb), np.ravel(et)])))
 
 
 # --------------------------------------------------------------------------- the run
@@ -430,7 +426,7 @@ class _Run:
         flops = 4.0 * P * N * (d if self.sampler.name == "full" else max(d, P))
         if self.sampler.name == "full" and self.problem.network.activation == "linear":
             flops = 4.0 * (P + N) * d          # the linear full step has no big product
-        if getattr(self.sampler, "uses_woodbury", False):
+        if self.sampler.name == "marginal" and getattr(self.sampler, "uses_woodbury", False):
             flops = 4.0 * N * d * d            # d×d products only
         return share if flops >= BLAS_THREADS_FLOPS else 1
 
