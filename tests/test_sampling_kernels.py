@@ -101,7 +101,8 @@ def test_linear_marginal_gradient_both_product_orders(N):
     ("full", "mala", "linear", (5, 6, 7)),
     ("full", "mala", "linear", (6, 4, 12)),
     ("full", "mala", "linear", (6, 4, 5)),
-    ("full", "ula", "erf", (5, 6, 7))])
+    ("full", "ula", "erf", (5, 6, 7)),
+    ("full", "mala", "erf", (5, 6, 7))])   # Φ of the current state kept through rejections
 def test_chunk_matches_reference_step_for_step(sampler, method, act, shape):
     d, P, N = shape
     p = tiny(act, N=N, d=d, P=P)

@@ -635,14 +635,14 @@ def gram_form(P, N, d):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc):  # pragma: no cover
-    """:func:`observe_cached` computing ``Φ, K, A⁻¹, t`` itself (the full sampler's
-    step never forms them): through ``S = WᵀW`` where :func:`gram_form` says so
-    (``K`` symmetrised, as ``syrk`` makes it through ``Φ``)."""
+    """:func:`observe_cached` computing ``Φ, K, A⁻¹, t`` itself: through ``S = WᵀW``
+    where :func:`gram_form` says so (``K`` symmetrised, as ``syrk`` makes it through
+    ``Φ``), else through ``Φ = φ(XWᵀ)``."""
     N, d = W.shape
     P = X.shape[0]
-    S = np.empty((d, d))
-    gram_cols(W, S, 1.0)
     if code == 0 and gram_form(P, N, d):
+        S = np.empty((d, d))
+        gram_cols(W, S, 1.0)
         K = np.dot(np.dot(X, S), X.T)
         c = g_a / N
         for i in range(P):
@@ -652,27 +652,44 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
                 K[j, i] = kij
         Ainv = np.empty((P, P))
         _shifted_inverse(K, kappa, Ainv)
-        Phi = np.empty((1, 1))         # not read: K* comes from S too (d < N)
-    else:
-        Phi = np.dot(X, W.T)
-        _act_inplace(code, Phi, Phi, False)
-        K, Ainv, _ = _gram(Phi, g_a, kappa)
+        t = np.dot(Ainv, y)
+        return _observe_core(W, S, np.empty((1, 1)), K, Ainv, t, X, Xs, u_slow, code, g_a,
+                             kappa, chi, ftr, fte, vte, Kacc, SWacc)   # Φ not read: d < N
+    Phi = np.dot(X, W.T)
+    _act_inplace(code, Phi, Phi, False)
+    return _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc,
+                        SWacc)
+
+
+@njit(cache=True, nogil=True)
+def _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc,
+                 SWacc):  # pragma: no cover - numba
+    """:func:`observe_cached` given ``Φ = φ(XWᵀ)`` of ``W`` only."""
+    d = W.shape[1]
+    K, Ainv, _ = _gram(Phi, g_a, kappa)
     t = np.dot(Ainv, y)
+    S = np.empty((d, d))
+    gram_cols(W, S, 1.0)
     return _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, ftr,
                          fte, vte, Kacc, SWacc)
 
 
 @njit(cache=True, nogil=True)
-def observe_full(W, X, Xs, y, u_slow, code, g_a, kappa, chi, Ci, beta, wpar, ftr, fte, vte,
-                 Kacc, SWacc):  # pragma: no cover - numba
+def observe_full(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, Ci, beta, wpar, ftr, fte,
+                 vte, Kacc, SWacc):  # pragma: no cover - numba
     """The full sampler's observables of ``W``: on the Woodbury path (``wpar[0] = 1``:
     linear φ, ``P > d``, see :func:`_wood_core`) from ``S``, ``M⁻¹`` and ``v``,
-    ``O(Nd² + d³)`` (``Kacc`` left alone), else :func:`observe`."""
+    ``O(Nd² + d³)`` (``Kacc`` left alone); for a non-linear φ from ``Φ = φ(XWᵀ)``, which
+    the step that proposed ``W`` left in ``Phi`` (:func:`full_chunk`); else
+    :func:`observe` (the linear step never forms ``Φ``)."""
     if wpar[0] != 0.0:
         N, d = W.shape
         S, Minv, v = np.empty((d, d)), np.empty((d, d)), np.empty(d)
         _wood_factor(W, Ci, beta, g_a / N / kappa, S, Minv, v)
         return observe_wood(W, S, Minv, v, X, Xs, u_slow, g_a, kappa, chi, ftr, fte, vte,
+                            Kacc, SWacc)
+    if code != 0:
+        return _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte,
                             Kacc, SWacc)
     return observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc)
 
@@ -929,27 +946,31 @@ def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v
 
 
 @njit(cache=True, nogil=True)
-def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, X, y, code, g_w, g_a,
-                 kappa, chi):  # pragma: no cover - numba
-    """``E``, ``gW``, ``ga`` of every chain's current state, computed as in a step."""
+def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, X, y, code, g_w,
+                 g_a, kappa, chi):  # pragma: no cover - numba
+    """``E``, ``gW``, ``ga`` (and, for a non-linear φ, ``Φ`` in ``H2[c, 0]``) of every
+    chain's current state, computed as in a step."""
     C = W.shape[0]
     for c in range(C):
         _copy(Wp[c], W[c])
         _copy(ap[c], a[c])
-        E[c] = _full_core(Wp[c], ap[c], X, y, code, g_w, g_a, kappa, chi, H[c], D[c], r[c],
-                          v[c], u[c], gWp[c], gap[c], W[c], a[c], 1.0, 1.0, 0.0)[0]
+        E[c] = _full_core(Wp[c], ap[c], X, y, code, g_w, g_a, kappa, chi, H2[c, 0], D[c],
+                          r[c], v[c], u[c], gWp[c], gap[c], W[c], a[c], 1.0, 1.0, 0.0)[0]
         _copy(gW[c], gWp[c])
         _copy(ga[c], gap[c])
+        cur[c] = 0
 
 
 @njit(cache=True, nogil=True)
-def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, Ci, beta, wpar,
+def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, Ci, beta, wpar,
                rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow,
                code, g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                step0, burn_in, thin, m_total, nbatch,
                tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb, status):  # pragma: no cover
     """As :func:`marginal_chunk`, for the full sampler on ``(W, a)`` (THEORY §1, §7).
-    ``Wp, ap, gWp, gap, H, D, r, v, u`` are per-chain scratch.
+    ``Wp, ap, gWp, gap, D, r, v, u`` are per-chain scratch; ``H2 (C,2,P,N)`` holds
+    ``Φ = φ(XWᵀ)`` of a non-linear φ's current state in buffer ``cur[c]`` (the proposal
+    is built in the other one), so that measuring it needs no second ``XWᵀ`` and ``φ``.
 
     Observables are Rao-Blackwellised over ``a`` given the current ``W`` (exactly
     as in the marginal sampler), which is unbiased under the full posterior and
@@ -982,7 +1003,8 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, Ci, beta, wpar,
             gac, gan = (ga[c], gap[c]) if side[c] == 0 else (gap[c], ga[c])
             xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2w, sh * sw, rng[c], zb, wb)
             xi2 += _propose_rng(ac, gac, an, 0.5 * h * s2a, sh * sa, rng[c], zb, wb)
-            Ep, rev = _full_core(Wn, an, X, y, code, g_w, g_a, kappa, chi, H[c], D[c],
+            b = 1 - cur[c]
+            Ep, rev = _full_core(Wn, an, X, y, code, g_w, g_a, kappa, chi, H2[c, b], D[c],
                                  r[c], v[c], u[c], gWn, gan, Wc, ac, sw, sa, h)
             if not math.isfinite(Ep):
                 _flag(status, NONFINITE, c, step0 + k)
@@ -995,6 +1017,7 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, Ci, beta, wpar,
             if (not mala) or lu < la:
                 side[c] = 1 - side[c]
                 E[c] = Ep
+                cur[c] = b
             if E[c] > e_max[c]:
                 _flag(status, EXPLODED, c, step0 + k)
                 _settle_full(side, W, a, gW, ga, Wp, ap, gWp, gap)
@@ -1005,9 +1028,9 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H, D, r, v, u, Ci, beta, wpar,
         if m >= 0:
             bb = (m * nbatch) // m_total
             for c in range(C):
-                Q, sl = observe_full(W[c] if side[c] == 0 else Wp[c], X, Xs, y, u_slow, code,
-                                     g_a, kappa, chi, Ci, beta, wpar, tr_ftr[c, m],
-                                     tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
+                Q, sl = observe_full(W[c] if side[c] == 0 else Wp[c], H2[c, cur[c]], X, Xs, y,
+                                     u_slow, code, g_a, kappa, chi, Ci, beta, wpar,
+                                     tr_ftr[c, m], tr_fte[c, m], vte[c], Kacc[c], SWb[c, bb])
                 tr_Q[c, m] = Q
                 tr_slow[c, m] = sl
                 tr_E[c, m] = E[c]

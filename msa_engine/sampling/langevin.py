@@ -62,14 +62,17 @@ class FullSampler:
 
     def workspace(self, chains: int) -> dict:
         """Per-chain scratch of :func:`kn.full_chunk` (the ``P×N`` buffers only for a
-        non-linear φ: the linear step never forms ``XWᵀ``; ``v`` holds ``Wᵀa`` and
-        then the linear step's per-column partial sums)."""
+        non-linear φ: the linear step never forms ``XWᵀ``; ``H2`` double-buffers ``Φ``
+        with ``cur`` saying which buffer is the current state's; ``v`` holds ``Wᵀa``
+        and then the linear step's per-column partial sums).  Not checkpointed: rebuilt
+        by :meth:`refresh`."""
         N, d, P = self.N, self.d, self.problem.data.P
-        big = (chains, P, N) if self.problem.network.activation != "linear" else (chains, 1, 1)
+        big = (P, N) if self.problem.network.activation != "linear" else (1, 1)
         return {"Wp": np.empty((chains, N, d)), "ap": np.empty((chains, N)),
                 "gWp": np.empty((chains, N, d)), "gap": np.empty((chains, N)),
-                "H": np.empty(big), "D": np.empty(big), "r": np.empty((chains, P)),
-                "v": np.empty((chains, 2 * d)), "u": np.empty((chains, d))}
+                "H2": np.empty((chains, 2) + big), "D": np.empty((chains,) + big),
+                "r": np.empty((chains, P)), "v": np.empty((chains, 2 * d)),
+                "u": np.empty((chains, d)), "cur": np.zeros(chains, dtype=np.int64)}
 
     def refresh(self, state: dict) -> None:
         """Recompute ``E``, ``gW``, ``ga`` from ``state["W"]``, ``state["a"]``."""

@@ -213,7 +213,7 @@ def workspace_doubles(P: int, N: int, d: int, sampler: str, chains: int,
     use less; ``woodbury``: the marginal sampler's ``d×d`` path) — for the memory
     guard of :mod:`msa_engine.resources`."""
     if sampler == "full":
-        return chains * (2 * N * d + 2 * N + 2 * P * N + P + 2 * d)
+        return chains * (2 * N * d + 2 * N + 3 * P * N + P + 2 * d)
     if woodbury:
         return chains * (2 * N * d + 5 * d * d + 2 * d + 8)
     return chains * (2 * N * d + 4 * P * N + 4 * P * P + 2 * P)
