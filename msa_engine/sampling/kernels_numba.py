@@ -51,6 +51,11 @@ from .rng_numba import (BLOCK_ROWS, LANES, STATE_WORDS, complete_rejected, draw_
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
+# WOODBURY_BY_TYPE: the kernels that take either path (the marginal sampler's chunk and
+# refresh, the full sampler's observables) are given ``wpar = None`` off the Woodbury
+# path and branch on ``wpar is not None``: numba prunes such a branch by the argument's
+# type before compiling, so a run compiles one path only (the other took 9-12 s of a
+# first simulation's 46 s of compilation on a slow host, issue 7)
 # status codes returned by the chunk kernels
 OK, NONFINITE, EXPLODED = 0, 1, 2
 
@@ -403,8 +408,8 @@ def observe_wood(W, S, Minv, v, X, Xs, u_slow, g_a, kappa, chi, ftr, fte, vte, K
     c = g_a / N
     xt = v / kappa
     Sxt = np.dot(S, xt)
-    ftr[:] = c * np.dot(X, Sxt)
-    fte[:] = c * np.dot(Xs, Sxt)
+    _copy(ftr, c * np.dot(X, Sxt))     # _copy, not ftr[:] = …: see rng_numba.lane_words
+    _copy(fte, c * np.dot(Xs, Sxt))
     U = np.dot(Xs, S)
     UM = np.dot(U, Minv)
     for i in range(Ps):
@@ -604,8 +609,8 @@ def _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, f
         Ks = c * np.dot(Phs, Phi.T)
         _row_dots(Phs, Phs, kss)
     f = np.dot(K, t)
-    ftr[:] = f
-    fte[:] = np.dot(Ks, t)
+    _copy(ftr, f)
+    _copy(fte, np.dot(Ks, t))
     KA = np.dot(Ks, Ainv)
     for i in range(Ps):
         q = 0.0
@@ -677,12 +682,12 @@ def _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte,
 @njit(cache=True, nogil=True)
 def observe_full(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, Ci, beta, wpar, ftr, fte,
                  vte, Kacc, SWacc):  # pragma: no cover - numba
-    """The full sampler's observables of ``W``: on the Woodbury path (``wpar[0] = 1``:
-    linear φ, ``P > d``, see :func:`_wood_core`) from ``S``, ``M⁻¹`` and ``v``,
+    """The full sampler's observables of ``W``: on the Woodbury path (``wpar`` not
+    ``None``: linear φ, ``P > d``, see :func:`_wood_core`) from ``S``, ``M⁻¹`` and ``v``,
     ``O(Nd² + d³)`` (``Kacc`` left alone); for a non-linear φ from ``Φ = φ(XWᵀ)``, which
     the step that proposed ``W`` left in ``Phi`` (:func:`full_chunk`); else
     :func:`observe` (the linear step never forms ``Φ``)."""
-    if wpar[0] != 0.0:
+    if wpar is not None:
         N, d = W.shape
         S, Minv, v = np.empty((d, d)), np.empty((d, d)), np.empty(d)
         _wood_factor(W, Ci, beta, g_a / N / kappa, S, Minv, v)
@@ -740,7 +745,7 @@ def _propose_lanes(xf, gf, pf, drift, scale, rs, acc, wb):  # pragma: no cover -
         raise ValueError("proposal scratch too small: LANES + n floats needed")
     for j in range(L):
         acc[j] = 0.0
-    nrej = 0
+    nrej = np.int64(0)     # not 0: a literal 0 types _propose_block a second time
     for i0 in range(0, n, BLOCK_ROWS * L):
         i1 = min(n, i0 + BLOCK_ROWS * L)
         nrej = _propose_block(xf[i0:i1], gf[i0:i1], pf[i0:i1], drift, scale, rs, acc, wb,
@@ -837,7 +842,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
     in place.  ``Wp``, ``gWp`` (``C,N,d``) and ``D``, ``M`` (``C,P,N``) are scratch;
     ``Phi2 (C,2,P,N)``, ``K2``, ``Ai2 (C,2,P,P)``, ``t2 (C,2,P)`` hold ``Φ, K, A⁻¹, t``
     of the current state in buffer ``cur[c]`` (the proposal is built in the other one).
-    With ``wpar[0] = 1`` (linear φ, ``P > d``) the Woodbury form :func:`_wood_core`
+    With ``wpar`` not ``None`` (linear φ, ``P > d``) the Woodbury form :func:`_wood_core`
     is used instead, caching ``S``, ``M⁻¹``, ``v`` in ``S2``, ``Mi2``, ``v2``.
     ``log_h[0]`` is the shared log step size (Robbins-Monro adapted to
     the acceptance ``target`` while ``adapt``; ``lh_stats`` sums it for averaging
@@ -850,7 +855,6 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
     S = nsteps
     C, N, d = W.shape
     P = X.shape[0]
-    wood = wpar[0] != 0.0
     s2 = g_w / d
     s = math.sqrt(s2)
     zb = np.empty(normals_needed(N * d) + LANES)  # one step's normals (or lane sums + ξ²)
@@ -867,7 +871,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
             Wc, Wn = (W[c], Wp[c]) if side[c] == 0 else (Wp[c], W[c])
             gWc, gWn = (gW[c], gWp[c]) if side[c] == 0 else (gWp[c], gW[c])
             xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2, sh * s, rng[c], zb, wb)
-            if wood:
+            if wpar is not None:       # `is None` on an argument: see WOODBURY_BY_TYPE
                 Ep, rev = _wood_core(Wn, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
                                      Mi2[c, b], v2[c, b], gWn, Wc, s, h)
             else:
@@ -899,7 +903,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
             for c in range(C):
                 i = cur[c]
                 Wc = W[c] if side[c] == 0 else Wp[c]
-                if wood:
+                if wpar is not None:
                     Q, sl = observe_wood(Wc, S2[c, i], Mi2[c, i], v2[c, i], X, Xs, u_slow,
                                          g_a, kappa, chi, tr_ftr[c, m], tr_fte[c, m], vte[c],
                                          Kacc[c], SWb[c, bb])
@@ -934,7 +938,7 @@ def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v
     C = W.shape[0]
     for c in range(C):
         _copy(Wp[c], W[c])
-        if wpar[0] != 0.0:
+        if wpar is not None:
             E[c] = _wood_core(Wp[c], Ci, beta, wpar, X.shape[0], g_w, g_a, kappa, chi, S2[c, 0],
                               Mi2[c, 0], v2[c, 0], gWp[c], W[c], 1.0, 0.0)[0]
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels_numba as kn
-from .marginal import woodbury_constants
+from .marginal import MarginalSampler, woodbury_constants
 
 METHODS = ("mala", "ula")
 # acceptance targets of the burn-in step-size adaptation (MALA's optimum is 0.574,
@@ -45,10 +45,10 @@ class FullSampler:
                                        np.ascontiguousarray(data.y_train, dtype=float),
                                        net.activation)
 
-    @property
-    def uses_woodbury(self) -> bool:
-        """Whether the observables take the Woodbury path (then ⟨K⟩ comes from Σ_W)."""
-        return self.wood[2][0] != 0.0
+    # whether the observables take the Woodbury path (then ⟨K⟩ comes from Σ_W), and the
+    # kernels' arguments for it: as the marginal sampler's
+    uses_woodbury = MarginalSampler.uses_woodbury
+    wood_args = MarginalSampler.wood_args
 
     def init_state(self, rng: np.random.Generator, chains: int) -> dict:
         """Start every chain from an independent prior draw of ``(W, a)``."""
@@ -80,8 +80,8 @@ class FullSampler:
         self.ws = self.workspace(state["W"].shape[0])
         kn.full_refresh(state["W"], state["a"], state["E"], state["gW"], state["ga"],
                         *self.ws.values(),
-                        np.ascontiguousarray(data.X_train, dtype=float),
-                        np.ascontiguousarray(data.y_train, dtype=float),
+                        np.array(data.X_train, dtype=float),   # writable, as in the
+                        np.array(data.y_train, dtype=float),   # chunks (one numba type)
                         kn.ACT_CODES[net.activation], float(net.g_w), float(net.g_a),
                         float(net.kappa), float(net.chi))
 
@@ -91,4 +91,4 @@ class FullSampler:
         (``state``, ``rng``, ``common`` and ``tail`` are already restricted to them)."""
         ws = [v[chains] for v in self.ws.values()]
         kn.full_chunk(state["W"], state["a"], state["E"], state["gW"], state["ga"], *ws,
-                      *self.wood, rng, *common[:3], nsteps, *common[3:], *tail)
+                      *self.wood_args, rng, *common[:3], nsteps, *common[3:], *tail)

@@ -58,13 +58,22 @@ class MarginalSampler:
         net, data = problem.network, problem.data
         self.N, self.d = net.N, data.d
         self.ndim = self.N * self.d
-        self.X = np.ascontiguousarray(data.X_train, dtype=float)
-        self.y = np.ascontiguousarray(data.y_train, dtype=float)
+        # writable copies, like the driver's: a read-only array is another numba type,
+        # and refresh() would compile every kernel it calls a second time (issue 7: cold
+        # start)
+        self.X = np.array(data.X_train, dtype=float)
+        self.y = np.array(data.y_train, dtype=float)
         self.wood = woodbury_constants(self.X, self.y, net.activation)
 
     @property
     def uses_woodbury(self) -> bool:
         return self.wood[2][0] != 0.0
+
+    @property
+    def wood_args(self) -> tuple:
+        """``(C⁻¹, β, wpar)`` for the kernels, ``wpar = None`` off the Woodbury path
+        (kn.WOODBURY_BY_TYPE)."""
+        return self.wood if self.uses_woodbury else (self.wood[0], self.wood[1], None)
 
     def init_state(self, rng: np.random.Generator, chains: int) -> dict:
         """Start every chain from an independent prior draw ``w ~ N(0, g_w/d)``."""
@@ -98,7 +107,8 @@ class MarginalSampler:
         """Recompute ``E``, ``gW`` and the cached factorisation from ``state["W"]``."""
         net = self.problem.network
         self.ws = self.workspace(state["W"].shape[0])
-        kn.marginal_refresh(state["W"], state["E"], state["gW"], *self.ws.values(), *self.wood,
+        kn.marginal_refresh(state["W"], state["E"], state["gW"], *self.ws.values(),
+                            *self.wood_args,
                             self.X, self.y, kn.ACT_CODES[net.activation],
                             float(net.g_w), float(net.g_a), float(net.kappa), float(net.chi))
 
@@ -107,5 +117,5 @@ class MarginalSampler:
         """Run :func:`kn.marginal_chunk` for ``nsteps`` steps on the chains ``chains``
         (``state``, ``rng``, ``common`` and ``tail`` are already restricted to them)."""
         ws = [v[chains] for v in self.ws.values()]
-        kn.marginal_chunk(state["W"], state["E"], state["gW"], *ws, *self.wood, rng,
+        kn.marginal_chunk(state["W"], state["E"], state["gW"], *ws, *self.wood_args, rng,
                           *common[:3], nsteps, *common[3:], *tail)

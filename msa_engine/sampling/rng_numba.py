@@ -201,7 +201,8 @@ def fill_normal(s, out, words):  # pragma: no cover - numba
     if s.shape[0] == STATE_WORDS and n % LANES != 0:
         buf = np.empty(normals_needed(n))
         draw_normals(s, buf, n, words)
-        f[:] = buf[:n]
+        for i in range(n):          # a loop, not f[:] = buf[:n]: see lane_words
+            f[i] = buf[i]
     else:
         draw_normals(s, f, n, words)
 
@@ -306,7 +307,12 @@ def lane_words(s, words, nb):  # pragma: no cover - numba
         for j in range(L):
             w2[r, j], st[0, j], st[1, j], st[2, j], st[3, j] = _step(st[0, j], st[1, j],
                                                                      st[2, j], st[3, j])
-    s[:4 * L] = st.ravel()
+    # a loop, not s[:4 * L] = st.ravel(): numba compiles an array-to-array slice
+    # assignment with a shape check whose error message took 3.5 s of the first
+    # simulation's compilation (issue 7: cold start)
+    for k in range(4):
+        for j in range(L):
+            s[k * L + j] = st[k, j]
 
 
 @njit(cache=True, nogil=True)
