@@ -252,12 +252,11 @@ def rhat_ess(x, prob: float = 0.05):
     split chains, and every series of ``x`` goes through each step in one batch — the
     sampler's progress records ask for all three on a few hundred series at once."""
     s, rest = _as_series(x)
-    nan = np.full(s.shape[0], np.nan)
     if s.shape[2] < 4:
-        return _out(nan, rest), _out(nan, rest), _out(nan, rest)
+        return tuple(_out(np.full(s.shape[0], np.nan), rest) for _ in range(3))
     sp = split_chains(s)
     z = z_scale(sp)
-    rh = _rhat_split(sp, z) if s.shape[1] >= 2 else nan
+    rh = _rhat_split(sp, z) if s.shape[1] >= 2 else np.full(s.shape[0], np.nan)
     return _out(rh, rest), _out(_ess_core(z), rest), _out(_ess_tail_series(s, prob), rest)
 
 

@@ -152,12 +152,14 @@ def estimate_solve(P: int, P_test: int, d: int, theory: str) -> int:
 
 
 def estimate_simulation(P: int, P_test: int, d: int, N: int, sampler: str, chains: int,
-                        steps: int, thin: int, woodbury: bool = False) -> int:
+                        steps: int, thin: int, woodbury: bool = False,
+                        linear: bool = False) -> int:
     """Bytes for a simulation: chains·N·d for the state and its gradient, the kernels'
     per-chain scratch, the traces chains·draws·(P + P*) with the copies made for
     the result and its diagnostics, the per-chain accumulators chains·(P² + 10 d²) and
     the per-step temporaries.  ``woodbury``: the ``d×d`` path of a linear φ with ``P > d``,
-    which keeps no ``P×P`` accumulator (nor, for the marginal sampler, ``P×P`` scratch)."""
+    which keeps no ``P×P`` accumulator (nor, for the marginal sampler, ``P×P`` scratch);
+    ``linear``: a linear φ (the full step keeps no ``P×N`` buffers)."""
     from .sampling.run import N_BATCHES, workspace_doubles   # lazy: run imports this module
 
     P, Ps, d, N, C = int(P), int(P_test), int(d), int(N), int(chains)
@@ -165,7 +167,7 @@ def estimate_simulation(P: int, P_test: int, d: int, N: int, sampler: str, chain
     m = max(int(steps) // max(int(thin), 1), 0)
     nbatch = max(1, min(N_BATCHES, m))
     n = (3 * C * ndim                                  # W (and a), their gradients, init
-         + workspace_doubles(P, N, d, sampler, C, woodbury)   # the kernels' scratch
+         + workspace_doubles(P, N, d, sampler, C, woodbury, linear)   # kernels' scratch
          + 3 * C * m * (P + Ps + 3)                    # traces, result copies, diagnostics
          + C * ((0 if woodbury else P * P) + nbatch * d * d + Ps)   # accumulators
          + 4 * N * d + 4 * (P + Ps) * N                # per-step and initial-step
@@ -232,7 +234,8 @@ def check_simulation(problem, sampler: str, chains: int, steps: int, thin: int) 
     P, Ps, d = _shape(problem)
     N = problem.network.N
     check_memory(estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin,
-                                     _woodbury(problem, sampler)),
+                                     _woodbury(problem, sampler),
+                                     problem.network.activation == "linear"),
                  f"simulating {chains} chain(s) × {steps} steps of N = {N}, d = {d}, "
                  f"P = {P}, P_test = {Ps}",
                  "use fewer chains, a smaller N, or thin the traces (thin > 1)")
@@ -267,7 +270,8 @@ def check_sweep(problem, widths: Sequence[int] | None, theories: Iterable[str],
         if None not in (chains, steps, thin) and min(chains, steps, thin) >= 1:
             wood = _woodbury(problem, sampler)
             for N in Ns:
-                need = estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin, wood)
+                need = estimate_simulation(P, Ps, d, N, sampler, chains, steps, thin, wood,
+                                           problem.network.activation == "linear")
                 if need > best[0]:
                     best = (need, f"the sweep's simulation at N = {N} ({chains} chain(s) × "
                                   f"{steps} steps, d = {d}, P = {P})",

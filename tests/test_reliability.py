@@ -606,6 +606,9 @@ def test_woodbury_simulation_keeps_no_p_squared_arrays():
     assert dense.Kacc.shape == (4, 400, 400) and not resources._woodbury(erf, "full")
     s = resources.estimate_simulation
     assert s(400, 10, 5, 20, "marginal", 4, 10, 1, True) < 0.3 * s(400, 10, 5, 20, "marginal", 4, 10, 1)
+    # the linear full step keeps no P×N buffers either (N = 2000: they would dominate)
+    assert (s(400, 10, 5, 2000, "full", 4, 10, 1, True, True)
+            < 0.3 * s(400, 10, 5, 2000, "full", 4, 10, 1))
     # the result still carries the mean kernel, from Σ_W
     from msa_engine.sampling import simulate
 

@@ -38,7 +38,14 @@ def test_same_seed_identical_different_seeds_independent(prob):
     assert not np.allclose(a.traces["energy"][0], a.traces["energy"][1])
 
 
-def test_resume_equals_uninterrupted(prob, tmp_path):
+@pytest.mark.parametrize("act", ["linear", "erf"])
+def test_resume_equals_uninterrupted(prob, tmp_path, act):
+    # erf: the full sampler's observables read the Φ its step cached, which a resumed
+    # run rebuilds from the checkpointed W
+    if act == "erf":
+        prob = msa.Problem(msa.make_data({"task": "hermite", "d": 6, "P": 10, "P_test": 5,
+                                          "seed": 2}),
+                           msa.Network.make("erf", N=20, g_w=1.0, g_a=1.0, kappa=0.3, chi=2.0))
     ck = tmp_path / "run.npz"
     full = simulate(prob, seed=5, sampler="full", **SMALL)
     seen = []
@@ -122,3 +129,16 @@ def test_mala_acceptance_and_ula_bias_shrinks_with_step():
     assert bias[0.8] > 0.1
     assert 0 < bias[0.2] < 0.5 * bias[0.8]
     assert abs(mala_bias) < 0.2 * bias[0.8]
+
+
+def test_final_diagnostics_in_batches_are_the_one_batch_ones(monkeypatch):
+    # the final R̂/ESS go through the series in groups of about DIAG_BATCH draws (memory):
+    # every step works series by series, so the grouping changes nothing
+    from msa_engine.sampling import run as run_mod
+    rng = np.random.default_rng(4)
+    walk = np.cumsum(rng.standard_normal((3, 50, 9)), axis=1)
+    series = [walk[:, :, :5], walk[:, :, 5:8], walk[:, :, 8], rng.standard_normal((3, 50))]
+    whole = run_mod._rhat_ess(series)
+    for cap in (150, 300, 451):            # 1, 2 and 3 series a batch (3 chains × 50 draws)
+        monkeypatch.setattr(run_mod, "DIAG_BATCH", cap)
+        assert run_mod._rhat_ess(series) == whole

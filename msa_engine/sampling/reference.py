@@ -64,10 +64,12 @@ def observe(W, X, Xs, y, u_slow, act, g_a, kappa, chi):
     return ftr, fte, var, K, SW, Q, slow
 
 
-def run_steps(state: dict, noise, logu, problem, *, sampler, mala, h, u_slow, noise_a=None):
+def run_steps(state: dict, noise, logu, problem, *, sampler, mala, h, u_slow, noise_a=None,
+              takes: list | None = None):
     """Advance a batched state ``{"W", "a"?, "E", "gW", "ga"?}`` by ``len(noise)`` steps at
     fixed step size ``h``; returns the list of per-step observation tuples and the
-    per-step mean acceptance probabilities.  Mirrors the kernels' MALA/ULA update."""
+    per-step mean acceptance probabilities (and appends each step's per-chain acceptance
+    mask to ``takes`` if given).  Mirrors the kernels' MALA/ULA update."""
     net, data = problem.network, problem.data
     X, Xs, y = data.X_train, data.X_test, data.y_train
     args = (net.activation, net.g_w, net.g_a, net.kappa, net.chi)
@@ -92,6 +94,8 @@ def run_steps(state: dict, noise, logu, problem, *, sampler, mala, h, u_slow, no
         la = -(Ep - E) - rev / (2 * h) + 0.5 * xi2
         alphas.append(float(np.mean(np.minimum(1.0, np.exp(np.minimum(la, 0.0))))))
         take = (logu[k] < la) if mala else np.ones(len(E), bool)
+        if takes is not None:
+            takes.append(take)
         state["W"] = np.where(take[:, None, None], Wp, W)
         state["E"] = np.where(take, Ep, E)
         state["gW"] = np.where(take[:, None, None], gWp, gW)

@@ -208,12 +208,13 @@ def _subset(n: int, k: int = DIAG_SERIES) -> np.ndarray:
 
 
 def workspace_doubles(P: int, N: int, d: int, sampler: str, chains: int,
-                      woodbury: bool = False) -> int:
-    """Doubles of the samplers' per-chain scratch (an upper bound: the linear paths
-    use less; ``woodbury``: the marginal sampler's ``d×d`` path) — for the memory
-    guard of :mod:`msa_engine.resources`."""
+                      woodbury: bool = False, linear: bool = False) -> int:
+    """Doubles of the samplers' per-chain scratch (an upper bound; ``woodbury``: the
+    marginal sampler's ``d×d`` path; ``linear``: a linear φ, whose full step keeps no
+    ``P×N`` buffers) — for the memory guard of :mod:`msa_engine.resources`."""
     if sampler == "full":
-        return chains * (2 * N * d + 2 * N + 3 * P * N + P + 2 * d)
+        pn = 0 if linear else 3 * P * N        # Φ double-buffered, φ'
+        return chains * (2 * N * d + 2 * N + pn + P + 2 * d + 3)
     if woodbury:
         return chains * (2 * N * d + 5 * d * d + 2 * d + 8)
     return chains * (2 * N * d + 4 * P * N + 4 * P * P + 2 * P)
@@ -226,15 +227,32 @@ def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
     return slice(0, m, max(1, -(-m // k)))
 
 
+DIAG_BATCH = 1 << 21        # draws (all chains) per batch of series for R̂/ESS
+
+
 def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
     """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays
-    (of equal chains and draws), all series in one batch (:func:`diag.rhat_ess`)."""
+    (of equal chains and draws), the series in batches (:func:`diag.rhat_ess`): one
+    batch for a progress record's few hundred, groups of about :data:`DIAG_BATCH`
+    draws for the final result's, whose temporaries are several times their size."""
     if series[0].shape[1] < 4:
         return float("nan"), float("nan")
     C, m = series[0].shape[:2]
-    r, eb, et = diag.rhat_ess(np.concatenate([s.reshape(C, m, -1) for s in series], axis=2))
+    per = max(1, DIAG_BATCH // (C * m))
+    parts = [a[:, :, j:j + per] for a in (s.reshape(C, m, -1) for s in series)
+             for j in range(0, a.shape[2], per)]
+    r, e = [], []
+    while parts:
+        batch, n = [], 0
+        while parts and (not batch or n + parts[0].shape[2] <= per):
+            n += parts[0].shape[2]
+            batch.append(parts.pop(0))
+        rb, eb, et = diag.rhat_ess(np.concatenate(batch, axis=2))
+        r.append(np.ravel(rb))
+        e += [np.ravel(eb), np.ravel(et)]
+    r, e = np.concatenate(r), np.concatenate(e)
     rmax = float(np.nanmax(r)) if np.any(np.isfinite(r)) else float("nan")
-    return rmax, float(np.nanmin(np.concatenate([np.ravel(eb), np.ravel(et)])))
+    return rmax, float(np.nanmin(e))
 
 
 # --------------------------------------------------------------------------- the run
@@ -267,7 +285,8 @@ class _Run:
         self.m_total = steps // thin
         self.nbatch = max(1, min(N_BATCHES, self.m_total))
         C, P, Ps, d = chains, data.P, data.P_test, data.d
-        need = 8 * C * self.m_total * (P + Ps + 3) + 8 * C * (self.nbatch * d * d + P * P)
+        kacc = 0 if getattr(self.sampler, "uses_woodbury", False) else P * P   # see Kacc
+        need = 8 * C * self.m_total * (P + Ps + 3) + 8 * C * (self.nbatch * d * d + kacc)
         if need > TRACE_BUDGET:
             raise MSAError(f"the traces would need {need / 2**30:.1f} GiB; "
                            f"thin the chains (thin > {thin}) or run fewer steps")
@@ -374,6 +393,8 @@ class _Run:
         """Advance every chain to global step ``end``: one kernel call per adaptation
         phase (the burn-in halves, then the rest), the chains split between threads
         once the step size is frozen."""
+        if end > self.total:        # the kernels would write traces past their end
+            raise ValueError(f"cannot advance to step {end} of a {self.total}-step run")
         net = self.problem.network
         C = self.chains
         half = self.burn_in // 2
