@@ -670,13 +670,9 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
 def _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc,
                  SWacc):  # pragma: no cover - numba
     """:func:`observe_cached` given ``Φ = φ(XWᵀ)`` of ``W`` only."""
-    d = W.shape[1]
     K, Ainv, _ = _gram(Phi, g_a, kappa)
-    t = np.dot(Ainv, y)
-    S = np.empty((d, d))
-    gram_cols(W, S, 1.0)
-    return _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, ftr,
-                         fte, vte, Kacc, SWacc)
+    return observe_cached(W, Phi, K, Ainv, np.dot(Ainv, y), X, Xs, u_slow, code, g_a, kappa,
+                          chi, ftr, fte, vte, Kacc, SWacc)
 
 
 @njit(cache=True, nogil=True)

@@ -52,6 +52,7 @@ DIAG_SERIES = 32            # output points per set used for the per-chunk R̂/E
 DIAG_DRAWS = 512            # draws per chain (evenly strided) for the per-chunk R̂/ESS
 DIAG_GROWTH = 0.1           # per-chunk R̂/ESS again once the trace grew by this fraction
 DIAG_MIN_NEW = 50           # … and by at least this many draws
+DIAG_BATCH = 1 << 21        # draws (all chains) per batch of series for R̂/ESS
 BLAS_THREADS_FLOPS = 2e8    # matmul flops per chain-step above which BLAS gets spare cores
 RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
 ESS_OK = 100.0
@@ -225,9 +226,6 @@ def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
     this so that the cost of a chunk's R̂/ESS does not grow with the trace (issue 7);
     the final result uses every draw."""
     return slice(0, m, max(1, -(-m // k)))
-
-
-DIAG_BATCH = 1 << 21        # draws (all chains) per batch of series for R̂/ESS
 
 
 def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
