@@ -29,7 +29,7 @@ def test_gradient_matches_finite_differences(sampler, act):
     rng = np.random.default_rng(0)
     W = rng.standard_normal((net.N, data.d)) * 0.7
     a = rng.standard_normal(net.N) * 0.3
-    args = (data.X_train, data.y_train, kn.ACT_CODES[act], net.g_w, net.g_a, net.kappa, net.chi)
+    args = (data.X_train, data.y_train, kn.act_code(act), net.g_w, net.g_a, net.kappa, net.chi)
     if sampler == "marginal":
         def energy(W_, a_):
             return kn.marginal_energy_grad(W_, *args)[0]
@@ -84,9 +84,12 @@ def test_linear_marginal_gradient_both_product_orders(N):
     W = np.random.default_rng(2).standard_normal((1, N, data.d))
     args = (data.X_train, data.y_train)
     Er, gr = ref.marginal_energy_grad(W, *args, "linear", net.g_w, net.g_a, net.kappa, net.chi)
-    E, g = kn.marginal_energy_grad(W[0], *args, 0, net.g_w, net.g_a, net.kappa, net.chi)
-    assert E == pytest.approx(Er[0], rel=1e-12)
-    np.testing.assert_allclose(g, gr[0], rtol=1e-10, atol=1e-12)
+    # None: the linear paths (what runs use); 0: φ = identity through the general ones
+    for code in (kn.act_code("linear"), 0):
+        E, g = kn.marginal_energy_grad(W[0], *args, code, net.g_w, net.g_a, net.kappa,
+                                       net.chi)
+        assert E == pytest.approx(Er[0], rel=1e-12)
+        np.testing.assert_allclose(g, gr[0], rtol=1e-10, atol=1e-12)
 
 
 # (d, P, N): P > d takes the Woodbury form for a linear φ (the marginal step and both

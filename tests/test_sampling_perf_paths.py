@@ -48,7 +48,7 @@ def test_numpy_baseline_is_the_same_computation(sampler, act, structured):
     np.testing.assert_allclose(E, Er, rtol=1e-11)
     np.testing.assert_allclose(gW, gWr, rtol=1e-10, atol=1e-12)
     # and the engine's kernels, chain by chain
-    kargs = (data.X_train, data.y_train, kn.ACT_CODES[act], net.g_w, net.g_a, net.kappa, net.chi)
+    kargs = (data.X_train, data.y_train, kn.act_code(act), net.g_w, net.g_a, net.kappa, net.chi)
     for c in range(3):
         if sampler == "full":
             Ek, gWk, gak = kn.full_energy_grad(b.W[c], b.a[c], *kargs)
@@ -120,7 +120,7 @@ def test_woodbury_marginal_energy_matches_the_direct_one(P, d, cond, chi):
     for N in (3, 17):
         W = rng.standard_normal((N, d)) * 0.8
         args = (G_W, G_A, 0.15, chi)
-        E1, g1 = kn.marginal_energy_grad(W, X, y, 0, *args)
+        E1, g1 = kn.marginal_energy_grad(W, X, y, None, *args)
         E2, g2 = kn.marginal_energy_grad_wood(W, X, *consts, *args)
         assert E2 == pytest.approx(E1, rel=rel_e, abs=1e-11)
         np.testing.assert_allclose(g2, g1, rtol=rel_g, atol=rel_g * 1e-2 * np.abs(g1).max())
@@ -148,7 +148,7 @@ def test_woodbury_observables_match_the_direct_ones(P, d, cond):
         outs = []
         for fn, pre in ((kn.observe_wood, (W, S, Mi, v, X, Xs)), (kn.observe, (W, X, Xs, y))):
             ftr, fte, vte = np.zeros(P), np.zeros(7), np.zeros(7)
-            rest = (u, g_a, kappa, chi) if fn is kn.observe_wood else (u, 0, g_a, kappa, chi)
+            rest = (u, g_a, kappa, chi) if fn is kn.observe_wood else (u, None, g_a, kappa, chi)
             Q, sl = fn(*pre, *rest, ftr, fte, vte, np.zeros((P, P)), np.zeros((d, d)))
             outs.append((ftr, fte, vte, Q, sl))
         # the test variance is the prior one less the part the data explain, a small

@@ -49,6 +49,20 @@ from .rng_numba import (BLOCK_ROWS, LANES, STATE_WORDS, complete_rejected, draw_
                          fast_normal, lane_words, normals_needed, uniform, words_needed)
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
+
+
+def act_code(activation: str):
+    """The kernels' ``code`` argument for ``activation``: ``None`` for a linear φ (its
+    own paths, and only those compiled: see BY_TYPE), else its :data:`ACT_CODES` int."""
+    code = ACT_CODES[activation]
+    return None if code == 0 else code
+
+
+def scalar_streams(rng: np.ndarray):
+    """The chunk kernels' ``scalar`` argument for the streams ``rng (C, ·)``: ``None``
+    for lane streams (``STATE_WORDS`` words a chain), ``True`` for the single xoshiro
+    states of version-2 checkpoints."""
+    return None if rng.shape[-1] == STATE_WORDS else True
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 # WOODBURY_BY_TYPE: the kernels that take either path (the marginal sampler's chunk and
@@ -56,6 +70,13 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 # path and branch on ``wpar is not None``: numba prunes such a branch by the argument's
 # type before compiling, so a run compiles one path only (the other took 9-12 s of a
 # first simulation's 46 s of compilation on a slow host, issue 7)
+# BY_TYPE (activation, random streams): likewise a linear φ is ``code = None`` (see
+# :func:`act_code`; erf and ReLU are the ints 1 and 2, and 0 still means the identity
+# through the general paths), and the chunk kernels' ``scalar`` is ``None`` for the lane
+# streams (:func:`scalar_streams`): branches on ``code is None`` and ``scalar is None``
+# are pruned by type, so a linear run compiles no erf or ReLU code and no run with lane
+# streams compiles the scalar generator of version-2 checkpoints (about 8 s of a first
+# linear simulation's 40 s of compilation on a slow host, issue 7: cold start)
 # status codes returned by the chunk kernels
 OK, NONFINITE, EXPLODED = 0, 1, 2
 
@@ -237,8 +258,8 @@ def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, g
     N, d = W.shape
     P = X.shape[0]
     np.dot(X, W.T, Phi)
-    nonlin = code != 0
-    _act_inplace(code, Phi, D, nonlin)
+    if code is not None:               # `is None` on an argument: see BY_TYPE
+        _act_inplace(code, Phi, D, True)
     logdet = _factor(Phi, g_a, kappa, K, Ainv)
     np.dot(Ainv, y, t)
     yt = 0.0
@@ -250,7 +271,10 @@ def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, g
         ti = 0.5 * chi * t[i]
         for j in range(P):
             G[i, j] = 0.5 * Ainv[i, j] - ti * t[j]
-    if not nonlin and d < N:
+    fast = False
+    if code is None:
+        fast = d < N
+    if fast:
         # φ' = 1: MᵀX = Φᵀ(GX), P²d + NPd multiply-adds against P²N + NPd, fewer when
         # d < N (the small marginal step, P = 20, d = 30, N = 100: 12 against 16 µs of
         # one slow core; at N = 10, d = 100 it would take 3× longer).  GX (P×d) lives
@@ -260,7 +284,7 @@ def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, g
         np.dot(Phi.T, GX, gW)
     else:
         np.dot(G, Phi, M)
-        if nonlin:
+        if code is not None:
             for i in range(P):
                 for j in range(N):
                     M[i, j] *= D[i, j]
@@ -476,7 +500,7 @@ def _full_core(W, a, X, y, code, g_w, g_a, kappa, chi, H, D, r, v, u, gW, ga,
     pw = d / g_w
     pa = chi * N / g_a
     rev = 0.0
-    if code == 0:
+    if code is None:
         # plain loops: these matrix-vector products are far too small for a BLAS call
         # to pay off, and W is read twice in all (v = Wᵀa, then ga and ∂E/∂W)
         vw = v[:d]
@@ -599,13 +623,17 @@ def _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, f
     Ps = Xs.shape[0]
     c = g_a / N
     kss = np.empty(Ps)
-    if code == 0 and d < N:
+    fast = False
+    if code is None:
+        fast = d < N
+    if fast:
         XsS = np.dot(Xs, S)
         Ks = c * np.dot(XsS, X.T)
         _row_dots(XsS, Xs, kss)
     else:
         Phs = np.dot(Xs, W.T)
-        _act_inplace(code, Phs, Phs, False)
+        if code is not None:
+            _act_inplace(code, Phs, Phs, False)
         Ks = c * np.dot(Phs, Phi.T)
         _row_dots(Phs, Phs, kss)
     f = np.dot(K, t)
@@ -645,7 +673,10 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
     ``Φ``), else through ``Φ = φ(XWᵀ)``."""
     N, d = W.shape
     P = X.shape[0]
-    if code == 0 and gram_form(P, N, d):
+    gram = False
+    if code is None:
+        gram = gram_form(P, N, d)
+    if gram:
         S = np.empty((d, d))
         gram_cols(W, S, 1.0)
         K = np.dot(np.dot(X, S), X.T)
@@ -661,7 +692,8 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
         return _observe_core(W, S, np.empty((1, 1)), K, Ainv, t, X, Xs, u_slow, code, g_a,
                              kappa, chi, ftr, fte, vte, Kacc, SWacc)   # Φ not read: d < N
     Phi = np.dot(X, W.T)
-    _act_inplace(code, Phi, Phi, False)
+    if code is not None:
+        _act_inplace(code, Phi, Phi, False)
     return _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc,
                         SWacc)
 
@@ -689,9 +721,10 @@ def observe_full(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, Ci, beta, wpar
         _wood_factor(W, Ci, beta, g_a / N / kappa, S, Minv, v)
         return observe_wood(W, S, Minv, v, X, Xs, u_slow, g_a, kappa, chi, ftr, fte, vte,
                             Kacc, SWacc)
-    if code != 0:
-        return _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte,
-                            Kacc, SWacc)
+    if code is not None:
+        if code != 0:              # (0: φ = identity, which the step left in no Φ)
+            return _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte,
+                                vte, Kacc, SWacc)
     return observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc)
 
 
@@ -703,14 +736,17 @@ def _flag(status, code, chain, step):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _propose_rng(x, g, p, drift, scale, rs, zb, wb):  # pragma: no cover - numba
+def _propose_rng(x, g, p, drift, scale, rs, zb, wb, scalar=None):  # pragma: no cover
     """``p = x − drift·g + scale·ξ`` with ``ξ`` drawn from stream ``rs`` in blocks
     (``zb``, ``wb``: float64 / uint64 scratch of :func:`rng_numba.normals_needed`
     ``(x.size)`` + ``LANES`` / :func:`rng_numba.words_needed` ``(x.size)``); returns
-    ``|ξ|²`` (forward MH term)."""
+    ``|ξ|²`` (forward MH term).  ``scalar``: ``None`` for a lane stream, anything else
+    for a single xoshiro state (:func:`scalar_streams`)."""
     xf, gf, pf = x.ravel(), g.ravel(), p.ravel()
     n = xf.size
-    if rs.shape[0] == STATE_WORDS:
+    if scalar is None:             # see BY_TYPE
+        if rs.shape[0] != STATE_WORDS:   # not a lane stream: refuse rather than overrun
+            raise ValueError("not a lane stream: pass scalar for single xoshiro states")
         return _propose_lanes(xf, gf, pf, drift, scale, rs, zb, wb)
     draw_normals(rs, zb, n, wb)
     xi2 = 0.0
@@ -827,12 +863,13 @@ def _draw_index(step, burn_in, thin):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2, Ci, beta, wpar,
-                   rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow, code,
+                   rng, scalar, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow, code,
                    g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                    step0, burn_in, thin, m_total, nbatch,
                    tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb, status):  # pragma: no cover
     """Advance all chains of the marginal sampler by ``nsteps`` steps, drawing from
-    the per-chain streams ``rng (C,4)``.
+    the per-chain streams ``rng`` (lane streams, ``(C, STATE_WORDS)``, with ``scalar``
+    ``None``; else ``(C, 4)`` single xoshiro states, see :func:`scalar_streams`).
 
     State ``W (C,N,d)``, cached energies ``E (C,)`` and gradients ``gW`` are updated
     in place.  ``Wp``, ``gWp`` (``C,N,d``) and ``D``, ``M`` (``C,P,N``) are scratch;
@@ -866,7 +903,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
             b = 1 - cur[c]
             Wc, Wn = (W[c], Wp[c]) if side[c] == 0 else (Wp[c], W[c])
             gWc, gWn = (gW[c], gWp[c]) if side[c] == 0 else (gWp[c], gW[c])
-            xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2, sh * s, rng[c], zb, wb)
+            xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2, sh * s, rng[c], zb, wb, scalar)
             if wpar is not None:       # `is None` on an argument: see WOODBURY_BY_TYPE
                 Ep, rev = _wood_core(Wn, Ci, beta, wpar, P, g_w, g_a, kappa, chi, S2[c, b],
                                      Mi2[c, b], v2[c, b], gWn, Wc, s, h)
@@ -963,7 +1000,7 @@ def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, X, y, c
 
 @njit(cache=True, nogil=True)
 def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, Ci, beta, wpar,
-               rng, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow,
+               rng, scalar, log_h, lh_stats, acc, nsteps, X, Xs, y, u_slow,
                code, g_w, g_a, kappa, chi, mala, adapt, adapt_avg, target, rate, e_max,
                step0, burn_in, thin, m_total, nbatch,
                tr_ftr, tr_fte, tr_Q, tr_E, tr_slow, vte, Kacc, SWb, status):  # pragma: no cover
@@ -1001,8 +1038,8 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, Ci, beta,
             ac, an = (a[c], ap[c]) if side[c] == 0 else (ap[c], a[c])
             gWc, gWn = (gW[c], gWp[c]) if side[c] == 0 else (gWp[c], gW[c])
             gac, gan = (ga[c], gap[c]) if side[c] == 0 else (gap[c], ga[c])
-            xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2w, sh * sw, rng[c], zb, wb)
-            xi2 += _propose_rng(ac, gac, an, 0.5 * h * s2a, sh * sa, rng[c], zb, wb)
+            xi2 = _propose_rng(Wc, gWc, Wn, 0.5 * h * s2w, sh * sw, rng[c], zb, wb, scalar)
+            xi2 += _propose_rng(ac, gac, an, 0.5 * h * s2a, sh * sa, rng[c], zb, wb, scalar)
             b = 1 - cur[c]
             Ep, rev = _full_core(Wn, an, X, y, code, g_w, g_a, kappa, chi, H2[c, b], D[c],
                                  r[c], v[c], u[c], gWn, gan, Wc, ac, sw, sa, h)

@@ -82,7 +82,7 @@ class FullSampler:
                         *self.ws.values(),
                         np.array(data.X_train, dtype=float),   # writable, as in the
                         np.array(data.y_train, dtype=float),   # chunks (one numba type)
-                        kn.ACT_CODES[net.activation], float(net.g_w), float(net.g_a),
+                        kn.act_code(net.activation), float(net.g_w), float(net.g_a),
                         float(net.kappa), float(net.chi))
 
     def advance(self, state: dict, rng, nsteps: int, common: tuple, tail: tuple,
@@ -91,4 +91,5 @@ class FullSampler:
         (``state``, ``rng``, ``common`` and ``tail`` are already restricted to them)."""
         ws = [v[chains] for v in self.ws.values()]
         kn.full_chunk(state["W"], state["a"], state["E"], state["gW"], state["ga"], *ws,
-                      *self.wood_args, rng, *common[:3], nsteps, *common[3:], *tail)
+                      *self.wood_args, rng, kn.scalar_streams(rng), *common[:3], nsteps,
+                      *common[3:], *tail)

@@ -109,7 +109,7 @@ class MarginalSampler:
         self.ws = self.workspace(state["W"].shape[0])
         kn.marginal_refresh(state["W"], state["E"], state["gW"], *self.ws.values(),
                             *self.wood_args,
-                            self.X, self.y, kn.ACT_CODES[net.activation],
+                            self.X, self.y, kn.act_code(net.activation),
                             float(net.g_w), float(net.g_a), float(net.kappa), float(net.chi))
 
     def advance(self, state: dict, rng, nsteps: int, common: tuple, tail: tuple,
@@ -118,4 +118,4 @@ class MarginalSampler:
         (``state``, ``rng``, ``common`` and ``tail`` are already restricted to them)."""
         ws = [v[chains] for v in self.ws.values()]
         kn.marginal_chunk(state["W"], state["E"], state["gW"], *ws, *self.wood_args, rng,
-                          *common[:3], nsteps, *common[3:], *tail)
+                          kn.scalar_streams(rng), *common[:3], nsteps, *common[3:], *tail)

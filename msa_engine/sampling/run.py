@@ -407,7 +407,7 @@ class _Run:
                     nxt = b
             adapt = self.adaptive and pos < self.burn_in
             common = (self.log_h, self.lh_stats, None, self.X, self.Xs, self.y,
-                      self.u_slow, kn.ACT_CODES[net.activation], float(net.g_w),
+                      self.u_slow, kn.act_code(net.activation), float(net.g_w),
                       float(net.g_a), float(net.kappa), float(net.chi), mala, adapt,
                       adapt and pos >= half, TARGET_ACCEPTANCE[self.method], ADAPT_RATE,
                       self.e_max, None, int(self.burn_in), int(self.thin),
