@@ -63,6 +63,11 @@ SIZES = {"small": (30, 20, 100), "medium": (100, 200, 1000), "large": (200, 1000
 CHAINS = {"small": 8, "medium": 2, "large": 1}
 G_W, G_A, KAPPA, CHI = 1.5, 0.8, 0.1, 1.0
 TARGET_SECONDS = 0.4        # aim of one timed block
+# every contender runs this long before it is timed (after its first, compiling step):
+# on the slow 2-core VM a sampler that had just started ran ~1.7× slower for its first
+# ~0.1 s (the second core waking up, caches), which `--quick`'s 0.1 s blocks timed —
+# small full linear 22–24 against 12.4 µs a chain-step with 0.4 s blocks
+WARM_SECONDS = 0.25
 
 
 def matmul_flops(sampler: str, act: str, d: int, P: int, N: int) -> float:
@@ -126,12 +131,19 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def _per_step(run_n, repeats: int, target: float = TARGET_SECONDS) -> tuple[float, int]:
-    """Median seconds per step of ``run_n(n)`` (already warm), with ``n`` calibrated from
-    one step so that a timed block lasts about ``target`` seconds."""
-    t0 = time.perf_counter()
-    run_n(1)
-    t1 = time.perf_counter() - t0
-    n = int(max(1, min(2000, target / max(t1, 1e-7))))
+    """Median seconds per step of ``run_n(n)`` (compiled already), with ``n`` calibrated
+    from the warm-up (:data:`WARM_SECONDS` of running) so that a timed block lasts about
+    ``target`` seconds."""
+    n, spent = 1, 0.0
+    while True:
+        t0 = time.perf_counter()
+        run_n(n)
+        t1 = time.perf_counter() - t0
+        spent += t1
+        if spent >= WARM_SECONDS or n >= 2000:
+            break
+        n = min(2000, 2 * n)
+    n = int(max(1, min(2000, target * n / max(t1, 1e-7))))
     return _median_time(lambda: run_n(n), repeats) / n, n
 
 

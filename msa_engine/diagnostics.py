@@ -25,7 +25,8 @@ from .jit import njit
 from scipy.special import ndtri
 
 __all__ = ["rhat", "ess", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean", "rhat_ess",
-           "autocorr_time", "pooled_autocorr_time", "split_chains", "z_scale"]
+           "autocorr_time", "mcse_and_autocorr_time", "pooled_autocorr_time", "split_chains",
+           "z_scale"]
 
 
 def _as_series(x) -> tuple[np.ndarray, tuple]:
@@ -271,18 +272,22 @@ def ess(x, method: str = "bulk"):
 def mcse_mean(x):
     """Monte Carlo standard error of the mean, ``sd/√ESS_mean`` — honest error bars
     from the effective, not the raw, number of draws (issue 3)."""
-    s, rest = _as_series(x)
-    flat = s.reshape(s.shape[0], -1)
-    sd = flat.std(axis=1, ddof=1)
-    e = np.asarray(ess_mean(np.moveaxis(s, 0, 2)), dtype=float).reshape(-1)
-    return _out(sd / np.sqrt(e), rest)
+    return mcse_and_autocorr_time(x)[0]
 
 
 def autocorr_time(x):
     """Integrated autocorrelation time ``τ = (chains·draws)/ESS_mean`` in units of draws."""
+    return mcse_and_autocorr_time(x)[1]
+
+
+def mcse_and_autocorr_time(x):
+    """``(mcse_mean(x), autocorr_time(x))`` from one ESS computation (a simulation's
+    result wants both of its train outputs and of Q)."""
     s, rest = _as_series(x)
+    flat = s.reshape(s.shape[0], -1)
+    sd = flat.std(axis=1, ddof=1)
     e = np.asarray(ess_mean(np.moveaxis(s, 0, 2)), dtype=float).reshape(-1)
-    return _out(s.shape[1] * s.shape[2] / e, rest)
+    return _out(sd / np.sqrt(e), rest), _out(s.shape[1] * s.shape[2] / e, rest)
 
 
 def pooled_autocorr_time(x, cutoff: float = 0.05) -> float:

@@ -527,7 +527,8 @@ class _Run:
         ftr, fte = self.tr_ftr[:, :m], self.tr_fte[:, :m]
         Q, E, slow = self.tr_Q[:, :m], self.tr_E[:, :m], self.tr_slow[:, :m]
         train_mean, test_mean = ftr.mean(axis=(0, 1)), fte.mean(axis=(0, 1))
-        train_se, test_se = diag.mcse_mean(ftr), diag.mcse_mean(fte)
+        (train_se, tau_tr), test_se = diag.mcse_and_autocorr_time(ftr), diag.mcse_mean(fte)
+        Q_se, tau_Q = diag.mcse_and_autocorr_time(Q)
         n = C * m
         cond_var = self.vte.sum(axis=0) / n
         var = cond_var + fte.reshape(n, -1).var(axis=0, ddof=1)
@@ -550,9 +551,9 @@ class _Run:
         _, Dte_se = _discrepancy(fte, np.asarray(data.y_test))
         rh, es = _rhat_ess([ftr, fte, Q, E, slow])
         acc = float(np.sum(self.acc - self.acc_burn) / (C * max(1, self.steps)))
-        taus = {"energy": float(diag.autocorr_time(E)), "Q": float(diag.autocorr_time(Q)),
+        taus = {"energy": float(diag.autocorr_time(E)), "Q": float(tau_Q),
                 "weight_cov_slow_mode": float(diag.autocorr_time(slow)),
-                "train_mean_max": float(np.nanmax(diag.autocorr_time(ftr)))}
+                "train_mean_max": float(np.nanmax(tau_tr))}
         traces = {"train_mean": ftr.copy(), "test_mean": fte.copy(), "Q": Q.copy(),
                   "energy": E.copy(), "weight_cov_slow_mode": slow.copy()}
         converged = bool(np.isfinite(rh) and rh < RHAT_OK and es >= ESS_OK)
@@ -567,7 +568,7 @@ class _Run:
             burn_in=self.burn_in, thin=self.thin, step_size=float(math.exp(self.log_h[0])),
             acceptance=acc, rhat_max=rh, ess_min=es, steps_per_second=rate,
             weight_cov_top_eigenvalue_se=lam_se, train_discrepancy_se=Dtr_se,
-            test_discrepancy_se=Dte_se, Q_se=float(diag.mcse_mean(Q)),
+            test_discrepancy_se=Dte_se, Q_se=float(Q_se),
             autocorr_times=taus, traces=traces)
 
 
