@@ -286,3 +286,42 @@ def test_low_rank_eigendecomposition_matches_dense_eigh(theory):
         x, y = getattr(a, key), getattr(b, key)
         assert np.max(np.abs(x - y)) < 1e-9 * max(1.0, np.max(np.abs(y))), key
     assert a.Q == pytest.approx(b.Q, rel=1e-10)
+
+
+@pytest.mark.parametrize("P,d,rank", [(40, 8, 8), (9, 8, 8), (30, 1, 1), (50, 12, 5)])
+def test_complete_qr_from_the_compact_wy_form(P, d, rank):
+    """gp._complete_qr (geqrf's reflectors, Q = I − Y T Yᵀ) against numpy's complete QR
+    (orgqr): the same Q₁, Q₂ and R to round-off, also for rank-deficient X."""
+    from msa_engine.theory.gp import _complete_qr
+    rng = np.random.default_rng(P + d)
+    X = rng.standard_normal((P, rank)) @ rng.standard_normal((rank, d))
+    Q1, Q2, R = _complete_qr(X)
+    Qf, Rf = np.linalg.qr(X, mode="complete")
+    assert Q1.shape == (P, d) and Q2.shape == (P, P - d) and R.shape == (d, d)
+    np.testing.assert_allclose(Q1, Qf[:, :d], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(Q2, Qf[:, d:], rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(R, Rf[:d])
+    Q = np.hstack([Q1, Q2])
+    np.testing.assert_allclose(Q.T @ Q, np.eye(P), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(Q1 @ R, X, rtol=0, atol=1e-13 * np.abs(X).max())
+
+
+@pytest.mark.parametrize("theory", ["tree", "one-loop"])
+def test_solve_warm_points_without_kernels_change_nothing(theory):
+    """msa.solve anneals through points that only warm-start the next (their P×P mean
+    kernel is not formed): the result is the one of the full annealing path, bit for bit,
+    and a warm point really comes without its kernel."""
+    pb = linear_problem(N=80, chi="mean-field", d=8, P=40, P_test=10)
+    grid = msa.chi_grid(pb.network.chi)
+    path = msa.anneal(pb, "tree", grid)
+    full = path[-1] if theory == "tree" else msa.anneal(pb, "one-loop", [pb.network.chi],
+                                                        tbar0=path[-1].tbar)[-1]
+    got = msa.solve(pb, theory)
+    for key in ("train_mean", "test_mean", "test_predictive_variance", "weight_cov",
+                "mean_kernel", "tbar"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(full, key), err_msg=key)
+    assert got.Q == full.Q and got.residual == full.residual
+    assert len(got.log) == sum(len(r.log) for r in path) + (theory == "one-loop") * len(full.log)
+    warm = msa.anneal(pb, "tree", grid, _warm=len(grid) - 1)
+    assert all(r.mean_kernel is None for r in warm[:-1])
+    np.testing.assert_array_equal(warm[-1].mean_kernel, path[-1].mean_kernel)

@@ -125,7 +125,8 @@ def _one_blas_thread(fn):
 @_one_blas_thread
 def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callback = None,
            sp: Spectral | None = None, tbar0: np.ndarray | None = None,
-           seed: int | None = None, options: dict | None = None) -> list[TheoryResult]:
+           seed: int | None = None, options: dict | None = None,
+           _warm: int = 0) -> list[TheoryResult]:
     """Solve ``theory`` at each χ of ``chis`` in order, warm-starting each saddle.
 
     Every solver iteration is reported through ``callback`` (an
@@ -133,16 +134,20 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
     :class:`msa_engine.Cancelled` to stop.  If a point fails to converge the
     error names the χ reached and suggests a finer grid.  ``options`` (the
     ``[theory]`` table, :mod:`.options`) reach the non-linear Monte Carlo saddles.
+    ``_warm`` (for :func:`solve`): the first ``_warm`` points of a linear tree path only
+    warm-start the next, and their results come without ``mean_kernel`` (``None``).
     """
     theory = check_theory(theory)
     opts = _monte_carlo_options(problem, theory, check_options(options))
     sp = sp or Spectral.of(problem)
     fn = THEORIES[theory]
+    light = theory == "tree" and problem.network.activation == "linear"
     out, tbar = [], tbar0
-    for chi in chis:
+    for i, chi in enumerate(chis):
         p = problem.with_chi(float(chi))
+        extra = {"kernel": False} if light and i < _warm else {}
         try:
-            res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed, **opts)
+            res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed, **opts, **extra)
         except MSAError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
         except np.linalg.LinAlgError as exc:
@@ -196,14 +201,14 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     if theory in ANNEALED:
         if theory == "one-loop":
             # anneal the tree saddle, then switch on the loop at the target χ
-            tree_path = anneal(problem, "tree", chi_grid(problem.network.chi, factor),
-                               callback, sp)
+            grid = chi_grid(problem.network.chi, factor)
+            tree_path = anneal(problem, "tree", grid, callback, sp, _warm=len(grid))
             res = anneal(problem, "one-loop", [problem.network.chi], callback, sp,
                          tree_path[-1].tbar)[-1]
             log = sum((r.log for r in tree_path), ()) + res.log
         else:
-            path = anneal(problem, theory, chi_grid(problem.network.chi, factor),
-                          callback, sp)
+            grid = chi_grid(problem.network.chi, factor)
+            path = anneal(problem, theory, grid, callback, sp, _warm=len(grid) - 1)
             res = path[-1]
             log = sum((r.log for r in path), ())
     else:
