@@ -325,3 +325,17 @@ def test_solve_warm_points_without_kernels_change_nothing(theory):
     warm = msa.anneal(pb, "tree", grid, _warm=len(grid) - 1)
     assert all(r.mean_kernel is None for r in warm[:-1])
     np.testing.assert_array_equal(warm[-1].mean_kernel, path[-1].mean_kernel)
+
+
+@pytest.mark.parametrize("N", [80, 10 ** 4, 10 ** 6])
+def test_exact_test_variance_does_not_cancel(N):
+    """The exact predictive variance's Var_q term, centred: as E[F²] − E[F]² it lost
+    digits as the law of q narrows with N — two eigenbases of the same kernel (QR route
+    and dense eigh, equal to round-off) gave variances 1.8e-12, 3.6e-10 and 5.8e-8 of
+    their scale apart at N = 80, 10⁴, 10⁶ (1e-9 at the benchmark's P = 2000)."""
+    from msa_engine.theory import THEORIES
+    pb = linear_problem(N=N, chi="mean-field", d=8, P=60, P_test=10)
+    lo, de = Spectral.of(pb, low_rank=True), Spectral.of(pb, low_rank=False)
+    a = THEORIES["exact"](pb, sp=lo).test_predictive_variance
+    b = THEORIES["exact"](pb, sp=de).test_predictive_variance
+    assert np.max(np.abs(a - b)) < 1e-12 * np.max(np.abs(b))
