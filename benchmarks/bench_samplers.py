@@ -140,7 +140,7 @@ def _per_step(run_n, repeats: int, target: float = TARGET_SECONDS) -> tuple[floa
         run_n(n)
         t1 = time.perf_counter() - t0
         spent += t1
-        if spent >= WARM_SECONDS or n >= 2000:
+        if spent >= WARM_SECONDS:
             break
         n = min(2000, 2 * n)
     n = int(max(1, min(2000, target * n / max(t1, 1e-7))))

@@ -92,7 +92,7 @@ class TheoryResult:
     test_mean: np.ndarray
     test_predictive_variance: np.ndarray
     weight_cov: np.ndarray
-    mean_kernel: np.ndarray
+    mean_kernel: np.ndarray | None      # None: a warm-start point of msa.solve's annealing
     tbar: np.ndarray
     Q: float | None = None
     log_evidence: float | None = None
@@ -132,6 +132,8 @@ class TheoryResult:
 
     @property
     def kernel_alignment(self) -> float:
+        if self.mean_kernel is None:
+            return math.nan
         return centered_alignment(self.mean_kernel, self.problem.data.y_train)
 
     @property

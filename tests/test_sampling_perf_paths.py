@@ -447,7 +447,8 @@ def test_chain_streams_are_standard_normal_and_independent():
     assert abs(u.mean() - 0.5) / np.sqrt(1 / 12 / u.size) < 5 and 0.0 <= u.min() and u.max() < 1.0
 
 
-def test_version_2_checkpoints_resume_on_their_single_streams(tmp_path):
+@pytest.mark.parametrize("sampler,act", [("marginal", "erf"), ("full", "linear")])
+def test_version_2_checkpoints_resume_on_their_single_streams(tmp_path, sampler, act):
     """A run checkpointed before the lane streams (format 2, one xoshiro state a chain)
     resumes exactly as it would have continued; format 1 is refused in one line."""
     import json as _json
@@ -455,8 +456,8 @@ def test_version_2_checkpoints_resume_on_their_single_streams(tmp_path):
     from msa_engine.errors import MSAError
     from msa_engine.sampling.run import _Run
 
-    p = _tiny("erf")
-    args = (p, "marginal", 3, 60, 20, 1, "mala", None, 5, 10)
+    p = _tiny(act)
+    args = (p, sampler, 3, 60, 20, 1, "mala", None, 5, 10)
 
     def legacy():
         r = _Run(*args)
@@ -575,6 +576,23 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
         assert xi2 == expect, n
     with pytest.raises(ValueError, match="scratch too small"):   # refused, not overrun
         kn._propose_rng(x, g, p, 0.03, 0.7, st.copy(), np.empty(n), wb)
+    # a single xoshiro state (4 words) read as a lane stream would be read past its end
+    single = rn.seed_scalar_states(np.random.SeedSequence(1), 1)[0]
+    with pytest.raises(ValueError, match="not a lane stream"):
+        kn._propose_rng(x, g, p, 0.03, 0.7, single, zb, wb)
+    assert kn.scalar_streams(st[None]) is None and kn.scalar_streams(single[None]) is True
+
+
+def test_sampler_kernels_take_a_linear_activation_as_none():
+    """Linear φ is ``None`` in the kernels (its own paths, pruned by type); the int 0
+    would take the general paths, which read ``P×N`` buffers a linear workspace lacks,
+    so the samplers' kernels refuse it."""
+    assert kn.act_code("linear") is None
+    assert (kn.act_code("erf"), kn.act_code("relu")) == (1, 2)
+    for ok in (None, 1, 2):
+        kn._check_code(ok)
+    with pytest.raises(ValueError, match="code None"):
+        kn._check_code(0)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 20, 33, kn.SMALL_SPD - 1, kn.SMALL_SPD, 60, 200])

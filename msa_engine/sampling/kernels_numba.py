@@ -722,10 +722,20 @@ def observe_full(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, Ci, beta, wpar
         return observe_wood(W, S, Minv, v, X, Xs, u_slow, g_a, kappa, chi, ftr, fte, vte,
                             Kacc, SWacc)
     if code is not None:
-        if code != 0:              # (0: φ = identity, which the step left in no Φ)
+        if code != 0:              # (0: φ = identity through observe's general path)
             return _observe_phi(W, Phi, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte,
                                 vte, Kacc, SWacc)
     return observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWacc)
+
+
+@njit(cache=True, nogil=True)
+def _check_code(code):  # pragma: no cover - numba
+    """Refuse the int 0 in the samplers' kernels: a linear φ is ``None`` there
+    (:func:`act_code`), and its workspaces hold no ``P×N`` buffers for the general paths
+    that 0 would take (numba checks no bounds)."""
+    if code is not None:
+        if code == 0:
+            raise ValueError("a linear activation is code None in the sampler kernels")
 
 
 @njit(cache=True, nogil=True)
@@ -885,6 +895,7 @@ def marginal_chunk(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v2,
     state is measured.  On a non-finite or exploding energy, ``status`` receives
     ``(code, chain, step)`` and the kernel returns early.
     """
+    _check_code(code)
     S = nsteps
     C, N, d = W.shape
     P = X.shape[0]
@@ -968,6 +979,7 @@ def marginal_refresh(W, E, gW, Wp, gWp, Phi2, K2, Ai2, t2, cur, D, M, S2, Mi2, v
     current ``W`` into buffer 0 — at the start and after loading a checkpoint.  The
     state is first copied into the proposal buffer so that the arithmetic is the
     very one of a step (a resumed run replays an uninterrupted one bit for bit)."""
+    _check_code(code)
     C = W.shape[0]
     for c in range(C):
         _copy(Wp[c], W[c])
@@ -987,6 +999,7 @@ def full_refresh(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, X, y, c
                  g_a, kappa, chi):  # pragma: no cover - numba
     """``E``, ``gW``, ``ga`` (and, for a non-linear φ, ``Φ`` in ``H2[c, 0]``) of every
     chain's current state, computed as in a step."""
+    _check_code(code)
     C = W.shape[0]
     for c in range(C):
         _copy(Wp[c], W[c])
@@ -1017,6 +1030,7 @@ def full_chunk(W, a, E, gW, ga, Wp, ap, gWp, gap, H2, D, r, v, u, cur, Ci, beta,
     constants of :func:`marginal.woodbury_constants`, used by :func:`observe_full`
     (the step does not need them).
     """
+    _check_code(code)
     S = nsteps
     C, N, d = W.shape
     s2w = g_w / d
