@@ -126,6 +126,15 @@ def _scale_add_sq(g, cg, x, px, xc, s, h):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def _linear_and(code, cond):  # pragma: no cover - numba
+    """``cond`` for a linear φ (``code`` None), else False: the linear-only branches
+    (see BY_TYPE; a runtime test, so those branches still compile for erf and ReLU)."""
+    if code is None:
+        return cond
+    return False
+
+
+@njit(cache=True, nogil=True)
 def _act_inplace(code, H, D, want_d):  # pragma: no cover - numba
     """``H ← φ(H)`` and, if ``want_d``, ``D ← φ'(H)`` (D may be H when not ``want_d``)."""
     n0, n1 = H.shape
@@ -271,10 +280,7 @@ def _marginal_core(W, X, y, code, g_w, g_a, kappa, chi, Phi, D, M, K, Ainv, t, g
         ti = 0.5 * chi * t[i]
         for j in range(P):
             G[i, j] = 0.5 * Ainv[i, j] - ti * t[j]
-    fast = False
-    if code is None:
-        fast = d < N
-    if fast:
+    if _linear_and(code, d < N):
         # φ' = 1: MᵀX = Φᵀ(GX), P²d + NPd multiply-adds against P²N + NPd, fewer when
         # d < N (the small marginal step, P = 20, d = 30, N = 100: 12 against 16 µs of
         # one slow core; at N = 10, d = 100 it would take 3× longer).  GX (P×d) lives
@@ -623,10 +629,7 @@ def _observe_core(W, S, Phi, K, Ainv, t, X, Xs, u_slow, code, g_a, kappa, chi, f
     Ps = Xs.shape[0]
     c = g_a / N
     kss = np.empty(Ps)
-    fast = False
-    if code is None:
-        fast = d < N
-    if fast:
+    if _linear_and(code, d < N):
         XsS = np.dot(Xs, S)
         Ks = c * np.dot(XsS, X.T)
         _row_dots(XsS, Xs, kss)
@@ -673,10 +676,7 @@ def observe(W, X, Xs, y, u_slow, code, g_a, kappa, chi, ftr, fte, vte, Kacc, SWa
     ``Φ``), else through ``Φ = φ(XWᵀ)``."""
     N, d = W.shape
     P = X.shape[0]
-    gram = False
-    if code is None:
-        gram = gram_form(P, N, d)
-    if gram:
+    if _linear_and(code, gram_form(P, N, d)):
         S = np.empty((d, d))
         gram_cols(W, S, 1.0)
         K = np.dot(np.dot(X, S), X.T)
