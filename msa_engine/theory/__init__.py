@@ -199,15 +199,14 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
             raise MSAError(_monte_carlo_failure(theory, problem.network.chi, res))
         return _replace(_require_finite(res), seed=seed, wall_time=time.perf_counter() - t0)
     if theory in ANNEALED:
+        grid = chi_grid(problem.network.chi, factor)
         if theory == "one-loop":
             # anneal the tree saddle, then switch on the loop at the target χ
-            grid = chi_grid(problem.network.chi, factor)
             tree_path = anneal(problem, "tree", grid, callback, sp, _warm=len(grid))
             res = anneal(problem, "one-loop", [problem.network.chi], callback, sp,
                          tree_path[-1].tbar)[-1]
             log = sum((r.log for r in tree_path), ()) + res.log
         else:
-            grid = chi_grid(problem.network.chi, factor)
             path = anneal(problem, theory, grid, callback, sp, _warm=len(grid) - 1)
             res = path[-1]
             log = sum((r.log for r in path), ())
