@@ -90,6 +90,33 @@ def test_rhat_ess_is_the_three_diagnostics(name):
         assert r[k] == D.rhat(stack[:, :, k])
         assert eb[k] == D.ess_bulk(stack[:, :, k])
         assert et[k] == D.ess_tail(stack[:, :, k])
+    # a series with a NaN, a constant one and one with many ties at its median
+    odd = np.stack([x, x, np.round(x * 2.0) / 2.0], axis=2)
+    odd[0, 1, 0] = np.nan
+    odd[:, :, 1] = 3.0
+    r, eb, et = D.rhat_ess(odd)
+    for k in range(3):
+        np.testing.assert_array_equal([r[k], eb[k], et[k]],
+                                      [D.rhat(odd[:, :, k]), D.ess_bulk(odd[:, :, k]),
+                                       D.ess_tail(odd[:, :, k])])
     one = D.rhat_ess(x[:1])        # one chain: no R̂, the ESS still
     assert np.isnan(one[0]) and one[1] == D.ess_bulk(x[:1]) and one[2] == D.ess_tail(x[:1])
     assert all(np.isnan(v) for v in D.rhat_ess(x[:, :3]))
+
+
+def test_folded_order_sorts_the_distances_from_the_median():
+    # rhat_ess ranks |x − med| by merging the two halves of x's sort (no second sort);
+    # the folded R̂ may be the smaller of the two, so check the order itself
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.standard_normal((3, 301)), rng.integers(-2, 3, (3, 301)) * 0.5,
+                        rng.standard_cauchy((1, 301)), np.full((1, 301), 2.0)])
+    x[0, :5] = [0.0, -0.0, 0.0, -0.0, 0.0]
+    order = np.argsort(x, axis=1)
+    srt = np.take_along_axis(x, order, axis=1)
+    med = np.median(x, axis=1)
+    out = np.empty_like(order)
+    D._folded_order(srt, order, med, out)
+    folded = np.abs(x - med[:, None])
+    for s in range(x.shape[0]):
+        assert np.array_equal(np.sort(out[s]), np.arange(x.shape[1]))
+        assert np.all(np.diff(folded[s, out[s]]) >= 0)

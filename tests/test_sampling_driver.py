@@ -132,13 +132,18 @@ def test_mala_acceptance_and_ula_bias_shrinks_with_step():
 
 
 def test_final_diagnostics_in_batches_are_the_one_batch_ones(monkeypatch):
-    # the final R̂/ESS go through the series in groups of about DIAG_BATCH draws (memory):
-    # every step works series by series, so the grouping changes nothing
+    # the R̂/ESS go through the series in column ranges, split between threads and cut
+    # to about DIAG_BATCH draws (memory): every step works series by series, so neither
+    # the cut nor the threads change anything
     from msa_engine.sampling import run as run_mod
+    from msa_engine import diagnostics as diag
     rng = np.random.default_rng(4)
     walk = np.cumsum(rng.standard_normal((3, 50, 9)), axis=1)
     series = [walk[:, :, :5], walk[:, :, 5:8], walk[:, :, 8], rng.standard_normal((3, 50))]
-    whole = run_mod._rhat_ess(series)
-    for cap in (150, 300, 451):            # 1, 2 and 3 series a batch (3 chains × 50 draws)
+    r, eb, et = diag.rhat_ess(np.concatenate([walk, series[3][:, :, None]], axis=2))
+    whole = (float(np.max(r)), float(min(np.min(eb), np.min(et))))
+    assert run_mod._rhat_ess(series, threads=1) == whole
+    for cap in (150, 300, 451, 1 << 21):   # 1, 2, 3 and every series a batch (3 × 50 draws)
         monkeypatch.setattr(run_mod, "DIAG_BATCH", cap)
-        assert run_mod._rhat_ess(series) == whole
+        for threads in (1, 2, 3, 16):
+            assert run_mod._rhat_ess(series, threads=threads) == whole

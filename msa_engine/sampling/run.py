@@ -228,27 +228,37 @@ def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
     return slice(0, m, max(1, -(-m // k)))
 
 
-def _rhat_ess(series: list[np.ndarray]) -> tuple[float, float]:
+def _rhat_ess(series: list[np.ndarray], threads: int | None = None) -> tuple[float, float]:
     """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays
-    (of equal chains and draws), the series in batches (:func:`diag.rhat_ess`): one
-    batch for a progress record's few hundred, groups of about :data:`DIAG_BATCH`
-    draws for the final result's, whose temporaries are several times their size."""
+    (of equal chains and draws).  :func:`diag.rhat_ess` works series by series, so the
+    series are cut into equal column ranges, one or more per thread (``threads``,
+    default one per core; numpy's sorts and FFTs and our kernels release the GIL), of
+    at most about :data:`DIAG_BATCH` draws all threads together (the final result's
+    temporaries are several times their size).  Neither the cut nor the threads change
+    a number (tested)."""
     if series[0].shape[1] < 4:
         return float("nan"), float("nan")
     C, m = series[0].shape[:2]
-    per = max(1, DIAG_BATCH // (C * m))
-    parts = [a[:, :, j:j + per] for a in (s.reshape(C, m, -1) for s in series)
-             for j in range(0, a.shape[2], per)]
-    r, e = [], []
-    while parts:
-        batch, n = [], 0
-        while parts and (not batch or n + parts[0].shape[2] <= per):
-            n += parts[0].shape[2]
-            batch.append(parts.pop(0))
-        rb, eb, et = diag.rhat_ess(np.concatenate(batch, axis=2))
-        r.append(np.ravel(rb))
-        e += [np.ravel(eb), np.ravel(et)]
-    r, e = np.concatenate(r), np.concatenate(e)
+    parts = [s.reshape(C, m, -1) for s in series]
+    starts = np.cumsum([0] + [a.shape[2] for a in parts])
+    K = int(starts[-1])
+    threads = max(1, min(usable_cores() if threads is None else int(threads), K))
+    ranges = -(-K // max(1, DIAG_BATCH // (C * m * threads)))    # memory
+    ranges = min(K, -(-ranges // threads) * threads)             # a whole number per thread
+    cuts = [round(i * K / ranges) for i in range(ranges + 1)]
+
+    def job(_, cols):
+        pieces = [a[:, :, max(cols.start - o, 0):min(cols.stop - o, a.shape[2])]
+                  for a, o in zip(parts, starts[:-1])
+                  if o < cols.stop and o + a.shape[2] > cols.start]
+        rb, eb, et = diag.rhat_ess(pieces[0] if len(pieces) == 1
+                                   else np.concatenate(pieces, axis=2))
+        return np.ravel(rb), np.concatenate([np.ravel(eb), np.ravel(et)])
+
+    out = run_split(job, [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])], blas=None,
+                    threads=threads)
+    r = np.concatenate([o[0] for o in out])
+    e = np.concatenate([o[1] for o in out])
     rmax = float(np.nanmax(r)) if np.any(np.isfinite(r)) else float("nan")
     return rmax, float(np.nanmin(e))
 
