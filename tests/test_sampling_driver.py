@@ -147,3 +147,31 @@ def test_final_diagnostics_in_batches_are_the_one_batch_ones(monkeypatch):
         monkeypatch.setattr(run_mod, "DIAG_BATCH", cap)
         for threads in (1, 2, 3, 16):
             assert run_mod._rhat_ess(series, threads=threads) == whole
+
+
+def test_diagnostics_keep_to_the_runs_threads_and_memory(prob, monkeypatch):
+    # a sweep's worker asks for one thread: its R̂/ESS must not start one per core; and
+    # all threads together hold at most about DIAG_BATCH draws (at least one column)
+    from msa_engine.sampling import run as run_mod
+    calls = []
+    real = run_mod.run_split
+
+    def spy(job, slices, blas=1, threads=None):
+        if blas is None:                     # the diagnostics' split (the chains' has BLAS)
+            width = max(sl.stop - sl.start for sl in slices)
+            calls.append((threads, width))
+        return real(job, slices, blas=blas, threads=threads)
+
+    monkeypatch.setattr(run_mod, "run_split", spy)
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 16)
+    simulate(prob, chains=3, steps=60, burn_in=20, chunk=20, threads=1)
+    assert calls and all(t == 1 for t, _ in calls)
+    calls.clear()
+    rng = np.random.default_rng(1)
+    series = [rng.standard_normal((4, 100, 30)), rng.standard_normal((4, 100))]
+    for cap in (150, 400, 1000, 5000, 1 << 21):
+        monkeypatch.setattr(run_mod, "DIAG_BATCH", cap)
+        run_mod._rhat_ess(series)
+        threads, width = calls.pop()
+        assert threads * width * 400 <= max(cap, 400)
+        assert threads == min(16, 31, max(1, cap // 400))

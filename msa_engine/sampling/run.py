@@ -231,19 +231,23 @@ def _strided(m: int, k: int = DIAG_DRAWS) -> slice:
 def _rhat_ess(series: list[np.ndarray], threads: int | None = None) -> tuple[float, float]:
     """Max split-R̂ and min bulk/tail ESS over a list of ``chains × draws (× k)`` arrays
     (of equal chains and draws).  :func:`diag.rhat_ess` works series by series, so the
-    series are cut into equal column ranges, one or more per thread (``threads``,
-    default one per core; numpy's sorts and FFTs and our kernels release the GIL), of
-    at most about :data:`DIAG_BATCH` draws all threads together (the final result's
-    temporaries are several times their size).  Neither the cut nor the threads change
-    a number (tested)."""
+    series are cut into equal column ranges, the same number for each of ``threads``
+    threads (default one per core; numpy's sorts and FFTs and our kernels release the
+    GIL), of at most about :data:`DIAG_BATCH` draws in flight all threads together (the
+    final result's temporaries are several times their size): fewer threads when one
+    column each would exceed that.  Neither the cut nor the threads change a number
+    (tested)."""
     if series[0].shape[1] < 4:
         return float("nan"), float("nan")
     C, m = series[0].shape[:2]
     parts = [s.reshape(C, m, -1) for s in series]
     starts = np.cumsum([0] + [a.shape[2] for a in parts])
     K = int(starts[-1])
-    threads = max(1, min(usable_cores() if threads is None else int(threads), K))
-    ranges = -(-K // max(1, DIAG_BATCH // (C * m * threads)))    # memory
+    if K == 0:
+        return float("nan"), float("nan")
+    threads = usable_cores() if threads is None else int(threads)
+    threads = max(1, min(threads, K, DIAG_BATCH // (C * m)))          # memory
+    ranges = -(-K // max(1, DIAG_BATCH // (C * m * threads)))
     ranges = min(K, -(-ranges // threads) * threads)             # a whole number per thread
     cuts = [round(i * K / ranges) for i in range(ranges + 1)]
 
@@ -277,6 +281,9 @@ class _Run:
         # spare threads go to BLAS only on request (threads > chains): on a loaded
         # machine two OpenBLAS threads made the large marginal step 7× slower
         self.threads_requested = threads if threads is not None else 1
+        # the R̂/ESS split their series between as many threads as asked for (a sweep's
+        # workers ask for one each), else one per core, whatever the number of chains
+        self.diag_threads = usable_cores() if threads is None else threads
         self._diag, self._diag_m = None, -1
         self.burn_in, self.thin, self.method, self.seed = burn_in, thin, method, seed
         self.chunk = chunk
@@ -512,7 +519,8 @@ class _Run:
                 or m >= self._diag_m + max(DIAG_MIN_NEW, int(DIAG_GROWTH * self._diag_m))):
             self._diag = _rhat_ess([ftr[:, sub][:, :, _subset(y.size)],
                                     fte[:, sub][:, :, _subset(ys.size)],
-                                    self.tr_Q[:, sub], self.tr_E[:, sub], self.tr_slow[:, sub]])
+                                    self.tr_Q[:, sub], self.tr_E[:, sub], self.tr_slow[:, sub]],
+                                   self.diag_threads)
             self._diag_m = m
         rh, es = self._diag
         acc = float(np.sum(self.acc - acc_before) / (self.chains * max(1, n_chunk)))
@@ -559,7 +567,7 @@ class _Run:
         lam_se = float(lam_b.std(ddof=1) / math.sqrt(lam_b.size)) if lam_b.size > 1 else math.nan
         _, Dtr_se = _discrepancy(ftr, self.y)
         _, Dte_se = _discrepancy(fte, np.asarray(data.y_test))
-        rh, es = _rhat_ess([ftr, fte, Q, E, slow])
+        rh, es = _rhat_ess([ftr, fte, Q, E, slow], self.diag_threads)
         acc = float(np.sum(self.acc - self.acc_burn) / (C * max(1, self.steps)))
         taus = {"energy": float(diag.autocorr_time(E)), "Q": float(tau_Q),
                 "weight_cov_slow_mode": float(diag.autocorr_time(slow)),
