@@ -35,8 +35,25 @@ from .results import IterationRecord, TheoryResult
 from .tasks import TASKS, make_data
 from .theory import THEORIES, anneal, chi_grid, solve
 
+# the simulations import numba (and compile on first use); they load when first asked
+# for, so that `import msa_engine` and a linear solve stay free of it
+_LAZY = ("simulate", "SimulationResult", "ChunkRecord", "SAMPLERS")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from .sampling import run
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "__version__", "ACTIVATIONS", "Cancelled", "Data", "IterationRecord", "MSAError",
-    "MSAWarning", "Network", "Problem", "TASKS", "THEORIES", "TheoryResult", "anneal",
-    "chi_grid", "make_data", "resolve_chi", "solve",
+    "__version__", "ACTIVATIONS", "Cancelled", "ChunkRecord", "Data", "IterationRecord",
+    "MSAError", "MSAWarning", "Network", "Problem", "SAMPLERS", "SimulationResult",
+    "TASKS", "THEORIES", "TheoryResult", "anneal", "chi_grid", "make_data", "resolve_chi",
+    "simulate", "solve",
 ]
