@@ -33,8 +33,13 @@ def point_summaries(session: Session, chi: float, N: int, recompute: bool = Fals
     theories, sims = {}, {}
     if recompute:
         pb = session.problem(chi=chi, N=N)
+        stored = {e["name"]: e for e in session.find("theory", chi=chi, N=N)}
         for name in available_theories(pb.network.activation):
-            theories[name] = solve(pb, name).to_json_dict()
+            # with the seed and [theory] options the stored entry ran with, as replay
+            # --rerun does: a Monte Carlo saddle's numbers depend on them
+            e = stored.get(name, {})
+            theories[name] = solve(pb, name, seed=e.get("seed"),
+                                   options=e.get("options")).to_json_dict()
     else:
         for e in session.find("theory", chi=chi, N=N):
             theories[e["name"]] = e["summary"]

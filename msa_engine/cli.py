@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -82,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("msa: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # the reader of stdout went away: nothing more to say, and the interpreter's
+        # last flush at exit must not fail loudly on the closed pipe
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 0
     finally:
         jit.remove_reporter(notice)

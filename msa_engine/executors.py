@@ -23,7 +23,9 @@ from typing import Callable
 
 from .errors import Cancelled, MSAError
 
-TaskDone = Callable[[dict, list, "str | None"], None]   # (task, entries, error)
+# (task, entries, error[, final]): ``final`` False where an executor streams a task's
+# points one by one (in process) and reports the task's end apart, with no entries
+TaskDone = Callable[..., None]
 
 
 def run_task_standalone(payload: dict, task: dict) -> dict:
@@ -62,11 +64,13 @@ class SerialExecutor:
 
             def on_point(entry, _task=task, _entries=entries):
                 _entries.append(entry)
-                done(_task, [entry], None)
+                done(_task, [entry], None, final=False)
             try:
                 execute_task(session, task, callback, on_point, cancel)
             except MSAError as exc:
                 done(task, [], str(exc))
+            else:
+                done(task, [], None)
 
 
 class LocalPoolExecutor:
@@ -236,6 +240,8 @@ class DaskExecutor:
 def make_executor(workers: int | None = None, dask: str | None = None,
                   scheduler: str | None = None, retries: int = 2):
     """The executor for the CLI flags: ``--scheduler`` > ``--dask`` > ``--workers``."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise MSAError(f"--retries must be an integer >= 0 (got {retries!r})")
     if scheduler:
         if not scheduler.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
             raise MSAError(f"--scheduler must look like tcp://HOST:PORT (got {scheduler!r})")

@@ -26,7 +26,12 @@ def pick_entry(session: Session, name: str | None = None, chi: float | None = No
     session's own χ; exact, else one-loop, else the first result)."""
     from .analysis import main_point
     c, N = main_point(session, chi)
-    cands = session.find(chi=c, N=N) or session.find()
+    cands = session.find(chi=c, N=N)
+    if not cands and chi is not None:
+        have = sorted({e["chi"] for e in session.find(N=N)})
+        raise MSAError(f"session {session.name!r} has no result at chi = {c:g} (N = {N}); "
+                       f"it has chi = {', '.join(f'{x:g}' for x in have) or 'none'}")
+    cands = cands or session.find()
     if name:
         cands = [e for e in cands if e["name"] == name]
         if not cands:
@@ -131,6 +136,7 @@ def export_session(session: Session, fmt: str, out_dir: str | Path,
     """Write the session's figures (or its results table, for ``csv``) into ``out_dir``."""
     if fmt not in FORMATS:
         raise MSAError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    entry = None if fmt == "csv" else pick_entry(session, entry_name, chi)  # refused first
     out = Path(out_dir).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +144,16 @@ def export_session(session: Session, fmt: str, out_dir: str | Path,
         raise MSAError(f"cannot create folder {str(out)!r}: {exc.strerror or exc}") from None
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in session.name) or "session"
     if fmt == "csv":
-        return [write_table_csv(session, out / f"{stem}-results.csv")]
-    entry = pick_entry(session, entry_name, chi)
+        return [_writing(write_table_csv, session, out / f"{stem}-results.csv")]
     _pyplot()
-    return [draw(build_figure(session, f, entry), out / f"{stem}-{f}.{fmt}") for f in figures]
+    return [_writing(draw, build_figure(session, f, entry),
+                     out / f"{stem}-{f}.{fmt}") for f in figures]
+
+
+def _writing(write, what, path: Path) -> Path:
+    """``write(what, path)``, an unwritable ``path`` (a folder in its place, no
+    permission, a full disk) a one-line error naming it."""
+    try:
+        return write(what, path)
+    except OSError as exc:
+        raise MSAError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None

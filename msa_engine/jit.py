@@ -76,6 +76,12 @@ def pool_worker_init(forward: bool) -> None:
     whose screen a worker must not write on)."""
     if forward:
         push_reporter(stderr_note)
+    # the warnings of a config (its data's scale, idle [theory] options) were reported
+    # by the command that loaded it; a worker rebuilding the data would repeat them,
+    # once a worker and as Python's multi-line warnings, on the same stderr
+    import warnings
+    from .errors import MSAWarning
+    warnings.simplefilter("ignore", MSAWarning)
 
 
 def _ours(func) -> bool:

@@ -19,6 +19,9 @@ ACTIVATIONS = ("linear", "erf", "relu")
 
 
 def _positive(name: str, value: Any) -> float:
+    # a number, not text that parses as one nor a boolean (a config's `kappa = true`)
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise MSAError(f"{name} must be a number (got {value!r})")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -115,7 +118,8 @@ class Network:
     def make(cls, activation="linear", N=100, g_w=1.0, g_a=1.0, kappa=0.1,
              chi=None, gamma=None) -> "Network":
         """Build a network, resolving ``chi`` ("standard", "mean-field", number) or ``gamma``."""
-        if isinstance(N, bool) or not isinstance(N, (int, np.integer, float)):
+        if (isinstance(N, bool) or not isinstance(N, (int, np.integer, float))
+                or not math.isfinite(N)):
             raise MSAError(f"N must be an integer >= 1 (got {N!r})")
         return cls(activation=activation, N=N, g_w=g_w, g_a=g_a, kappa=kappa,
                    chi=resolve_chi(chi, gamma, int(N) if float(N) >= 1 else 1))

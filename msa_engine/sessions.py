@@ -421,12 +421,14 @@ def save_session(session: Session, path: str | Path | None = None) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, p)
-    except OSError as exc:
+    except BaseException as exc:      # an OSError, or Ctrl-C in the middle of the write
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise MSAError(f"cannot write session {str(p)!r}: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError):
+            raise MSAError(f"cannot write session {str(p)!r}: {exc.strerror or exc}") from None
+        raise
     session.path = p
     return p
 

@@ -66,7 +66,7 @@ def parse_chis(text: str | Sequence) -> list:
         except ValueError:
             raise MSAError(f"--chi: {item!r} is not a number, 'N' or 'mean-field'") from None
         if not math.isfinite(v) or v <= 0:
-            raise MSAError(f"--chi values must be > 0 (got {item!r})")
+            raise MSAError(f"--chi values must be finite numbers > 0 (got {item!r})")
         out.append(v)
     if not out:
         raise MSAError("--chi needs at least one value")
@@ -226,8 +226,9 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     records and a :class:`SweepProgress` after each point.  With
     ``autosave`` the session is written atomically to ``path`` (or the
     session's own path) after every simulation and at most every
-    ``autosave_interval`` seconds between theory points, so that a killed
-    sweep loses at most that much work.  A failing task is recorded in the
+    ``autosave_interval`` seconds between the points of one theory chain (and at the
+    end of every task), so that a killed sweep loses at most that much work; a
+    cancelled or interrupted one (Ctrl-C) loses none.  A failing task is recorded in the
     session with its error, and the other tasks go on.
 
     ``executor`` runs the tasks (:mod:`msa_engine.executors`): by default in
@@ -238,6 +239,9 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     theory point; the sweep spec records them, so that ``--resume`` uses them too.
     """
     theory_options = check_options(theory_options)
+    if simulate:      # refused before anything is written or run, as `msa simulate` does
+        from .sampling.run import check_simulation_options
+        sim_options = check_simulation_options(dict(sim_options or {}))
     available = available_theories(session.problem().network.activation)
     theories = [t for t in (check_theory(t) for t in theories) if t in available]
     spec = {"chis": [c if c == "N" else float(c) for c in chis],
@@ -260,27 +264,32 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     done = 0
 
     last_save = [0.0]
+    unsaved = [False]
 
     def save(force: bool = True):
         now = time.monotonic()
         if autosave and session.path is not None and (force or now - last_save[0] >= autosave_interval):
             save_session(session)
             last_save[0] = now
+            unsaved[0] = False
 
     def on_point(entry):
         nonlocal done
         session.add_entry(entry)
+        unsaved[0] = True
         done += 1
         save(force=entry["kind"] == "simulation")
         if callback:
             callback(SweepProgress(done, total, f"{entry['name']} N={entry['N']} "
                                    f"χ={entry['chi']:.4g}", time.time()))
 
-    def task_done(task, entries, error):
+    def task_done(task, entries, error, final=True):
         nonlocal done
         for entry in entries:
             on_point(entry)
         if error is None:
+            if final and unsaved[0]:
+                save()     # a finished task is on disk before the next one runs long
             return
         kind = "theory" if task["kind"] == "theory-chain" else "simulation"
         name = task.get("theory") or f"sim-{task['options'].get('sampler', 'marginal')}"
@@ -296,7 +305,9 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     save()
     try:
         executor.run(session, tasks, task_done, callback, cancel)
-    except Cancelled:
+    except BaseException:
+        # cancelled, interrupted (Ctrl-C: KeyboardInterrupt) or failed: what completed
+        # is written before the exception leaves, throttled points included
         save()
         raise
     session.doc["sweep"]["executor"]["workers"] = executor.workers

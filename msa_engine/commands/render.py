@@ -9,8 +9,16 @@ from rich.table import Table
 from ..results import TheoryResult
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # the reader went away (`msa replay S | head -1`): rich would exit with status 1;
+        # the command line stops quietly with 0, as for a JSON line (msa_engine/cli.py)
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console() -> Console:
-    return Console(highlight=False)
+    return _Console(highlight=False)
 
 
 def fmt(v, digits: int = 4) -> str:

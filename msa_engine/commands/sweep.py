@@ -10,6 +10,7 @@ from ..errors import MSAError
 from ..executors import make_executor
 from ..sessions import Session, load_session, save_session, session_dir
 from ..sweep import DEFAULT_THEORIES, SweepProgress, parse_chis, run_sweep
+from ..theory import available_theories, check_theory
 from ..theory.options import check_integer
 
 
@@ -47,6 +48,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="session file to write (default: sessions dir / NAME.json)")
     p.add_argument("--resume", metavar="SESSION", help="continue an interrupted sweep session")
     p.add_argument("--name", help="session name")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out session (default: refuse it)")
     ex = p.add_argument_group("execution (default: a local process pool, one worker per core)")
     ex.add_argument("--workers", type=int, default=None,
                     help="local pool size; 1 runs in this process with live solver output")
@@ -113,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         session = load_session(args.resume)
         spec = session.sweep or {}
+        given = [flag for flag, v in (
+            ("CONFIG", args.config), ("--chi", args.chi), ("--width", args.width),
+            ("--theories", args.theories), ("--simulate", args.simulate),
+            ("--sampler", args.sampler), ("--chains", args.chains), ("--steps", args.steps),
+            ("--burn-in", args.burn_in), ("--name", args.name),
+            ("--seed", args.seed if "seed" in spec else None)) if v is not None]
+        if given:
+            # they would be ignored: the sweep goes on with what its session recorded
+            raise MSAError(f"--resume continues the sweep as its session recorded it; "
+                           f"drop {', '.join(given)} (or start a new sweep with another --out)")
         chis = spec.get("chis") or parse_chis(args.chi or DEFAULT_CHIS)
         widths = spec.get("widths")
         theories = spec.get("theories") or DEFAULT_THEORIES
@@ -126,11 +139,17 @@ def run(args: argparse.Namespace) -> int:
             raise MSAError("sweep needs a CONFIG (or --resume SESSION)")
         cfg = load_config(args.config)
         table = sweep_defaults(cfg.raw.get("sweep"))
-        width = args.width or table.get("width")
-        widths = _int_list(width, "--width" if args.width else "sweep.width") if width else None
-        chis = parse_chis(args.chi or table.get("chi") or DEFAULT_CHIS)
-        names = args.theories or table.get("theories") or ",".join(DEFAULT_THEORIES)
+        # a flag given empty is an error, not the default
+        width = args.width if args.width is not None else table.get("width")
+        widths = (_int_list(width, "--width" if args.width is not None else "sweep.width")
+                  if width is not None else None)
+        chis = parse_chis(args.chi if args.chi is not None else
+                          table.get("chi") or DEFAULT_CHIS)
+        names = (args.theories if args.theories is not None else
+                 table.get("theories") or ",".join(DEFAULT_THEORIES))
         theories = [t.strip() for t in names.split(",") if t.strip()]
+        if not theories:
+            raise MSAError("--theories needs at least one theory")
         simulate = args.simulate if args.simulate is not None else table.get("simulate", False)
         seed = args.seed if args.seed is not None else table.get("seed", 0)
         theory_opts = cfg.theory_options or {}
@@ -139,18 +158,36 @@ def run(args: argparse.Namespace) -> int:
         session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem,
                               data=cfg.problem.data)
         out = Path(args.out) if args.out else session_dir() / f"{session.name}.json"
+        explicit = args.theories is not None or "theories" in table
+        act = cfg.problem.network.activation
+        for name in theories:       # bad names are refused before anything is written
+            key = check_theory(name)
+            if explicit and key not in available_theories(act):
+                # asked for by name, it would silently be left out (the default list
+                # leaves out what an activation lacks)
+                raise MSAError(f"theory {key!r} exists only for linear networks "
+                               f"(got activation {act!r})")
+        if out.exists() and not args.force:
+            # a new sweep writes its session at once: an existing one would be lost
+            raise MSAError(f"{out} exists: continue its sweep with --resume {out}, "
+                           "replace it with --force, or choose another --out")
 
+    if simulate:
+        from ..sampling.run import check_simulation_options
+        opts = check_simulation_options(opts)
+    executor = make_executor(args.workers, args.dask, args.scheduler, args.retries)
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    # on stderr, as msa simulate's: stdout holds only the summary (or the JSON)
     with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.description}"), TimeElapsedColumn(),
-                  transient=True, disable=args.json) as progress:
+                  console=Console(stderr=True), transient=True, disable=args.json) as progress:
         bar = progress.add_task("", total=None)
 
         def callback(rec):
             if isinstance(rec, SweepProgress):
                 progress.update(bar, completed=rec.done, total=rec.total, description=rec.label)
 
-        executor = make_executor(args.workers, args.dask, args.scheduler, args.retries)
         try:
             run_sweep(session, chis, widths, theories, simulate, opts, callback=callback,
                       path=out, seed=seed, executor=executor, theory_options=theory_opts)

@@ -19,6 +19,7 @@ the correlations between output points are accounted for.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -350,9 +351,17 @@ class _Run:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
-            raise MSAError(f"cannot write checkpoint {str(path)!r}: "
-                           f"{exc.strerror or exc}") from None
+        except BaseException as exc:
+            # a failed or interrupted (Ctrl-C) write leaves the last checkpoint as it was
+            # and no half-written temp file beside it
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise MSAError(f"cannot write checkpoint {str(path)!r}: "
+                               f"{exc.strerror or exc}") from None
+            raise
 
     def load(self, path: Path) -> None:
         try:
@@ -590,6 +599,49 @@ class _Run:
             autocorr_times=taus, traces=traces)
 
 
+def _checked(sampler, method, chains, steps, burn_in, thin, step_size, seed, chunk,
+             threads) -> dict:
+    """:func:`simulate`'s run arguments, checked (one-line :class:`MSAError`) and
+    normalised."""
+    if sampler not in SAMPLERS:
+        raise MSAError(f"sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
+    if method not in METHODS:
+        raise MSAError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
+    out = {"sampler": sampler, "method": method}
+    for name, v, least in (("chains", chains, 1), ("steps", steps, 1), ("burn_in", burn_in, 0),
+                           ("thin", thin, 1), ("seed", seed, 0), ("chunk", chunk, 1)):
+        out[name] = _check_int(name, v, least)
+    out["threads"] = None if threads is None else _check_int("threads", threads, 1)
+    if step_size is not None:
+        try:
+            step_size = float(step_size)
+        except (TypeError, ValueError):
+            raise MSAError(f"step_size must be a positive number (got {step_size!r})") from None
+        if not math.isfinite(step_size) or step_size <= 0:
+            raise MSAError(f"step_size must be a positive number (got {step_size!r})")
+    out["step_size"] = step_size
+    return out
+
+
+RUN_OPTIONS = ("sampler", "method", "chains", "steps", "burn_in", "thin", "step_size", "seed",
+               "chunk", "threads")
+
+
+def check_simulation_options(options: dict) -> dict:
+    """The keyword arguments of :func:`simulate` that a sweep or a config passes on
+    (``sampler``, ``chains``, ``steps``, …), checked as :func:`simulate` checks them,
+    so that a sweep refuses bad ones before it runs anything; returns them normalised
+    (only the keys given)."""
+    unknown = sorted(set(options) - set(RUN_OPTIONS))
+    if unknown:
+        raise MSAError(f"simulation: unknown key(s) {', '.join(unknown)} "
+                       f"(known: {', '.join(RUN_OPTIONS)})")
+    defaults = {k: p.default for k, p in inspect.signature(simulate).parameters.items()
+                if k in RUN_OPTIONS}
+    checked = _checked(**{**defaults, **options})
+    return {k: checked[k] for k in options}
+
+
 def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps: int = 2000,
              burn_in: int = 500, thin: int = 1, method: str = "mala",
              step_size: float | None = None, seed: int = 0, chunk: int = 200,
@@ -631,25 +683,12 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
 
     Raises :class:`MSAError` on bad arguments and on divergence (naming the step).
     """
-    if sampler not in SAMPLERS:
-        raise MSAError(f"sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
-    if method not in METHODS:
-        raise MSAError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
-    chains = _check_int("chains", chains, 1)
-    steps = _check_int("steps", steps, 1)
-    burn_in = _check_int("burn_in", burn_in, 0)
-    thin = _check_int("thin", thin, 1)
-    chunk = _check_int("chunk", chunk, 1)
-    seed = _check_int("seed", seed, 0)
-    if threads is not None:
-        threads = _check_int("threads", threads, 1)
-    if step_size is not None:
-        try:
-            step_size = float(step_size)
-        except (TypeError, ValueError):
-            raise MSAError(f"step_size must be a positive number (got {step_size!r})") from None
-        if not math.isfinite(step_size) or step_size <= 0:
-            raise MSAError(f"step_size must be a positive number (got {step_size!r})")
+    opts = _checked(sampler, method, chains, steps, burn_in, thin, step_size, seed, chunk,
+                    threads)
+    sampler, method, chains, steps, burn_in, thin = (opts[k] for k in (
+        "sampler", "method", "chains", "steps", "burn_in", "thin"))
+    step_size, seed, chunk, threads = (opts[k] for k in ("step_size", "seed", "chunk",
+                                                          "threads"))
     if resume and checkpoint is None:
         raise MSAError("resume needs a checkpoint path")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import time
 from typing import Callable, Sequence
 
@@ -23,7 +24,7 @@ from .exact import exact
 from .gp import Spectral
 from . import linear as _linear
 from .linear import nngp, rescaling
-from .options import DEFAULTS as _OPTION_DEFAULTS, check_options
+from .options import DEFAULTS as _OPTION_DEFAULTS, check_integer, check_options
 
 
 def tree(problem: Problem, **kw) -> TheoryResult:
@@ -64,6 +65,8 @@ def available_theories(activation: str) -> tuple[str, ...]:
 
 
 def check_theory(name: str) -> str:
+    if not isinstance(name, str):
+        raise MSAError(f"theory must be one of {', '.join(THEORIES)} (got {name!r})")
     key = name.strip().lower().replace("_", "-")
     if key in ("oneloop", "one-loop", "loop"):
         key = "one-loop"
@@ -74,6 +77,11 @@ def check_theory(name: str) -> str:
 
 def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.0) -> np.ndarray:
     """A geometric grid from ``start`` to ``chi_target`` with ratio at most ``factor``."""
+    for name, v in (("chi", chi_target), ("start", start)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
+            raise MSAError(f"chi_grid: {name} must be a finite number > 0 (got {v!r})")
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 1 < factor < math.inf:
+        raise MSAError(f"chi_grid: factor must be a finite number > 1 (got {factor!r})")
     if chi_target == start:
         return np.array([start])
     n = max(1, math.ceil(abs(math.log(chi_target / start)) / math.log(factor)))
@@ -138,6 +146,7 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
     warm-start the next, and their results come without ``mean_kernel`` (``None``).
     """
     theory = check_theory(theory)
+    seed = _check_seed(seed)
     opts = _monte_carlo_options(problem, theory, check_options(options))
     sp = sp or Spectral.of(problem)
     fn = THEORIES[theory]
@@ -186,6 +195,7 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     the non-linear Monte Carlo knobs, and ``anneal_factor`` unless given here).
     """
     theory = check_theory(theory)
+    seed = _check_seed(seed)
     opts = check_options(options)
     if anneal_factor is not None:
         opts = check_options({**opts, "anneal_factor": anneal_factor})
@@ -217,6 +227,12 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
             raise MSAError(f"{theory}: singular linear system ({exc}); increase kappa") from None
         log = res.log
     return _replace(res, seed=seed, log=log, wall_time=time.perf_counter() - t0)
+
+
+def _check_seed(seed) -> int | None:
+    """A Monte Carlo seed is ``None`` or an integer ≥ 0 (numpy's ``SeedSequence`` takes
+    no other), refused in one line for every theory alike, as ``msa simulate`` does."""
+    return None if seed is None else check_integer("seed", seed, 0)
 
 
 def _require_finite(res: TheoryResult) -> TheoryResult:

@@ -1,0 +1,234 @@
+"""Edges a user met in daily use (the exploratory review of 2026-11-30): sweeps that
+lost finished points on Ctrl-C or replaced an existing session, options refused only
+after a sweep had started, files that could not be written, a closed pipe, and Python
+API arguments that escaped as something other than ``msa.MSAError``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import msa_engine as msa
+from msa_engine.config import load_config
+from msa_engine.sessions import Session, load_session, save_session
+from msa_engine.sweep import run_sweep
+
+from .test_reliability import CONFIG, _cfg, assert_one_line_error, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "sessions" / "pair-standard.json"
+
+
+# --------------------------------------------------------------------------- sweeps
+def test_an_interrupted_sweep_keeps_the_theory_points_it_finished(tmp_path):
+    """Theory points inside the autosave interval were written only by the next save; a
+    Ctrl-C during the long simulation that followed lost all of them."""
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    session = Session.new(cfg.resolved, name="t")
+    path = tmp_path / "s.json"
+
+    def callback(rec):
+        if type(rec).__name__ == "ChunkRecord":      # the simulation after the theories
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(session, [1, 2, 4], theories=["nngp", "rescaling"], simulate=True,
+                  sim_options={"steps": 400, "burn_in": 40, "chains": 2, "chunk": 20},
+                  callback=callback, path=path, autosave_interval=1e9)
+    saved = load_session(path)
+    assert len(saved.find("theory", "nngp")) == 3 and len(saved.find("theory", "rescaling")) == 3
+    assert not saved.sweep["completed"]
+
+
+def test_a_chains_points_are_saved_when_the_chain_ends(tmp_path):
+    """Between the points of one chain saves are throttled; at the chain's end (before the
+    next task runs, maybe for hours) every point is on disk."""
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    session = Session.new(cfg.resolved, name="t")
+    path = tmp_path / "s.json"
+    seen = []
+
+    def callback(rec):
+        if type(rec).__name__ == "SweepProgress" and rec.done in (3, 4):
+            seen.append(len(load_session(path).find("theory", "nngp")))
+
+    run_sweep(session, [1, 2, 4], theories=["nngp", "rescaling"], callback=callback,
+              path=path, autosave_interval=1e9)
+    # at the nngp chain's last point the throttle still holds; by the first point of the
+    # next chain the whole nngp chain is on disk
+    assert seen == [0, 3]
+    assert len(load_session(path).entries) == 6
+
+
+def test_a_new_sweep_refuses_an_existing_session_unless_forced(tmp_path, capsys):
+    cfg = _cfg(tmp_path, CONFIG)
+    victim = tmp_path / "victim.json"
+    victim.write_bytes(BUNDLED.read_bytes())
+    before = victim.read_bytes()
+    rc, out, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp",
+                            "--workers", "1", "--out", victim], capsys)
+    assert_one_line_error(rc, out, err, "exists: continue its sweep with --resume")
+    assert victim.read_bytes() == before
+    rc, out, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp", "--workers", "1",
+                            "--out", victim, "--force", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["entries"] == 1
+    assert load_session(victim).name == "c"
+
+
+def test_resume_refuses_flags_it_would_ignore(tmp_path, capsys):
+    cfg = _cfg(tmp_path, CONFIG)
+    s = tmp_path / "s.json"
+    rc, _, _ = run_cli(["sweep", cfg, "--chi", "1,2", "--theories", "nngp", "--workers", "1",
+                        "--out", s, "--json"], capsys)
+    assert rc == 0
+    before = s.read_bytes()
+    rc, out, err = run_cli(["sweep", "--resume", s, "--chi", "1,3", "--steps", "9"], capsys)
+    assert_one_line_error(rc, out, err, "drop --chi, --steps")
+    assert s.read_bytes() == before
+    rc, out, err = run_cli(["sweep", "--resume", s, "--workers", "1", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["entries"] == 2
+
+
+def test_a_sweeps_simulation_table_is_checked_before_anything_runs(tmp_path, capsys):
+    cfg = _cfg(tmp_path, CONFIG + "\n[simulation]\nfoo = 1\nsteps = 100\n")
+    out_path = tmp_path / "s.json"
+    rc, out, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp", "--simulate",
+                            "--workers", "1", "--out", out_path], capsys)
+    assert_one_line_error(rc, out, err, "simulation: unknown key(s) foo")
+    assert not out_path.exists()
+
+
+def test_pool_workers_do_not_repeat_the_configs_warnings():
+    """A pool worker rebuilds the data, which warned again, once a worker, as Python's
+    two-line warning (the command had already said it in one line)."""
+    code = ("import warnings\n"
+            "from msa_engine import jit\n"
+            "from msa_engine.errors import MSAWarning\n"
+            "jit.pool_worker_init(True)\n"
+            "warnings.warn('targets have rms 117', MSAWarning)\n"
+            "warnings.warn('other', UserWarning)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "rms 117" not in r.stderr and "UserWarning: other" in r.stderr
+
+
+# --------------------------------------------------------------------------- files and pipes
+def test_export_that_cannot_write_is_a_one_line_error(tmp_path, capsys):
+    s = tmp_path / "s.json"
+    s.write_bytes(BUNDLED.read_bytes())
+    out_dir = tmp_path / "out"
+    (out_dir / "pair-standard-results.csv").mkdir(parents=True)     # a folder in its place
+    rc, out, err = run_cli(["export", s, "--format", "csv", "--out", out_dir], capsys)
+    assert_one_line_error(rc, out, err, "cannot write")
+    assert "pair-standard-results.csv" in err
+
+
+def test_export_of_a_chi_the_session_lacks_says_which_it_has(tmp_path, capsys):
+    s = tmp_path / "s.json"
+    s.write_bytes(BUNDLED.read_bytes())
+    rc, out, err = run_cli(["export", s, "--format", "svg", "--chi", "77",
+                            "--out", tmp_path / "figs"], capsys)
+    assert_one_line_error(rc, out, err, "has no result at chi = 77")
+    assert "it has chi = 1" in err and not (tmp_path / "figs").exists()
+
+
+@pytest.mark.parametrize("args", [["replay", str(BUNDLED)], ["solve", "--theory", "nngp"],
+                                  ["solve", "--theory", "nngp", "--json"]])
+def test_a_closed_stdout_ends_quietly_with_status_0(args):
+    """`msa replay S | head -1`: rich exited with status 1 on the closed pipe, which a
+    `set -o pipefail` script reads as a failure."""
+    r, w = os.pipe()
+    os.close(r)                    # the reader is gone before the first byte
+    try:
+        proc = subprocess.run([sys.executable, "-m", "msa_engine", *args], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_an_interrupted_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    from msa_engine.sampling import run as run_mod
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    ck = tmp_path / "ck.npz"
+    msa.simulate(cfg.problem, chains=2, steps=20, burn_in=10, chunk=10, checkpoint=ck)
+    before = ck.read_bytes()
+
+    def savez(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod.np, "savez", savez)
+    with pytest.raises(KeyboardInterrupt):
+        msa.simulate(cfg.problem, chains=2, steps=40, burn_in=10, chunk=10, checkpoint=ck)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "ck.npz"]
+    assert ck.read_bytes() == before
+
+
+def test_an_interrupted_session_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    s = load_session(BUNDLED)
+    path = save_session(s, tmp_path / "s.json")
+    before = path.read_bytes()
+
+    def fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(KeyboardInterrupt):
+        save_session(s, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+    assert path.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- Python API
+@pytest.mark.parametrize("args,msg", [
+    ((0.0,), "chi must be a finite number > 0"), ((float("nan"),), "chi must be"),
+    ((float("inf"),), "chi must be"), ((10.0, 1.0), "factor must be a finite number > 1"),
+    ((10.0, 2.0, -1.0), "start must be"),
+])
+def test_chi_grid_refuses_what_it_cannot_grid(args, msg):
+    with pytest.raises(msa.MSAError, match=msg):
+        msa.chi_grid(*args)
+
+
+def test_api_arguments_raise_msa_error_only():
+    d = msa.make_data({"task": "linear", "d": 5, "P": 8, "P_test": 4, "seed": 1})
+    p = msa.Problem(d, msa.Network.make("linear", N=20, chi=2.0))
+    for theory in (None, 1):
+        with pytest.raises(msa.MSAError, match="theory must be one of"):
+            msa.solve(p, theory)
+    for seed in (-1, 1.5, "a", True):
+        with pytest.raises(msa.MSAError, match="seed must be an integer >= 0"):
+            msa.solve(p, "tree", seed=seed)
+        with pytest.raises(msa.MSAError, match="seed must be an integer >= 0"):
+            msa.anneal(p, "tree", [1.0, 2.0], seed=seed)
+    assert msa.solve(p, "tree", seed=np.int64(3)).seed == 3
+    with pytest.raises(msa.MSAError, match="N must be an integer >= 1"):
+        msa.Network.make("linear", N=float("inf"))
+    for kappa in (True, "0.1"):
+        with pytest.raises(msa.MSAError, match="kappa must be a number"):
+            msa.Network.make("linear", N=20, kappa=kappa)
+
+
+def test_compare_recompute_uses_each_entrys_seed_and_options(monkeypatch):
+    from msa_engine import analysis
+    s = load_session(BUNDLED)
+    e = s.find("theory", "tree")[0]
+    e["seed"], e["options"] = 7, {"chains": 64}
+    calls = {}
+
+    def solve(pb, name, seed=None, options=None):
+        calls[name] = (seed, options)
+        return msa.solve(pb, name)
+
+    monkeypatch.setattr(analysis, "solve", solve)
+    analysis.point_summaries(s, e["chi"], e["N"], recompute=True)
+    assert calls["tree"] == (7, {"chains": 64})
+    assert calls["nngp"] == (s.find("theory", "nngp")[0].get("seed"),
+                             s.find("theory", "nngp")[0].get("options"))
