@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import (DataTable, Header, ProgressBar, RichLog, Static, TabbedContent,
+from textual.widgets import (DataTable, Header, Input, ProgressBar, RichLog, Static, TabbedContent,
                              TabPane, Tab, Tabs)
 from textual.widgets.data_table import CellDoesNotExist
 from textual.worker import Worker, WorkerState
@@ -152,6 +152,16 @@ class MSAApp(App):
     def get_default_screen(self) -> Screen:
         return WorkbenchScreen(id="_default")
 
+    # the workbench's keys act on the workbench: over a dialog (help, the session
+    # browser, a comparison) they neither show in its footer nor start jobs behind it
+    WORKBENCH_ONLY = {"run_theories", "simulate", "sweep", "save", "open", "next_plot",
+                      "toggle_split", "replay", "export_csv", "tab"}
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in self.WORKBENCH_ONLY and not isinstance(self.screen, WorkbenchScreen):
+            return False
+        return True
+
     def compose(self) -> ComposeResult:
         if self.session is None:
             try:
@@ -251,7 +261,7 @@ class MSAApp(App):
             (section, key), msg = next(iter(errors.items()))
             self.notify(f"{section}.{model.LABELS.get(key, key)}: {msg}",
                         title="cannot run: fix the form", severity="error")
-            self.query_one(TabbedContent).active = "tab-setup"
+            self._show_tab("tab-setup")
             try:
                 self.query_one(f"#f-{section}-{key}").focus()
             except Exception:
@@ -259,10 +269,18 @@ class MSAApp(App):
             return None
         return v
 
-    def _use_config(self, v: Validated) -> None:
-        """Runs go into the current session unless the data or network changed."""
+    def _use_config(self, v: Validated) -> bool:
+        """Runs go into the current session unless the data or network changed.  While a
+        job runs on the current session that would move its result into the new one (a
+        result of the old problem filed under the new), so the run is refused: False."""
         cfg = v.config(self.query_one(ParamForm).state)
         if not model.same_problem(model.session_config(self.session), cfg):
+            if self.jobs:
+                self.notify(f"the data or network changed, and {', '.join(self.jobs)} still "
+                            "runs on the current session: wait for it or cancel it (c), "
+                            "then run again", title="cannot run yet", severity="warning",
+                            timeout=8)
+                return False
             had = bool(self.session.entries)
             self.session = model.new_session(cfg, notes=self.session.notes)
             if had:
@@ -271,6 +289,7 @@ class MSAApp(App):
             self.refresh_results()
         else:
             self._keep_settings(cfg, v)
+        return True
 
     def _keep_settings(self, cfg: dict, v: Validated) -> None:
         """The session's [simulation] and [theory] tables follow the form, so that a saved
@@ -298,7 +317,7 @@ class MSAApp(App):
         log.write(f"── {label}")
         self.query_one("#progress", ProgressBar).update(total=total, progress=0)
         self.query_one("#run-status", Static).update(f"running: {label}  (c to cancel)")
-        self.query_one(TabbedContent).active = "tab-run"
+        self._show_tab("tab-run")
         return ev
 
     def action_run_theories(self) -> None:
@@ -315,7 +334,8 @@ class MSAApp(App):
         if len(theories) < len(ticked):
             self.notify(f"skipping {', '.join(t for t in ticked if t not in theories)}: not "
                         f"available for {v.problem.network.activation} networks")
-        self._use_config(v)
+        if not self._use_config(v):
+            return
         net = v.problem.network
         ev = self._start("theories", f"theories {', '.join(theories)} at χ={net.chi:.4g}, N={net.N}",
                          len(theories))
@@ -326,7 +346,8 @@ class MSAApp(App):
         v = self._checked(need_sim=True)
         if v is None:
             return
-        self._use_config(v)
+        if not self._use_config(v):
+            return
         o = v.sim_options
         ev = self._start("simulation", f"simulation {o['sampler']}/{o['method']}: {o['chains']} chains"
                          f" × {o['steps']} steps at χ={v.problem.network.chi:.4g}", o["steps"])
@@ -339,7 +360,8 @@ class MSAApp(App):
         if v is None:
             return
         theories = self.query_one(ParamForm).state.theories
-        self._use_config(v)
+        if not self._use_config(v):
+            return
         sw = v.sweep
         ev = self._start("sweep", f"sweep over {len(sw['chis'])} χ from {sw['chi_min']:.4g} to "
                          f"{sw['chi_max']:.4g}" + (" with simulations" if sw["simulate"] else ""),
@@ -350,6 +372,10 @@ class MSAApp(App):
 
     def action_cancel(self) -> None:
         if not self.jobs:
+            # nothing to cancel: Escape leaves a text field, whose letters the run keys
+            # (r, s, w) and the tab keys (1–4) would otherwise be typed into
+            if isinstance(self.focused, Input):
+                self.set_focus(None)
             return
         for ev in self.jobs.values():
             ev.set()
@@ -484,7 +510,7 @@ class MSAApp(App):
             if self.autosave:
                 self._save(quiet=True)
             if not cancelled:
-                self.query_one(TabbedContent).active = "tab-results"
+                self._show_tab("tab-results")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A worker that raised something other than MSAError: report it, keep running."""
@@ -588,7 +614,7 @@ class MSAApp(App):
         self.refresh_plot()
 
     def action_next_plot(self) -> None:
-        self.query_one(TabbedContent).active = "tab-plots"
+        self._show_tab("tab-plots")
         self.query_one("#plot-tabs", Tabs).action_next_tab()
 
     def action_toggle_split(self) -> None:
@@ -597,7 +623,26 @@ class MSAApp(App):
         self.refresh_plot()
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self._show_tab(tab)
+
+    # the widget that takes the focus when a tab is shown and the focus is elsewhere
+    TAB_FOCUS = {"tab-run": "#log", "tab-results": "#results", "tab-plots": "#plot-tabs"}
+
+    def _show_tab(self, tab: str) -> None:
+        """Show ``tab`` and take the focus along.  A focused widget left behind in a hidden
+        pane (a Setup checkbox when `r` starts a run) made Textual show its pane again,
+        undoing the switch, and the next keys (`2`, `?`, `s`) were typed into a field."""
+        tabs = self.query_one(TabbedContent)
+        tabs.active = tab
+        focused = self.focused
+        if focused is None or not any(isinstance(w, TabPane) and w.id != tab
+                                      for w in focused.ancestors_with_self):
+            return       # nothing focused, or a widget that stays visible (the tab bar)
+        target = self.TAB_FOCUS.get(tab)
+        if target is not None:
+            self.query_one(target).focus()
+        else:
+            self.set_focus(None)
 
     # -- sessions ----------------------------------------------------------------------
     def _directory(self) -> Path:
@@ -624,15 +669,29 @@ class MSAApp(App):
     def action_save(self) -> None:
         if self.session.path is None:
             from .screens import NameScreen
-            self.push_screen(NameScreen("Save session as", "my-session"),
-                             lambda name: name and self._save(name))
+            self.push_screen(NameScreen("Save session as", "my-session"), self._save_named)
         else:
             self._save()
 
     def action_save_as(self) -> None:
         from .screens import NameScreen
         self.push_screen(NameScreen("Save session as", model.session_name(self.session)),
-                         lambda name: name and self._save(name))
+                         self._save_named)
+
+    def _save_named(self, name: str | None) -> None:
+        """Save under ``name``; another session's file of that name is replaced only when
+        the user says so."""
+        if not name:
+            return
+        target = model.named_target(self._directory(), name)
+        mine = self.session.path is not None and Path(self.session.path) == target
+        if target.exists() and not mine:
+            from .screens import ConfirmScreen
+            self.push_screen(ConfirmScreen(f"{target} exists. Replace it with this session?"),
+                             lambda yes: self._save(name) if yes else
+                             self.notify("not saved", severity="warning"))
+            return
+        self._save(name)
 
     def action_open(self) -> None:
         from .screens import SessionBrowser
@@ -646,7 +705,7 @@ class MSAApp(App):
             self.open_path(arg)
         elif action == "compare":
             from .screens import CompareScreen
-            self.push_screen(CompareScreen(arg))
+            self.push_screen(CompareScreen(arg, self._directory()))
 
     def open_path(self, path) -> None:
         if self.jobs:
@@ -721,6 +780,7 @@ def _ran_with(entry: dict) -> str:
     return ("  ran with " + " ".join(parts)) if parts else ""
 
 
-def run(session: str | None = None, session_dir: str | None = None) -> int:
-    MSAApp(session, session_dir=session_dir).run()
+def run(session: str | None = None, session_dir: str | None = None, *,
+        loaded: Any = None) -> int:
+    MSAApp(session, session_dir=session_dir, session=loaded).run()
     return 0

@@ -246,9 +246,12 @@ def _sim_options(raw: dict, errors: dict) -> dict | None:
         opts["step_size"] = float(step)
     else:
         errors[("simulation", "step_size")] = f"step size must be > 0 or blank for auto (got {step!r})"
-    if "steps" in opts and "burn_in" in opts and opts["burn_in"] >= opts["steps"]:
-        errors[("simulation", "burn_in")] = (
-            f"burn-in must be smaller than steps ({opts['burn_in']} >= {opts['steps']})")
+    # steps count after the burn-in (msa_engine.simulate), which may be as long as one
+    # likes; what a run needs is four measured draws
+    if "steps" in opts and "thin" in opts and opts["steps"] < 4 * opts["thin"]:
+        errors[("simulation", "steps")] = (
+            f"steps after burn-in must be >= 4 × thin = {4 * opts['thin']} "
+            f"(got {opts['steps']}): too few draws to estimate anything")
     if opts["sampler"] not in SAMPLERS:
         errors[("simulation", "sampler")] = f"sampler must be one of {', '.join(SAMPLERS)}"
     return None if any(s == "simulation" for s, _ in errors) else opts
@@ -386,6 +389,11 @@ def _stem(text: str) -> str:
     return re.sub(r"[^\w.-]+", "-", text.strip()).strip("-.") or "session"
 
 
+def named_target(directory: Path, name: str) -> Path:
+    """The file that saving under ``name`` in ``directory`` writes."""
+    return Path(directory) / f"{_stem(name.removesuffix('.json'))}.json"
+
+
 def save(session, directory: Path | None, name: str | None = None) -> Path:
     """Save ``session``: to ``name`` in ``directory`` if given, else where it came from
     (a bundled session is copied into ``directory``), else a fresh name."""
@@ -393,8 +401,7 @@ def save(session, directory: Path | None, name: str | None = None) -> Path:
     directory = Path(directory) if directory is not None else Path(session_dir())
     path = session.path
     if name:
-        stem = _stem(name.removesuffix(".json"))
-        target = directory / f"{stem}.json"
+        target = named_target(directory, name)
     elif path is None:
         stem = _stem(session.name)
         target, i = directory / f"{stem}.json", 1

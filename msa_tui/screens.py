@@ -194,9 +194,12 @@ class CompareScreen(Screen):
                 Binding("t", "toggle_split", "Train/test"),
                 Binding("e", "export", "CSV")]
 
-    def __init__(self, paths) -> None:
+    def __init__(self, paths, out_dir=None) -> None:
         super().__init__()
         self.paths = [Path(p) for p in paths]
+        # where `e` writes: the workbench's session folder (the first session's folder
+        # could be the package's, for a bundled session)
+        self.out_dir = Path(out_dir) if out_dir is not None else self.paths[0].parent
         self.sessions = []
         self.split = "test"
 
@@ -234,9 +237,16 @@ class CompareScreen(Screen):
         self.refresh_plot()
 
     def action_export(self) -> None:
-        out = self.paths[0].parent / "compare-results.csv"
+        stems = "-vs-".join(name for name, _ in self.sessions) or "sessions"
+        out = self.out_dir / f"compare-{stems}.csv"
         rows = [(name,) + model.entry_row(e) for name, s in self.sessions for e in s.entries]
-        model.write_csv(out, rows, prefix=("session",))
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            model.write_csv(out, rows, prefix=("session",))
+        except OSError as exc:
+            self.notify(f"cannot write {out}: {exc.strerror or exc}", title="export failed",
+                        severity="error")
+            return
         self.notify(f"comparison written to {out}")
 
 

@@ -236,6 +236,8 @@ BAD_ARGS = [
      "seed must be an integer >= 0 (got -1)"),
     ("unknown-command", ["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
     ("missing-session", ["replay", "{tmp}/none.json"], "no such session file"),
+    # before the screen opens (it opened the bundled default behind a passing toast)
+    ("tui-missing-session", ["tui", "{tmp}/none.json"], "no such session file"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
@@ -58,9 +59,16 @@ async def test_invalid_value_refused(isolated):
         # a data field, validated by make_data, and a simulation field
         await set_field(pilot, app, "f-data-P", "0")
         assert "data.P must be >= 1" in str(app.query_one("#err-data-P", Static).render())
+        # steps count after the burn-in: a burn-in longer than them is a valid run (it
+        # was refused); too few draws are not
         await set_field(pilot, app, "f-simulation-burn_in", "5000")
-        assert "burn-in must be smaller" in str(
-            app.query_one("#err-simulation-burn_in", Static).render())
+        assert not any(w.display for w in app.query("#err-simulation-burn_in"))
+        await set_field(pilot, app, "f-simulation-thin", "10")
+        await set_field(pilot, app, "f-simulation-steps", "39")
+        assert "steps after burn-in must be >= 4 × thin = 40" in str(
+            app.query_one("#err-simulation-steps", Static).render())
+        await set_field(pilot, app, "f-simulation-steps", "40")
+        assert not any(w.display for w in app.query("#err-simulation-steps"))
         # fixing the value clears the message
         await set_field(pilot, app, "f-network-kappa", "0.1")
         assert not app.query_one("#err-network-kappa", Static).display
@@ -731,3 +739,127 @@ async def test_stepping_through_tasks_keeps_typed_data_values(isolated):
         assert data["task"] == other and data["d"] == "12"
         assert all(data[k] == str(model.data_default(other, k))
                    for k in model.data_keys(other) if k != "d")
+
+
+@run_async
+async def test_a_changed_problem_does_not_take_a_running_jobs_result(isolated):
+    """Editing the network while a simulation runs and pressing r moved the session to a
+    new one, into which the old problem's simulation then filed its result."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_long_simulation(pilot, app)
+        before = app.session
+        await set_field(pilot, app, "f-network-g_a", "2.0")
+        app.set_focus(None)
+        await pilot.press("r")
+        await pilot.pause()
+        assert app.session is before and list(app.jobs) == ["simulation"]
+        assert any("still runs on the current session" in str(n.message)
+                   for n in app._notifications)
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert not app.jobs
+        # with nothing running the new problem gets its own session
+        tick_only(app, "nngp")
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.session is not before
+        assert model.session_config(app.session)["network"]["g_a"] == 2.0
+
+
+@run_async
+async def test_save_as_asks_before_replacing_another_sessions_file(isolated):
+    _saved_sessions(isolated, {"other": 1.0})
+    other = isolated / "other.json"
+    before = other.read_bytes()
+    app = make_app(isolated)
+
+    async def save_as(name):
+        app.action_save_as()
+        await pilot.pause()
+        app.screen.query_one(Input).value = name
+        await pilot.press("enter")
+        await pilot.pause()
+        return app.screen.__class__.__name__
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        for answer in ("n", "y"):
+            assert await save_as("other") == "ConfirmScreen"
+            await pilot.press(answer)
+            await pilot.pause()
+            if answer == "n":
+                assert other.read_bytes() == before and app.session.path is None
+        assert other.read_bytes() != before
+        assert app.session.path is not None and app.session.path.name == "other.json"
+        # saving again under its own name asks nothing
+        assert await save_as("other") == "WorkbenchScreen"
+
+
+@run_async
+async def test_starting_a_run_from_a_setup_field_shows_the_log_and_moves_the_focus(isolated):
+    """The focus left on a Setup checkbox (hidden once the Log shows) made Textual show
+    Setup again: the switch was undone and the next keys went into a field."""
+    from textual.widgets import Checkbox
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "nngp", "rescaling")
+        app.query_one("#th-nngp", Checkbox).focus()
+        await pilot.pause()
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.query_one(TabbedContent).active == "tab-results"
+        assert app.focused is app.query_one("#results", DataTable)
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "tab-run"
+        assert app.focused is app.query_one("#log")
+        await pilot.press("1")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "tab-setup"
+        assert app.focused is None
+        # in a text field the letters are the field's; escape leaves it for the run keys
+        field = app.query_one("#f-network-N", Input)
+        field.focus()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is None and field.value == "100"
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.query_one(TabbedContent).active == "tab-results" and field.value == "100"
+
+
+@run_async
+async def test_workbench_keys_are_off_over_another_screen(isolated):
+    """The session browser's footer offered r Run, s Simulate, … of the workbench
+    behind it."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "SessionBrowser"
+        active = app.screen.active_bindings
+        for key in ("r", "s", "w", "ctrl+s", "o"):
+            assert key not in active or not active[key].enabled, key
+        await pilot.press("s", "r", "w")
+        await pilot.pause()
+        assert not app.jobs and not app.workers
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.active_bindings["s"].enabled
+
+
+@run_async
+async def test_compare_export_goes_to_the_session_folder(isolated):
+    from msa_engine.sessions import bundled_sessions
+    from msa_tui.screens import CompareScreen
+    bundled = [p for p in bundled_sessions() if "pair" in Path(p).name]
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.push_screen(CompareScreen(bundled, isolated))
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+    written = sorted(p.name for p in isolated.glob("compare-*.csv"))
+    assert written == ["compare-pair-mean-field-vs-pair-standard.csv"] or \
+        written == ["compare-pair-standard-vs-pair-mean-field.csv"]
+    assert not any(Path(p).parent.joinpath(written[0]).exists() for p in bundled)

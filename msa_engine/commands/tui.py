@@ -15,9 +15,16 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.session is not None:
+        # a session that cannot be read is a one-line error before the screen opens (it
+        # opened the bundled default behind a toast that soon went)
+        from ..sessions import load_session
+        session = load_session(args.session)
+    else:
+        session = None
     try:
         import msa_tui
     except ImportError as exc:  # pragma: no cover - textual is a dependency
         from ..errors import MSAError
         raise MSAError(f"the workbench needs textual ({exc})") from None
-    return msa_tui.run(args.session, args.session_dir)
+    return msa_tui.run(args.session, args.session_dir, loaded=session)
