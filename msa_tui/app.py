@@ -76,6 +76,12 @@ class CompileNotice(Message):
         self.text = text
 
 
+# the plots' tab labels, short enough for all four at 80 columns (the figures' own titles
+# cut the last one to "Convergence tr")
+PLOT_TABS = {"fig2": "Disc. vs χ (Fig. 2)", "predictions": "Predictions",
+             "spectrum": "Σ_W spectrum", "convergence": "Convergence"}
+
+
 class WorkbenchScreen(Screen):
     """The app's default screen.  Textual restyles every widget of a screen on its first
     resume, just after mounting styled them all: ≈ 155 widgets, 0.12 s of the start on a
@@ -187,8 +193,12 @@ class MSAApp(App):
             with TabPane("Results", id="tab-results"):
                 yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="detail")
+                # apart from the detail, whose recipe may wrap at 80 columns: it was cut off
+                yield Static("↑/↓ select · p next plot · t train/test · y replay log · "
+                             "e export CSV", id="detail-keys")
             with TabPane("Plots", id="tab-plots"):
-                yield Tabs(*[Tab(figures.TITLES[k], id=f"plot-{k}") for k in figures.FIGURES],
+                yield Tabs(*[Tab(PLOT_TABS.get(k, figures.TITLES[k]), id=f"plot-{k}")
+                             for k in figures.FIGURES],
                            id="plot-tabs")
                 yield PlotView(id="plot")
         yield BindingsFooter()
@@ -468,6 +478,7 @@ class MSAApp(App):
                 self.query_one("#log", RichLog).write(f"── {msg.label}")
 
     def on_result_ready(self, msg: ResultReady) -> None:
+        before = list(self.session.entries)
         try:
             # the options travel with the entry, so that a rerun (msa replay --rerun)
             # uses the same chains, steps and seed, not the defaults
@@ -477,12 +488,27 @@ class MSAApp(App):
             self.notify(str(exc), title="result not stored", severity="error")
             return
         self._new_results += 1
+        self._say_replaced(before, self.session.entries[-1])
         s = self.session.entries[-1].get("summary", {})
         self.query_one("#log", RichLog).write(
             f"✓ {self.session.entries[-1].get('name')}: train {model._num(s.get('train_discrepancy'))}"
             f"  test {model._num(s.get('test_discrepancy'))}")
         self.selected = len(self.session.entries) - 1
         self.refresh_results()
+
+    def _say_replaced(self, before: list, entry: dict) -> None:
+        """A session keeps one result per (kind, name, χ, N): a new simulation replaces
+        the one there, which may have been the longer run.  Say which, with its size."""
+        if entry.get("kind") != "simulation":
+            return      # a theory's numbers are the same again (or its options changed)
+        gone = [e for e in before if e.get("status") == "ok" and e is not entry
+                and e not in self.session.entries]
+        for e in gone:
+            o = e.get("options") or {}
+            self.notify(f"replaced the earlier {e['name']} at χ={e['chi']:.4g}, N={e['N']} "
+                        f"({o.get('chains', '?')} chains × {o.get('steps', '?')} steps, "
+                        f"R̂ {model._num((e.get('summary') or {}).get('rhat_max'))}) with this "
+                        "run: a session keeps one per point", severity="warning", timeout=10)
 
     def on_unmount(self) -> None:
         jit.remove_reporter(getattr(self, "_compile_notice", None))
@@ -576,8 +602,7 @@ class MSAApp(App):
             f"  alignment {model._num(s.get('kernel_alignment'), '.3f')}"
             f"  excess λ {model._num(s.get('weight_cov_excess'))}  "
             f"log-evidence {model._num(s.get('log_evidence'))}"
-            f"{_ran_with(e)}\n"
-            "↑/↓ select · p next plot · t train/test · y replay log · e export CSV")
+            f"{_ran_with(e)}")
 
     def refresh_plot(self) -> None:
         try:

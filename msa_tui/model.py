@@ -93,7 +93,12 @@ def parse_chi(text: str, N: Any) -> float:
     n = N if isinstance(N, int) and N >= 1 else 1
     m = re.fullmatch(r"(?:γ|gamma)\s*=?\s*(.*)", t, flags=re.I)
     if m:
+        if not m.group(1).strip():
+            # half-typed: not silently the standard scaling
+            raise MSAError("γ needs a value in [1, 2] (e.g. γ=1.5)")
         return resolve_chi(None, coerce(m.group(1)), n)
+    if t.lower() == "n":          # as `msa sweep --chi` writes mean field
+        return float(n)
     return resolve_chi(coerce(t) if t else None, None, n)
 
 

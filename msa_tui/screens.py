@@ -134,11 +134,14 @@ class SessionBrowser(Screen):
                 s = model.open_session(p)
                 n, notes = str(len(s.entries)), (getattr(s, "notes", "") or "").split("\n")[0]
             except MSAError as exc:
-                n, notes = "?", f"unreadable: {exc}"
+                # the reason, not the path the row already names (40 characters of the
+                # path were all that showed)
+                why = str(exc).replace(str(p), p.name)
+                n, notes = "?", f"unreadable: {why}"
             where = "bundled" if i >= len(own) else "user"
             mod = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime)) \
                 if p.exists() else ""
-            table.add_row("✓" if i in self.marked else " ", p.stem, n, where, mod, notes[:40],
+            table.add_row("✓" if i in self.marked else " ", p.stem, n, where, mod, notes[:60],
                           key=str(i))
         if not self.paths:
             self.query_one("#browser-title", Static).update(

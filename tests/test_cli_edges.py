@@ -232,3 +232,25 @@ def test_compare_recompute_uses_each_entrys_seed_and_options(monkeypatch):
     assert calls["tree"] == (7, {"chains": 64})
     assert calls["nngp"] == (s.find("theory", "nngp")[0].get("seed"),
                              s.find("theory", "nngp")[0].get("options"))
+
+
+@pytest.mark.parametrize("theory", ["tree", "one-loop"])
+def test_extreme_scales_are_a_one_line_error(tmp_path, capsys, theory):
+    """g_w = 1e300: Python float arithmetic in the linear saddle raised OverflowError
+    (a traceback) where numpy arithmetic gives inf."""
+    cfg = _cfg(tmp_path, CONFIG.replace("g_w = 1.5", "g_w = 1e300").replace("d = 5", "d = 12"))
+    rc, out, err = run_cli(["solve", cfg, "--theory", theory, "--json"], capsys)
+    assert_one_line_error(rc, out, err, "numerical overflow (Numerical result out of range)")
+
+
+def test_compare_warns_when_the_sessions_are_not_of_one_problem(capsys):
+    sessions = ROOT / "sessions"
+    rc, _, err = run_cli(["compare", sessions / "pair-standard.json",
+                          sessions / "pair-mean-field.json", "--json"], capsys)
+    assert rc == 0 and err == ""
+    rc, out, err = run_cli(["compare", sessions / "pair-standard.json",
+                            sessions / "hermite-erf-sweep.json", "--json"], capsys)
+    assert rc == 0 and json.loads(out)
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(x.startswith("msa: warning: the sessions differ") for x in lines)
+    assert "ising" in lines[0] and "hermite" in lines[0] and "erf" in lines[1]

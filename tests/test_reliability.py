@@ -436,6 +436,9 @@ def test_corrupted_checkpoint_is_a_clear_error(tmp_path, capsys):
         ck.write_bytes(bad)
         rc, out, err = run_cli(args + ["--resume"], capsys)
         assert_one_line_error(rc, out, err, "checkpoint")
+    ck.write_bytes(b"not a zip archive at all\n")       # numpy spoke of "pickled data"
+    rc, out, err = run_cli(args + ["--resume"], capsys)
+    assert_one_line_error(rc, out, err, "not an .npz checkpoint")
     # a checkpoint of another run is refused, naming the difference
     ck.write_bytes(good)
     rc, out, err = run_cli(["simulate", cfg, "--steps", "40", "--burn-in", "10", "--seed", "3",

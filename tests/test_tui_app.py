@@ -187,6 +187,15 @@ async def test_simulation_result_stored(isolated):
         from msa_engine.analysis import rerun
         [rep] = rerun(app.session)["entries"]
         assert rep["bit_identical"]
+        # a second run at the same point replaces the first, and says what it replaced
+        await set_field(pilot, app, "f-simulation-steps", "200")
+        app.set_focus(None)
+        await pilot.press("s")
+        await settle(pilot, app)
+        [entry] = app.session.entries
+        assert entry["options"]["steps"] == 200
+        assert any("replaced the earlier sim-marginal" in str(n.message)
+                   and "2 chains × 400 steps" in str(n.message) for n in app._notifications)
 
 
 @run_async
@@ -863,3 +872,17 @@ async def test_compare_export_goes_to_the_session_folder(isolated):
     assert written == ["compare-pair-mean-field-vs-pair-standard.csv"] or \
         written == ["compare-pair-standard-vs-pair-mean-field.csv"]
     assert not any(Path(p).parent.joinpath(written[0]).exists() for p in bundled)
+
+
+def test_chi_field_text():
+    """`γ=` half-typed was taken as the standard scaling; `N` (as `msa sweep --chi` writes
+    mean field) was refused."""
+    import pytest
+    from msa_engine import MSAError
+    assert model.parse_chi("standard", 100) == 1.0
+    assert model.parse_chi("mean-field", 100) == model.parse_chi("N", 100) == 100.0
+    assert model.parse_chi("γ=1.5", 100) == pytest.approx(10.0)
+    assert model.parse_chi("7", 100) == 7.0
+    for text in ("γ=", "gamma", "gamma = "):
+        with pytest.raises(MSAError, match="γ needs a value"):
+            model.parse_chi(text, 100)

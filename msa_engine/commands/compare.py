@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if len(args.sessions) < 2:
         raise MSAError("compare needs at least two sessions")
     sessions = [load_session(p) for p in args.sessions]
+    _warn_if_unlike(sessions)
     result = compare(sessions, chi=args.chi, recompute=args.recompute)
     if args.json:
         print_json(result)
@@ -91,3 +92,25 @@ def _contrast(vals):
     if hi < 10 * lo:
         return [""] * len(vals)
     return ["bold green" if v == lo else "bold red" if v == hi else "" for v in vals]
+
+
+def _warn_if_unlike(sessions) -> None:
+    """Sessions are compared to set scaling regimes side by side on one problem; other
+    data or another activation make their discrepancies incomparable: say so."""
+    import json
+    import warnings
+    from ..errors import MSAWarning
+    for what, get in (("data", lambda s: s.config.get("data")),
+                      ("activation", lambda s: (s.config.get("network") or {}).get("activation"))):
+        seen = {json.dumps(get(s), sort_keys=True, default=str) for s in sessions}
+        if len(seen) > 1:
+            names = ", ".join(f"{s.name}: {_short(get(s))}" for s in sessions)
+            warnings.warn(f"the sessions differ in their {what} ({names}); their numbers "
+                          "are not of one problem", MSAWarning, stacklevel=2)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return value.get("task", "?") + "(" + ", ".join(
+            f"{k}={v}" for k, v in value.items() if k in ("d", "P", "seed")) + ")"
+    return str(value)

@@ -365,6 +365,10 @@ class _Run:
 
     def load(self, path: Path) -> None:
         try:
+            if path.is_file() and not zipfile.is_zipfile(path):
+                # numpy would say it "contains pickled data", which misleads
+                raise ValueError("not an .npz checkpoint (as msa simulate --checkpoint "
+                                 "writes)")
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in z.files if k != "meta"}

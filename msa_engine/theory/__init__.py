@@ -122,11 +122,20 @@ def _one_blas_thread(fn):
     CLI and the TUI import msa_engine before numpy and get one thread anyway; a script
     that imported numpy first had one per core.  The limit is process-wide; beside a
     simulation in another thread that asked for more (a single chain on two cores, in
-    the TUI) the lower count holds (:func:`..threads.blas_limit`) until the solve ends."""
+    the TUI) the lower count holds (:func:`..threads.blas_limit`) until the solve ends.
+    An ``OverflowError`` of Python float arithmetic at extreme scales becomes the one-line
+    ``MSAError`` that a non-finite result gives."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with blas_limit(1):
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except OverflowError as exc:
+                # Python float arithmetic on extreme scales (g_w = 1e300) raises where
+                # numpy would give inf: the same answer as a non-finite result
+                why = exc.args[-1] if exc.args else exc
+                raise MSAError(f"numerical overflow ({why}); the scales (g_w, g_a, kappa) "
+                               "or the data are too extreme: rescale them") from None
     return wrapper
 
 
