@@ -15,6 +15,7 @@ recorded in the session with their error; every other point is kept.
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import time
@@ -176,6 +177,11 @@ class DaskExecutor:
         self.cluster = None
         self.workers = None
 
+    def connect(self):
+        """Start or reach the cluster (also done by :meth:`run`): a sweep connects first,
+        so that a bad address is refused before its session file is written."""
+        return self.client or self._connect()
+
     def _connect(self):
         from distributed import Client, LocalCluster
         if self.address.startswith("local"):
@@ -240,7 +246,7 @@ class DaskExecutor:
 def make_executor(workers: int | None = None, dask: str | None = None,
                   scheduler: str | None = None, retries: int = 2):
     """The executor for the CLI flags: ``--scheduler`` > ``--dask`` > ``--workers``."""
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+    if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
         raise MSAError(f"--retries must be an integer >= 0 (got {retries!r})")
     if scheduler:
         if not scheduler.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):

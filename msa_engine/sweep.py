@@ -301,6 +301,8 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
 
     from .executors import SerialExecutor
     executor = executor or SerialExecutor()
+    if hasattr(executor, "connect"):
+        executor.connect()      # a cluster that cannot be reached: refused before a write
     session.doc["sweep"]["executor"] = {"kind": executor.name, "workers": executor.workers}
     save()
     try:

@@ -501,8 +501,8 @@ class MSAApp(App):
         the one there, which may have been the longer run.  Say which, with its size."""
         if entry.get("kind") != "simulation":
             return      # a theory's numbers are the same again (or its options changed)
-        gone = [e for e in before if e.get("status") == "ok" and e is not entry
-                and e not in self.session.entries]
+        kept = {id(e) for e in self.session.entries}
+        gone = [e for e in before if e.get("status") == "ok" and id(e) not in kept]
         for e in gone:
             o = e.get("options") or {}
             self.notify(f"replaced the earlier {e['name']} at χ={e['chi']:.4g}, N={e['N']} "
@@ -535,7 +535,9 @@ class MSAApp(App):
             self._new_results = 0
             if self.autosave:
                 self._save(quiet=True)
-            if not cancelled:
+            if not cancelled and not isinstance(self.focused, Input):
+                # (not while a field is being edited: the switch would take the focus, and
+                # the next letter typed would act as a workbench key)
                 self._show_tab("tab-results")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -709,7 +711,8 @@ class MSAApp(App):
         if not name:
             return
         target = model.named_target(self._directory(), name)
-        mine = self.session.path is not None and Path(self.session.path) == target
+        mine = (self.session.path is not None
+                and Path(self.session.path).resolve() == target.resolve())
         if target.exists() and not mine:
             from .screens import ConfirmScreen
             self.push_screen(ConfirmScreen(f"{target} exists. Replace it with this session?"),
@@ -778,6 +781,8 @@ class MSAApp(App):
 
     def get_system_commands(self, screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        if not isinstance(screen, WorkbenchScreen):
+            return      # as the keys (check_action): nothing starts behind another screen
         for title, help_, cb in (
             ("Run theories", "Compute the ticked theories (r)", self.action_run_theories),
             ("Simulate", "Sample the posterior with the simulation settings (s)", self.action_simulate),

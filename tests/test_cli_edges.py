@@ -254,3 +254,62 @@ def test_compare_warns_when_the_sessions_are_not_of_one_problem(capsys):
     lines = err.splitlines()
     assert len(lines) == 2 and all(x.startswith("msa: warning: the sessions differ") for x in lines)
     assert "ising" in lines[0] and "hermite" in lines[0] and "erf" in lines[1]
+
+
+def test_points_inside_an_unfinished_chain_are_kept_on_ctrl_c(tmp_path):
+    """Ctrl-C at the third χ of a chain: the two points before it are written although
+    the throttle held their saves and the chain never ended."""
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    session = Session.new(cfg.resolved, name="t")
+    path = tmp_path / "s.json"
+
+    def callback(rec):
+        if type(rec).__name__ == "IterationRecord" and rec.chi > 3.0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(session, [1, 2, 4], theories=["tree"], callback=callback, path=path,
+                  autosave_interval=1e9)
+    assert sorted(e["chi"] for e in load_session(path).find("theory", "tree")) == [1.0, 2.0]
+
+
+def test_an_unreachable_cluster_is_refused_before_the_session_is_written(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    cfg = _cfg(tmp_path, CONFIG)
+    out = tmp_path / "new.json"
+    rc, o, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp", "--dask", "local:x",
+                          "--out", out], capsys)
+    assert_one_line_error(rc, o, err, "--dask local[:WORKERS]: 'x' is not a number")
+    assert not out.exists()           # so the corrected command is not refused for it
+
+
+def test_resume_to_another_existing_file_asks_for_force(tmp_path, capsys):
+    cfg = _cfg(tmp_path, CONFIG)
+    s, victim = tmp_path / "s.json", tmp_path / "victim.json"
+    victim.write_bytes(BUNDLED.read_bytes())
+    before = victim.read_bytes()
+    assert run_cli(["sweep", cfg, "--chi", "1,2", "--theories", "nngp", "--workers", "1",
+                    "--out", s, "--json"], capsys)[0] == 0
+    rc, o, err = run_cli(["sweep", "--resume", s, "--out", victim, "--workers", "1"], capsys)
+    assert_one_line_error(rc, o, err, "exists: the resumed sweep would replace it")
+    assert victim.read_bytes() == before
+    rc, o, err = run_cli(["sweep", "--resume", s, "--force", "--workers", "1"], capsys)
+    assert_one_line_error(rc, o, err, "drop --force")
+    rc, o, err = run_cli(["sweep", "--resume", s, "--out", victim, "--force", "--workers", "1",
+                          "--json"], capsys)
+    assert rc == 0 and json.loads(o)["entries"] == 2 and victim.read_bytes() != before
+    # resuming into its own file needs no --force
+    rc, o, err = run_cli(["sweep", "--resume", s, "--out", s, "--workers", "1", "--json"], capsys)
+    assert rc == 0
+
+
+def test_resume_of_a_session_without_a_sweep_takes_chi(tmp_path, capsys):
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    session = Session.new(cfg.resolved, name="t")
+    session.add_result(msa.solve(cfg.problem, "nngp"))
+    s = save_session(session, tmp_path / "s.json")
+    assert not load_session(s).sweep
+    rc, o, err = run_cli(["sweep", "--resume", s, "--chi", "1,2", "--workers", "1", "--json"],
+                         capsys)
+    assert rc == 0, err
+    assert sorted({e["chi"] for e in load_session(s).entries}) == [1.0, 2.0]

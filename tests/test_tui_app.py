@@ -852,9 +852,13 @@ async def test_workbench_keys_are_off_over_another_screen(isolated):
         await pilot.press("s", "r", "w")
         await pilot.pause()
         assert not app.jobs and not app.workers
+        # nor does the command palette offer them there (it called the actions directly)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Simulate" not in titles and "Run theories" not in titles
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen.active_bindings["s"].enabled
+        assert "Simulate" in [c.title for c in app.get_system_commands(app.screen)]
 
 
 @run_async
@@ -886,3 +890,29 @@ def test_chi_field_text():
     for text in ("γ=", "gamma", "gamma = "):
         with pytest.raises(MSAError, match="γ needs a value"):
             model.parse_chi(text, 100)
+
+
+
+@run_async
+async def test_a_run_that_ends_while_a_field_is_edited_leaves_the_focus_there(isolated):
+    """The switch to Results at a run's end took the focus from the field being typed in,
+    and the next letter acted as a workbench key (`s` started a simulation)."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await set_field(pilot, app, "f-simulation-steps", "20000")     # a second or more
+        await set_field(pilot, app, "f-simulation-thin", "20")
+        await set_field(pilot, app, "f-simulation-chains", "2")
+        app.set_focus(None)
+        await pilot.press("s")
+        assert "simulation" in app.jobs           # still running: the user edits meanwhile
+        field = app.query_one("#f-network-N", Input)
+        app.query_one(TabbedContent).active = "tab-setup"
+        field.focus()
+        await pilot.pause()
+        assert "simulation" in app.jobs
+        await settle(pilot, app)
+        assert len(app.session.entries) == 1 and not app.jobs
+        assert app.focused is field and app.query_one(TabbedContent).active == "tab-setup"
+        await pilot.press("s")
+        await pilot.pause()
+        assert not app.jobs and field.value.endswith("s")

@@ -117,11 +117,13 @@ def run(args: argparse.Namespace) -> int:
         session = load_session(args.resume)
         spec = session.sweep or {}
         given = [flag for flag, v in (
-            ("CONFIG", args.config), ("--chi", args.chi), ("--width", args.width),
+            ("CONFIG", args.config), ("--chi", args.chi if "chis" in spec else None),
+            ("--width", args.width),
             ("--theories", args.theories), ("--simulate", args.simulate),
             ("--sampler", args.sampler), ("--chains", args.chains), ("--steps", args.steps),
             ("--burn-in", args.burn_in), ("--name", args.name),
-            ("--seed", args.seed if "seed" in spec else None)) if v is not None]
+            ("--seed", args.seed if "seed" in spec else None),
+            ("--force", True if args.force and not args.out else None)) if v is not None]
         if given:
             # they would be ignored: the sweep goes on with what its session recorded
             raise MSAError(f"--resume continues the sweep as its session recorded it; "
@@ -134,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         seed = spec.get("seed", args.seed or 0)
         theory_opts = spec.get("theory_options") or {}
         out = Path(args.out) if args.out else session.path
+        if (args.out and out.exists() and not args.force
+                and out.resolve() != Path(session.path).resolve()):
+            raise MSAError(f"{out} exists: the resumed sweep would replace it; give --force "
+                           "to replace it, or choose another --out")
     else:
         if not args.config:
             raise MSAError("sweep needs a CONFIG (or --resume SESSION)")
@@ -176,12 +182,20 @@ def run(args: argparse.Namespace) -> int:
         from ..sampling.run import check_simulation_options
         opts = check_simulation_options(opts)
     executor = make_executor(args.workers, args.dask, args.scheduler, args.retries)
+    if hasattr(executor, "connect"):
+        try:
+            executor.connect()      # a cluster that cannot be reached: before any write
+        except BaseException:
+            executor.close()
+            raise
+    import sys
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     # on stderr, as msa simulate's: stdout holds only the summary (or the JSON)
     with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True, disable=args.json) as progress:
+                  console=Console(stderr=True), transient=True,
+                  disable=args.json or not sys.stderr.isatty()) as progress:
         bar = progress.add_task("", total=None)
 
         def callback(rec):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import time
 from typing import Callable, Sequence
 
@@ -77,15 +76,26 @@ def check_theory(name: str) -> str:
 
 def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.0) -> np.ndarray:
     """A geometric grid from ``start`` to ``chi_target`` with ratio at most ``factor``."""
-    for name, v in (("chi", chi_target), ("start", start)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
-            raise MSAError(f"chi_grid: {name} must be a finite number > 0 (got {v!r})")
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 1 < factor < math.inf:
-        raise MSAError(f"chi_grid: factor must be a finite number > 1 (got {factor!r})")
+    chi_target, start, factor = (_real(n, v, least) for n, v, least in (
+        ("chi", chi_target, 0.0), ("start", start, 0.0), ("factor", factor, 1.0)))
     if chi_target == start:
         return np.array([start])
     n = max(1, math.ceil(abs(math.log(chi_target / start)) / math.log(factor)))
     return start * (chi_target / start) ** (np.arange(n + 1) / n)
+
+
+def _real(name: str, v, above: float) -> float:
+    """``v`` as a float if it is a finite number ``> above`` (numpy scalars and 0-d arrays,
+    fractions and decimals included; not booleans or text), else a one-line error."""
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    try:
+        f = float(v) if not isinstance(v, (bool, np.bool_, str, bytes)) else math.nan
+    except (TypeError, ValueError):
+        f = math.nan
+    if not above < f < math.inf:
+        raise MSAError(f"chi_grid: {name} must be a finite number > {above:g} (got {v!r})")
+    return f
 
 
 def _monte_carlo_failure(theory: str, chi: float, res: TheoryResult) -> str:
