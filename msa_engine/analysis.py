@@ -58,15 +58,22 @@ def z_scores(sim: dict, theory: dict, which: str = "test") -> dict:
     return {"max_abs_z": float(np.max(np.abs(z))), "mean_z2": float(np.mean(z ** 2))}
 
 
-def compare(sessions: list[Session], chi: float | None = None, N: int | None = None,
+def compare(sessions: list[Session], chi: float | str | None = None, N: int | None = None,
             recompute: bool = False) -> dict:
-    """The comparison table of ``msa compare`` as a JSON-ready dict."""
+    """The comparison table of ``msa compare`` as a JSON-ready dict: each session at
+    ``chi`` (``"N"``: its mean field) and width ``N``, by default its own."""
     out = []
     for s in sessions:
-        c, n = main_point(s, chi, N)
+        width = N if N is not None else int(s.config["network"]["N"])
+        c, n = main_point(s, float(width) if chi == "N" else chi, N)
         pts = point_summaries(s, c, n, recompute)
         if not pts["theories"] and not pts["simulations"]:
-            raise MSAError(f"session {s.name!r} has no results at chi = {c:g}, N = {n}")
+            have = sorted({(e["chi"], e["N"]) for e in s.find()})
+            where = ", ".join(f"({x:g}, {m})" for x, m in have[:8]) + \
+                (", …" if len(have) > 8 else "")
+            raise MSAError(f"session {s.name!r} has no results at chi = {c:g}, N = {n}; "
+                           f"it has (chi, N) = {where or 'none'}: choose with --chi and "
+                           "--width")
         th = pts["theories"]
         exact = th.get("exact")
         rows = {}

@@ -292,5 +292,6 @@ def check_target_scale(y: np.ndarray) -> None:
     lo, hi = _TARGET_SCALE_WINDOW
     if rms > 0 and not lo <= rms <= hi:
         warnings.warn(
-            f"targets have rms {rms:.3g}, far from O(1); consider data.standardize = true",
+            f"targets have rms {rms:.3g}, far from O(1): rescale them (data.standardize "
+            "= true also centres them, an offset a network without bias cannot fit)",
             MSAWarning, stacklevel=3)

@@ -313,3 +313,36 @@ def test_resume_of_a_session_without_a_sweep_takes_chi(tmp_path, capsys):
                          capsys)
     assert rc == 0, err
     assert sorted({e["chi"] for e in load_session(s).entries}) == [1.0, 2.0]
+
+
+def test_compare_picks_a_width_and_the_mean_field_of_a_sweep(tmp_path, capsys):
+    """A sweep over widths 20 and 40 could not be compared: `compare` looked only at the
+    config's own N (and `--chi N` was refused)."""
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    s = Session.new(cfg.resolved, name="w")
+    run_sweep(s, [1, "N"], widths=[20, 40], theories=["nngp", "exact"], autosave=False)
+    path = save_session(s, tmp_path / "w.json")
+    rc, out, err = run_cli(["compare", path, path, "--width", "40", "--chi", "N", "--json"],
+                           capsys)
+    assert rc == 0, err
+    cols = json.loads(out)["sessions"]
+    assert [(c["chi"], c["N"]) for c in cols] == [(40.0, 40), (40.0, 40)]
+    rc, out, err = run_cli(["compare", path, path, "--width", "30"], capsys)
+    assert_one_line_error(rc, out, err, "it has (chi, N) = (1, 20), (1, 40), (20, 20), (40, 40)")
+
+
+def test_solve_all_keeps_the_theories_that_succeed(tmp_path, capsys):
+    """At N = 5 < P = 8 the one loop does not converge; `msa solve` (all theories) printed
+    nothing but that error, losing the four theories that did."""
+    cfg = _cfg(tmp_path, CONFIG.replace("N = 20", "N = 5"))
+    rc, out, err = run_cli(["solve", cfg, "--json"], capsys)
+    obj = json.loads(out)
+    assert rc == 1
+    assert [r["theory"] for r in obj["results"]] == ["nngp", "rescaling", "tree", "exact"]
+    assert [f["theory"] for f in obj["failed"]] == ["one-loop"]
+    assert err.count("\n") == 1 and err.startswith("msa: error: one-loop did not converge")
+    rc, out, err = run_cli(["solve", cfg], capsys)
+    assert rc == 1 and "1 of 5 theories failed: one-loop" in out and "exact" in out
+    # one theory asked for by name: its failure is the command's
+    rc, out, err = run_cli(["solve", cfg, "--theory", "one-loop", "--json"], capsys)
+    assert_one_line_error(rc, out, err, "one-loop did not converge")

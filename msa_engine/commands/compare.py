@@ -13,11 +13,33 @@ def register(sub) -> None:
                        description="One column per session: chi, N, each theory's discrepancies "
                        "and error against exact, Q, the Sigma_W outlier, and simulation z-scores.")
     p.add_argument("sessions", nargs="+")
-    p.add_argument("--chi", type=float, help="compare at this chi (default: each session's own)")
+    p.add_argument("--chi", type=_chi, help="compare at this chi; N (or mean-field): each "
+                   "session's own mean field (default: each session's own chi)")
+    p.add_argument("--width", type=_width, metavar="N",
+                   help="compare at this width N (default: each session's own N)")
     p.add_argument("--recompute", action="store_true",
                    help="solve every theory afresh instead of reading the stored numbers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
+
+
+def _chi(text: str):
+    from ..sweep import parse_chis
+    try:
+        [value] = parse_chis(text)
+    except Exception as exc:     # argparse turns the raise into its one-line error
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--chi: ")) from None
+    return value
+
+
+def _width(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {text!r})")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise MSAError("compare needs at least two sessions")
     sessions = [load_session(p) for p in args.sessions]
     _warn_if_unlike(sessions)
-    result = compare(sessions, chi=args.chi, recompute=args.recompute)
+    result = compare(sessions, chi=args.chi, N=args.width, recompute=args.recompute)
     if args.json:
         print_json(result)
         return 0

@@ -10,6 +10,8 @@ diagnostics is printed; otherwise a rich table, with a progress bar on stderr.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ..config import load_config
 from ..errors import MSAError
@@ -28,14 +30,16 @@ def register(sub) -> None:
                        "Monte Carlo error bars and convergence diagnostics.")
     p.add_argument("config", nargs="?", help="TOML config; omitted: the bundled default")
     p.add_argument("--sampler", choices=["full", "marginal"], default=None,
-                   help="marginal: a integrated out (default); full: Langevin on (W, a)")
+                   help="marginal: the read-out a integrated out (default); full: Langevin "
+                   "on (W, a)")
     p.add_argument("--method", choices=["mala", "ula"], default=None,
                    help="Metropolis-adjusted (default) or unadjusted Langevin")
-    p.add_argument("--chains", type=int, default=None, help="independent chains (default 4)")
+    p.add_argument("--chains", type=int, default=None, help="independent chains (default: [simulation] chains, else 4)")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps per chain after burn-in (default 2000)")
+                   help="steps per chain after burn-in (default: [simulation] steps, else 2000)")
     p.add_argument("--burn-in", dest="burn_in", type=int, default=None,
-                   help="burn-in steps, also used to adapt the step size (default 500)")
+                   help="burn-in steps, also used to adapt the step size (default: [simulation] "
+                   "burn_in, else 500)")
     p.add_argument("--thin", type=int, default=None, help="measure every THIN-th step")
     p.add_argument("--step-size", dest="step_size", type=float, default=None,
                    help="fixed whitened step size (default: adapted during burn-in)")
@@ -79,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     opts = simulation_options(cfg.raw, args)
+    if args.resume and args.checkpoint and not Path(args.checkpoint).expanduser().exists():
+        # a job script re-run after preemption resumes where it can, else starts: say
+        # which, so that a mistyped path does not silently throw a run away
+        print(f"msa: note: no checkpoint at {args.checkpoint} yet: starting a new run",
+              file=sys.stderr)
     kwargs = dict(opts, checkpoint=args.checkpoint, resume=args.resume)
     if args.json:
         res = simulate(cfg.problem, **kwargs)
@@ -103,7 +112,19 @@ def run(args: argparse.Namespace) -> int:
             f"test disc {res.test_discrepancy:.5g} ± {res.test_discrepancy_se:.2g} "
             f"(corrected {res.test_discrepancy_corrected:.5g}); "
             f"λ_top {res.weight_cov_top_eigenvalue:.5g} ± {res.weight_cov_top_eigenvalue_se:.2g}")
+    c.print("  " + autocorr_line(res))
     return 0
+
+
+def autocorr_line(res) -> str:
+    """The integrated autocorrelation times of the traced series, in steps (the result
+    holds them in measured draws): what sets how many steps a given error bar needs, and
+    how sparsely the draws could be measured (``--thin``) at no cost in precision."""
+    labels = {"energy": "energy", "Q": "Q", "weight_cov_slow_mode": "Σ_W slow mode",
+              "train_mean_max": "train mean (slowest point)"}
+    parts = [f"{labels.get(k, k)} {v * res.thin:.3g}" for k, v in res.autocorr_times.items()
+             if v == v]
+    return "autocorrelation times (steps): " + ", ".join(parts)
 
 
 def _with_progress(cfg, simulate, kwargs):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from .. import __version__
 from ..config import load_config
+from ..errors import MSAError
 from ..theory import THEORIES, available_theories, check_theory, solve
 from ..results import TheoryResult
 
@@ -44,18 +46,50 @@ def run(args: argparse.Namespace) -> int:
     names = list(THEORIES) if args.theory == "all" else [check_theory(args.theory)]
     if args.theory == "all":
         names = list(available_theories(cfg.problem.network.activation))
-    if args.json and len(names) > 1:
-        results = [one(n) for n in names]
-        print_json({"version": __version__, "seed": seed, "config": cfg.resolved,
-                    "results": [result_json(r, cfg.resolved) for r in results]})
-        return 0
+    if len(names) == 1:                  # its failure is the command's (exit 2)
+        if args.json:
+            print_json(result_json(one(names[0]), cfg.resolved))
+            return 0
+        return _print_text(cfg, names, one, {})
+    # all theories: one that fails (a one loop at N below P) does not take the others
+    # with it; it is reported, and the exit status is 1, as for a sweep's failed points
+    failed: dict[str, str] = {}
+
+    def kept(name: str, callback=None):
+        try:
+            return one(name, callback)
+        except MSAError as exc:
+            failed[name] = str(exc)
+            return None
+
     if args.json:
-        print_json(result_json(one(names[0]), cfg.resolved))
-        return 0
-    from .render import print_problem, print_results
+        results = [r for r in (kept(n) for n in names) if r is not None]
+        if not results:        # nothing to show: the command failed, as for one theory
+            raise MSAError(next(iter(failed.values())))
+        print_json({"version": __version__, "seed": seed, "config": cfg.resolved,
+                    "results": [result_json(r, cfg.resolved) for r in results],
+                    "failed": [{"theory": n, "error": m} for n, m in failed.items()]})
+        for n, m in failed.items():
+            print(f"msa: error: {m}", file=sys.stderr)
+        return 1 if failed else 0
+    return _print_text(cfg, names, kept, failed)
+
+
+def _print_text(cfg, names: list[str], solver, failed: dict) -> int:
+    """The problem, then (with a live status line while they solve) the results table,
+    and the theories that failed (``solver`` records them in ``failed``)."""
+    from .render import console, print_problem, print_results
     print_problem(cfg)
-    print_results(_with_status(names, one))
-    return 0
+    results = [r for r in _with_status(names, solver) if r is not None]
+    if not results:
+        raise MSAError(next(iter(failed.values())))
+    print_results(results)
+    for m in failed.values():
+        print(f"msa: error: {m}", file=sys.stderr)
+    if failed:
+        console().print(f"{len(failed)} of {len(results) + len(failed)} theories failed: "
+                        f"{', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def _with_status(names: list[str], one) -> list[TheoryResult]:

@@ -36,12 +36,15 @@ def register(sub) -> None:
                    "config's N)")
     p.add_argument("--theories", default=None,
                    help="comma-separated theories (default: [sweep] theories, else all available)")
-    p.add_argument("--simulate", action="store_true", default=None,
+    p.add_argument("--simulate", action=argparse.BooleanOptionalAction, default=None,
                    help="also run a simulation at each point (default: [sweep] simulate)")
     p.add_argument("--sampler", default=None, help="full or marginal (default: config or marginal)")
-    p.add_argument("--chains", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--burn-in", type=int, default=None)
+    p.add_argument("--chains", type=int, default=None,
+                   help="chains per simulation (default: [simulation] chains, else 4)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per chain after burn-in (default: [simulation] steps, else 2000)")
+    p.add_argument("--burn-in", type=int, default=None,
+                   help="burn-in steps (default: [simulation] burn_in, else 500)")
     p.add_argument("--seed", type=int, default=None,
                    help="base Monte Carlo seed, per-point seeds derive from it (default: [sweep] "
                    "seed, else 0)")
@@ -216,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from .render import console
         c = console()
-        c.print(f"saved [bold]{path}[/] ({len(session.entries)} entries, {len(failed)} failed)")
+        n = len(session.entries)
+        c.print(f"saved [bold]{path}[/] ({n} {'entry' if n == 1 else 'entries'}, "
+                f"{len(failed)} failed)")
         for e in failed:
             c.print(f"  [red]failed[/] {e['name']} N={e['N']} chi={e['chi']:g}: {e['error']}")
     return 1 if failed else 0
