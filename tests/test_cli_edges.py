@@ -254,6 +254,11 @@ def test_compare_warns_when_the_sessions_are_not_of_one_problem(capsys):
     lines = err.splitlines()
     assert len(lines) == 2 and all(x.startswith("msa: warning: the sessions differ") for x in lines)
     assert "ising" in lines[0] and "hermite" in lines[0] and "erf" in lines[1]
+    # Σ_W from each session's best theory: the erf session has no exact (it showed "—")
+    rc, out, _ = run_cli(["compare", sessions / "pair-standard.json",
+                          sessions / "hermite-erf-sweep.json"], capsys)
+    row = next(x for x in out.splitlines() if "Σ_W λ_top" in x)
+    assert "(exact)" in row and "(one-loop)" in row and "—" not in row
 
 
 def test_points_inside_an_unfinished_chain_are_kept_on_ctrl_c(tmp_path):

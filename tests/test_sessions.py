@@ -265,7 +265,10 @@ def test_replay_rerun_detects_a_tampered_number(tmp_path, cfg_path, capsys):
     tm[int(np.argmax(np.abs(tm)))] *= 1 + 1e-9
     path.write_text(json.dumps(doc))
     assert main(["replay", str(path), "--rerun"]) == 1
-    assert "NOT reproduced" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NOT reproduced" in out
+    # said in words, not as the report's raw dict
+    assert "of its scale (allowed 1e-12)" in out and "{" not in out.split("NOT reproduced")[1]
 
 
 def test_rerun_compares_each_quantity_at_its_own_scale():

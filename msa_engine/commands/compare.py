@@ -80,13 +80,16 @@ def run(args: argparse.Namespace) -> int:
     for n in ("one-loop", "exact", "rescaling", "tree"):
         if any(n in c["theories"] for c in cols):
             t.add_row(f"Q: {n}", *[fmt(c["theories"].get(n, {}).get("Q"), 4) for c in cols])
-    for n in ("exact", "one-loop", "tree"):
-        if any(n in c["theories"] for c in cols):
-            t.add_row(f"Σ_W λ_top: {n}", *[fmt(c["theories"].get(n, {}).get(
-                "weight_cov_top_eigenvalue"), 4) for c in cols])
-            t.add_row(f"Σ_W teacher ovl: {n}", *[fmt(c["theories"].get(n, {}).get(
-                "weight_cov_teacher_overlap"), 3) for c in cols])
-            break
+    # Σ_W from the most accurate theory each session has (an erf session has no exact):
+    # one theory for every column showed "—" where a session lacked it
+    best = [next((n for n in ("exact", "one-loop", "tree") if n in c["theories"]), None)
+            for c in cols]
+    if any(best):
+        for key, label, digits in (("weight_cov_top_eigenvalue", "Σ_W λ_top", 4),
+                                   ("weight_cov_teacher_overlap", "Σ_W teacher ovl", 3)):
+            t.add_row(label, *["—" if n is None else
+                               f"{fmt(c['theories'][n].get(key), digits)} ({n})"
+                               for c, n in zip(cols, best)])
     sims = []
     for c in cols:
         sims += [s for s in c["simulations"] if s not in sims]

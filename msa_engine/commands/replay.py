@@ -99,6 +99,16 @@ def run(args: argparse.Namespace) -> int:
         else:
             c.print(f"[red]rerun: {len(bad)} of {n} entries NOT reproduced[/]")
             for r in bad:
-                c.print(f"  {r['name']} N={r['N']} chi={r['chi']:g}: {r}")
+                c.print(f"  {r['name']} N={r['N']} chi={r['chi']:g}: {_why(r, report['rtol'])}")
         return 0 if report["reproduced"] else 1
     return 0
+
+
+def _why(r: dict, rtol: float) -> str:
+    """What did not reproduce, in words (the report's dict was printed raw)."""
+    if "detail" in r:
+        return r["detail"]
+    if "max_rel_diff" in r:
+        return f"differs by {r['max_rel_diff']:.3g} of its scale (allowed {rtol:g})"
+    return (f"not bit for bit, and |z| up to {r.get('max_abs_z', float('nan')):.3g} "
+            "(allowed 4.5)")
