@@ -293,10 +293,15 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
             return
         kind = "theory" if task["kind"] == "theory-chain" else "simulation"
         name = task.get("theory") or f"sim-{task['options'].get('sampler', 'marginal')}"
-        for c in (task["chis"] if kind == "theory" else [task["chi"]]):
-            if not session.find(kind, name, c, task["N"]):
-                session.add_failure(kind, name, c, task["N"], error)
-                done += 1
+        missing = [c for c in (task["chis"] if kind == "theory" else [task["chi"]])
+                   if not session.find(kind, name, c, task["N"])]
+        for i, c in enumerate(missing):
+            # an annealing chain stops at its first failure: the points after it were not
+            # computed (each repeated that failure's message, naming another χ)
+            why = error if i == 0 else (f"not reached: the annealing chain stopped at "
+                                        f"chi = {missing[0]:g} ({error})")
+            session.add_failure(kind, name, c, task["N"], why)
+            done += 1
         save()
 
     from .executors import SerialExecutor

@@ -304,7 +304,7 @@ def test_sweep_cli_json_and_bad_arguments(tmp_path, cfg_path, capsys):
         assert rc == 2 and msg in err and err.count("\n") == 1
 
 
-def test_failed_points_are_recorded_and_the_rest_kept(tmp_path):
+def test_failed_points_are_recorded_and_the_rest_kept(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(SMALL.replace("P = 20", "P = 150").replace("d = 30", "d = 80"))
     s = Session.new(load_config(cfg).resolved)
@@ -312,6 +312,16 @@ def test_failed_points_are_recorded_and_the_rest_kept(tmp_path):
     failed = [e for e in s.entries if e["status"] == "failed"]
     assert failed and all("N well above" in e["error"] for e in failed)
     assert len(s.find("theory", "exact")) == 2
+    # the chain stopped at χ = 1: the point after it says so, not the failure at χ = 1 as
+    # if it were its own
+    by_chi = {e["chi"]: e["error"] for e in failed}
+    assert by_chi[1.0].startswith("one-loop did not converge at chi = 1")
+    assert by_chi[4.0].startswith("not reached: the annealing chain stopped at chi = 1 (")
+    # and replay names the failed points
+    path = save_session(s, tmp_path / "s.json")
+    assert main(["replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "failed one-loop N=60 chi=4: not reached" in " ".join(out.split())
 
 
 ERF = """

@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             f"{ls['sampler_chunks']} sampler chunks, {ls['failed']} failed points, "
             f"worst final residual {ls['worst_final_residual']:.2g}"
             + (f", max R̂ {ls['max_rhat']:.3f}" if ls["max_rhat"] is not None else ""))
+    for e in session.entries:        # which points failed, and why
+        if e.get("status") != "ok":
+            c.print(f"  [red]failed[/] {e['name']} N={e['N']} chi={e['chi']:g}: "
+                    f"{e.get('error', '?')}")
     if report is not None:
         bad = [r for r in report["entries"] if not r["reproduced"]]
         n = len(report["entries"])
