@@ -177,7 +177,10 @@ def run_theory_chain(problem: Problem, theory: str, chis: Sequence[float],
             res = solve(p, theory, callback=callback, seed=seed, options=options)
             log, extra = res.log, {"via": "solve"}
         from dataclasses import replace
-        res = replace(res, wall_time=time.perf_counter() - t0)
+        # the point's seed is recorded for every theory, as msa.solve records it (the
+        # linear saddles of an annealed chain came back without it)
+        res = replace(res, wall_time=time.perf_counter() - t0,
+                      seed=res.seed if res.seed is not None else seed)
         entry = entry_from_result(res, log=log, options=options or None, extra=extra)
         entries.append(entry)
         if on_point:

@@ -351,3 +351,14 @@ def test_solve_all_keeps_the_theories_that_succeed(tmp_path, capsys):
     # one theory asked for by name: its failure is the command's
     rc, out, err = run_cli(["solve", cfg, "--theory", "one-loop", "--json"], capsys)
     assert_one_line_error(rc, out, err, "one-loop did not converge")
+
+
+def test_every_sweep_point_records_its_seed(tmp_path):
+    """A linear tree / one-loop chain's entries had seed null, the other theories' their
+    point seed."""
+    from msa_engine.sweep import point_seed
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    s = Session.new(cfg.resolved, name="t")
+    run_sweep(s, [1, 4], theories=["nngp", "tree", "one-loop"], autosave=False, seed=3)
+    assert {(e["name"], e["seed"] == point_seed(3, 20, e["chi"])) for e in s.entries} == {
+        ("nngp", True), ("tree", True), ("one-loop", True)}
