@@ -174,6 +174,11 @@ def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
             report.append(_theory_report(e, new, rtol))
     for (name, N), es in chains.items():
         es.sort(key=lambda e: e["chi"])
+        # the chain's points below its first kept one that the session no longer holds as
+        # chain points (replaced by a standalone run, e.g. `r` in the TUI, or failed):
+        # the kept ones were warm-started through them, so they are recomputed first
+        # (with the sweep's point seeds), and not reported
+        lead = _missing_chain_start(session, name, N, es[0]["chi"])
         # Along χ, in runs of equal [theory] options: a later sweep with other options
         # (or --resume) continued the chain from the last saddle below its first point,
         # so each run is recomputed warm-started from the run before it.
@@ -181,10 +186,12 @@ def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
         for _, run in groupby(es, key=lambda e: json.dumps(e.get("options") or {},
                                                            sort_keys=True)):
             run = list(run)
-            new_entries = run_theory_chain(session.problem(N=N), name, [e["chi"] for e in run],
-                                           warm=warm, callback=callback,
-                                           seeds=[e.get("seed") for e in run],
-                                           options=run[0].get("options"))
+            chis = [c for c, _ in lead] + [e["chi"] for e in run]
+            seeds = [sd for _, sd in lead] + [e.get("seed") for e in run]
+            new_entries = run_theory_chain(session.problem(N=N), name, chis,
+                                           warm=warm, callback=callback, seeds=seeds,
+                                           options=run[0].get("options"))[len(lead):]
+            lead = []
             for e, n in zip(run, new_entries):
                 report.append(_theory_report(e, n["summary"], rtol))
             last = new_entries[-1]
@@ -208,6 +215,21 @@ def rerun(session: Session, rtol: float = 1e-12, callback=None) -> dict:
                        "reproduced": bool(identical or z <= 4.5)})
     ok = all(r["reproduced"] for r in report)
     return {"session": session.name, "reproduced": ok, "entries": report, "rtol": rtol}
+
+
+def _missing_chain_start(session: Session, name: str, N: int, first: float) -> list:
+    """``(χ, seed)`` of the sweep's grid points below ``first`` that the session holds
+    no chain entry of ``name`` for, when its sweep spec records the grid and base seed."""
+    from .sweep import point_seed, resolve_chis
+    spec = session.sweep or {}
+    if not spec.get("chis") or "seed" not in spec or name not in (spec.get("theories") or ()):
+        return []
+    # (a failed point is not recomputed: the chain stopped there, and what came after it
+    # came from a later, warm-started run)
+    held = {_chi_key(e["chi"]) for e in session.find("theory", name, N=N, ok_only=False)
+            if e.get("via") == "sweep-chain" or e.get("status") != "ok"}
+    return [(c, point_seed(spec["seed"], N, c)) for c in resolve_chis(spec["chis"], N)
+            if c < _chi_key(first) and c not in held]
 
 
 def _theory_report(old_entry: dict, new: dict, rtol: float) -> dict:

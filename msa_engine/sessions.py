@@ -234,10 +234,15 @@ class Session:
                     "name": e["name"], "kind": e["kind"], "chi": e["chi"], "N": e["N"],
                     "train_discrepancy": s.get("train_discrepancy"),
                     "test_discrepancy": s.get("test_discrepancy"),
-                    "train_discrepancy_se": discrepancy_se(
-                        data.y_train, s["train_mean"], s.get("train_mean_se")),
-                    "test_discrepancy_se": discrepancy_se(
-                        data.y_test, s["test_mean"], s.get("test_mean_se")),
+                    # a simulation's own error of its discrepancy (from the draws, with
+                    # the correlation between points that share W) where it has one; the
+                    # delta method from per-point errors, which ignores that correlation,
+                    # only for Monte Carlo theories that report no such figure (the TUI,
+                    # replay and the CSV showed two different errors for one simulation)
+                    "train_discrepancy_se": _stored_or(s, "train_discrepancy_se", lambda: (
+                        discrepancy_se(data.y_train, s["train_mean"], s.get("train_mean_se")))),
+                    "test_discrepancy_se": _stored_or(s, "test_discrepancy_se", lambda: (
+                        discrepancy_se(data.y_test, s["test_mean"], s.get("test_mean_se")))),
                     "Q": s.get("Q"),
                     "weight_cov_top_eigenvalue": s.get("weight_cov_top_eigenvalue")})
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -278,6 +283,11 @@ def entry_from_result(result, log: Iterable | None = None, options: dict | None 
 
 def _chi_key(chi) -> float:
     return float(f"{float(chi):.12g}")
+
+
+def _stored_or(summary: dict, key: str, compute) -> float:
+    v = summary.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else compute()
 
 
 def discrepancy_se(y: np.ndarray, mean, se) -> float:

@@ -362,3 +362,50 @@ def test_every_sweep_point_records_its_seed(tmp_path):
     run_sweep(s, [1, 4], theories=["nngp", "tree", "one-loop"], autosave=False, seed=3)
     assert {(e["name"], e["seed"] == point_seed(3, 20, e["chi"])) for e in s.entries} == {
         ("nngp", True), ("tree", True), ("one-loop", True)}
+
+
+def test_replay_and_csv_show_the_simulations_own_discrepancy_error():
+    """`sweep_rows` (replay's table, the CSV export) recomputed a simulation's error by the
+    delta method, which ignores the correlation between points that share W: 2.0e-5
+    against the 2.8e-5 the sampler reported, and the TUI showed."""
+    s = load_session(ROOT / "sessions" / "ising-linear-sweep.json")
+    rows = {(r["name"], r["chi"], r["N"]): r for r in s.sweep_rows()}
+    sims = s.find("simulation")
+    assert sims
+    for e in sims:
+        r = rows[(e["name"], e["chi"], e["N"])]
+        for key in ("train_discrepancy_se", "test_discrepancy_se"):
+            assert r[key] == e["summary"][key] > 0
+
+
+ERF = """
+[data]
+task = "hermite"
+d = 10
+P = 16
+P_test = 20
+seed = 0
+[network]
+activation = "erf"
+N = 100
+g_w = 1.5
+g_a = 0.8
+kappa = 0.05
+chi = 1.0
+"""
+
+
+@pytest.mark.slow
+def test_rerun_of_a_chain_whose_first_point_was_replaced(tmp_path):
+    """`r` in the TUI replaced a sweep's χ = 1 tree (a chain point) by a standalone one;
+    `replay --rerun` then restarted the chain cold at χ = 4 with that point's seed, and
+    the Monte Carlo tree differed by 1e-8 there: "not reproduced" for untouched entries."""
+    from msa_engine.analysis import rerun
+    cfg = load_config(_cfg(tmp_path, ERF))
+    s = Session.new(cfg.resolved, name="t")
+    run_sweep(s, [1, 4], theories=["tree"], autosave=False, seed=2)
+    s.add_result(msa.solve(s.problem(chi=1.0), "tree"))
+    assert [e.get("via") for e in s.entries] == ["sweep-chain", None]
+    rep = rerun(s)
+    assert rep["reproduced"], rep
+    assert all(r["max_rel_diff"] == 0.0 for r in rep["entries"])
