@@ -20,6 +20,7 @@ from msa_engine.sessions import Session, load_session, save_session
 from msa_engine.sweep import run_sweep
 
 from .test_reliability import CONFIG, _cfg, assert_one_line_error, run_cli
+from .test_sessions import ERF
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "sessions" / "pair-standard.json"
@@ -376,23 +377,6 @@ def test_replay_and_csv_show_the_simulations_own_discrepancy_error():
         r = rows[(e["name"], e["chi"], e["N"])]
         for key in ("train_discrepancy_se", "test_discrepancy_se"):
             assert r[key] == e["summary"][key] > 0
-
-
-ERF = """
-[data]
-task = "hermite"
-d = 10
-P = 16
-P_test = 20
-seed = 0
-[network]
-activation = "erf"
-N = 100
-g_w = 1.5
-g_a = 0.8
-kappa = 0.05
-chi = 1.0
-"""
 
 
 @pytest.mark.slow
