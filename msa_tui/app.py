@@ -188,7 +188,9 @@ class MSAApp(App):
                 yield Static("idle: press r (theories), s (simulate) or w (sweep)", id="run-status")
                 yield ProgressBar(total=1, id="progress", show_eta=False)
                 with Horizontal(id="run-body", classes="-wide" if width >= 100 else ""):
-                    yield RichLog(id="log", max_lines=5000, wrap=True, markup=False)
+                    yield RichLog(id="log", max_lines=5000, wrap=True, markup=False,
+                                  min_width=20)   # (78 by default: lines were cut, not
+                                                  # wrapped, in the half-width wide layout)
                     yield PlotView(id="live-trace")
             with TabPane("Results", id="tab-results"):
                 yield DataTable(id="results", cursor_type="row", zebra_stripes=True)

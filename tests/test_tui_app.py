@@ -916,3 +916,20 @@ async def test_a_run_that_ends_while_a_field_is_edited_leaves_the_focus_there(is
         await pilot.press("s")
         await pilot.pause()
         assert not app.jobs and field.value.endswith("s")
+
+
+@run_async
+async def test_log_lines_wrap_in_the_wide_layout(isolated):
+    """Beside the live trace (≥ 100 columns) the log is ~58 columns wide; RichLog's
+    default min_width of 78 rendered lines at 78 and cut them."""
+    from textual.widgets import RichLog
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        log = app.query_one("#log", RichLog)
+        log.write("── theories nngp, rescaling, tree, one-loop at χ=1, N=100 " + "x" * 80)
+        await pilot.pause()
+        width = log.scrollable_content_region.width
+        assert width < 78
+        assert max(strip.cell_length for strip in log.lines) <= width
