@@ -175,7 +175,8 @@ class MSAApp(App):
             except MSAError as exc:
                 self._open_error = str(exc)
                 self.session = model.open_session(None)
-        state = FormState.from_config(model.session_config(self.session))
+        state = FormState.from_config(model.session_config(self.session),
+                                      self.session.sweep)
         width = self.size.width
         wide = width >= 110
         yield Header()
@@ -753,7 +754,8 @@ class MSAApp(App):
         self.session = session
         self.selected = None
         self.run_worker(self.query_one(ParamForm).load(
-            FormState.from_config(model.session_config(session))), exclusive=False)
+            FormState.from_config(model.session_config(session), session.sweep)),
+            exclusive=False)
         self.refresh_results()
 
     def action_compare(self) -> None:

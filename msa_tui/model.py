@@ -114,9 +114,13 @@ class FormState:
     sweep_simulate: bool = False
     data_extra: dict = field(default_factory=dict)   # spec keys without a field (standardize)
     theory_options: str = ""   # the [theory] table as "key=value" pairs (one field)
+    sweep_record: list | None = None   # the opened session's recorded χ grid (1, 3, 10, N)
 
     @classmethod
-    def from_config(cls, config: dict) -> "FormState":
+    def from_config(cls, config: dict, sweep: dict | None = None) -> "FormState":
+        """The form of a session's ``config``, its Sweep panel and ticked theories from
+        the session's ``sweep`` record (``Session.sweep``) where it has one: the panel
+        kept the previous session's grid, and `w` then overwrote the record."""
         spec = dict(config.get("data", {}))
         task = spec.get("task", "linear")
         data = {"task": task}
@@ -135,8 +139,32 @@ class FormState:
         for key, value in dict(config.get("simulation", {}) or {}).items():
             if key in sim:
                 sim[key] = _fmt_value(value)
+        available = [t for t in THEORIES if network["activation"] == "linear" or t != "exact"]
+        theories = [t for t in (sweep or {}).get("theories") or available if t in available]
         return cls(data=data, network=network, simulation=sim, data_extra=extra,
-                   theory_options=options_text(config.get("theory") or {}))
+                   theory_options=options_text(config.get("theory") or {}),
+                   theories=theories, sweep=sweep_fields(sweep, int(N)),
+                   sweep_simulate=bool((sweep or {}).get("simulate", False)),
+                   sweep_record=list((sweep or {}).get("chis") or []) or None)
+
+
+def sweep_fields(sweep: dict | None, N: int) -> dict[str, str]:
+    """The Sweep panel's fields for a recorded sweep: its χ range (``N`` is mean field),
+    number of points and widths; the defaults without one.  The panel's grid is
+    geometric, so a recorded list such as 1, 3, 10, 30, N shows as its ends and count."""
+    out = dict(SWEEP_DEFAULTS)
+    chis = (sweep or {}).get("chis") or []
+    values = [float(N) if c == "N" else float(c) for c in chis
+              if c == "N" or isinstance(c, (int, float))]
+    if values:
+        lo, hi = min(values), max(values)
+        out["chi_min"] = chi_text(lo, N)
+        out["chi_max"] = "mean-field" if "N" in chis and hi == float(N) else chi_text(hi, N)
+        out["points"] = str(len(set(values)))
+    widths = (sweep or {}).get("widths")
+    if widths:
+        out["widths"] = ",".join(str(w) for w in widths)
+    return out
 
 
 @dataclass
@@ -326,6 +354,13 @@ def _sweep_options(form: FormState, network: Network | None, errors: dict) -> di
         return None
     n, lo, hi = out["points"], out["chi_min"], out["chi_max"]
     out["chis"] = [lo] if n == 1 else [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+    shown = {k: raw.get(k, "") for k in ("chi_min", "chi_max", "points")}
+    recorded = sweep_fields({"chis": form.sweep_record}, N)
+    if form.sweep_record and shown == {k: recorded[k] for k in shown}:
+        # the opened session's own grid, as recorded (1, 3, 10, 30, N), while its ends
+        # and count stand unchanged in the panel: `w` continues that sweep instead of
+        # adding the geometric grid's points beside it
+        out["chis"] = list(form.sweep_record)
     return out
 
 

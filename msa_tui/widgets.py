@@ -355,6 +355,7 @@ class ParamForm(VerticalScroll):
                     for k in ("chi_min", "chi_max", "points", "widths")}
         st.sweep_simulate = self.query_one("#sweep-simulate", Checkbox).value
         st.data_extra = self.state.data_extra
+        st.sweep_record = self.state.sweep_record
         self.state = st
         return st
 
@@ -376,6 +377,12 @@ class ParamForm(VerticalScroll):
                 key, model.SIM_DEFAULTS[key])
         for key in ("chains", "steps", "burn_in", "thin", "step_size", "seed"):
             self.query_one(f"#f-simulation-{key}", Input).value = state.simulation.get(key, "")
+        # the opened session's ticked theories and sweep (they kept the previous one's)
+        for name in THEORIES:
+            self.query_one(f"#th-{name}", Checkbox).value = name in state.theories
+        for key in ("chi_min", "chi_max", "points", "widths"):
+            self.query_one(f"#f-sweep-{key}", Input).value = state.sweep.get(key, "")
+        self.query_one("#sweep-simulate", Checkbox).value = state.sweep_simulate
         self.post_message(self.Edited())
 
     async def rebuild_data_fields(self, task: str, values: dict | None = None) -> None:

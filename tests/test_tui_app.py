@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from msa_engine.sessions import save_session
@@ -881,7 +882,6 @@ async def test_compare_export_goes_to_the_session_folder(isolated):
 def test_chi_field_text():
     """`γ=` half-typed was taken as the standard scaling; `N` (as `msa sweep --chi` writes
     mean field) was refused."""
-    import pytest
     from msa_engine import MSAError
     assert model.parse_chi("standard", 100) == 1.0
     assert model.parse_chi("mean-field", 100) == model.parse_chi("N", 100) == 100.0
@@ -933,3 +933,29 @@ async def test_log_lines_wrap_in_the_wide_layout(isolated):
         width = log.scrollable_content_region.width
         assert width < 78
         assert max(strip.cell_length for strip in log.lines) <= width
+
+
+@run_async
+async def test_an_opened_session_brings_its_sweep_and_theories(isolated):
+    """The Sweep panel kept the previous session's grid (and `exact` ticked for an erf
+    network); `w` then ran another grid without the session's simulations and
+    overwrote its sweep record."""
+    from textual.widgets import Checkbox
+    root = Path(__file__).resolve().parents[1] / "sessions"
+    app = MSAApp(root / "ising-linear-sweep.json", session_dir=isolated, autosave=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.query_one("#f-sweep-chi_max", Input).value == "mean-field"
+        assert app.query_one("#f-sweep-points", Input).value == "5"
+        assert app.query_one("#sweep-simulate", Checkbox).value
+        v = app.revalidate()
+        assert v.sweep["chis"] == [1.0, 3.0, 10.0, 30.0, "N"]     # the recorded grid
+        await set_field(pilot, app, "f-sweep-points", "4")
+        chis = app.revalidate().sweep["chis"]
+        assert len(chis) == 4 and chis[1] == pytest.approx(100 ** (1 / 3))
+        app.open_path(root / "hermite-erf-sweep.json")
+        await settle(pilot, app)
+        assert not app.query_one("#th-exact", Checkbox).value
+        assert app.query_one("#th-tree", Checkbox).value
+        assert app.query_one("#f-sweep-points", Input).value == "3"
+        assert app.revalidate().sweep["chis"] == [1.0, 10.0, "N"]
