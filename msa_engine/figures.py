@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .plots import Plot, Series
+from .plots import MARKERS, Plot, Series
 
 FIGURES = ("fig2", "predictions", "spectrum", "convergence")
 TITLES = {"fig2": "Discrepancy vs χ (Fig. 2)", "predictions": "Predictions vs targets",
@@ -27,7 +27,14 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
     error bars.  ``groups`` is ``[(prefix, entries), …]``, one per session compared."""
     key = f"{which}_discrepancy"
     series: list[Series] = []
-    for prefix, entries in groups:
+    # several sessions: a colour per theory (the same in every session) and a marker per
+    # session; by position alone, 12 series reused 8 markers and colours, and a
+    # three-row legend named only the first session's
+    several = len(groups) > 1
+    widths_all = {e.get("N") for _, entries in groups for e in _ok(entries)}
+    kinds = sorted({_curve(e, len(widths_all) > 1) for _, entries in groups
+                    for e in _ok(entries)}, key=lambda k: tuple(str(v) for v in k))
+    for g, (prefix, entries) in enumerate(groups):
         by: dict[tuple, list] = defaultdict(list)
         widths = {e.get("N") for e in _ok(entries)}
         for e in _ok(entries):
@@ -42,12 +49,29 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
             ys = [e["summary"].get(key) for e in es]
             ses = [e["summary"].get(f"{key}_se") for e in es]
             sim = kind == "simulation"
+            style = {}
+            if several:
+                style = {"color": kinds.index(_curve(es[0], len(widths_all) > 1)),
+                         "marker": MARKERS[g % len(MARKERS)]}
             series.append(Series(label, xs, [float("nan") if y is None else y for y in ys],
                                  yerr=[s if s is not None else 0.0 for s in ses] if sim else None,
-                                 kind="points" if sim or len(xs) == 1 else "linepoints"))
+                                 kind="points" if sim or len(xs) == 1 else "linepoints",
+                                 **style))
+    legend = None
+    if several:
+        legend = [("━", i, ("sim " if k[0] == "simulation" and not str(k[1]).startswith("sim")
+                            else "") + str(k[1]) + (f" N={k[2]}" if k[2] is not None else ""))
+                  for i, k in enumerate(kinds)]
+        legend += [(MARKERS[g % len(MARKERS)], None, prefix.rstrip(": ") or f"session {g + 1}")
+                   for g, (prefix, _) in enumerate(groups)]
     return Plot(series, title=f"{which.capitalize()} discrepancy vs χ (Fig. 2)", xlabel="χ",
-                ylabel=f"{which} discrepancy", xlog=True, ylog=True,
+                ylabel=f"{which} discrepancy", xlog=True, ylog=True, legend=legend,
                 empty_message="no results yet: press r (theories), s (simulate) or w (sweep χ)")
+
+
+def _curve(e: dict, by_width: bool) -> tuple:
+    """What a Fig. 2 curve is of, across sessions: kind, name and (several widths) N."""
+    return (e.get("kind"), e.get("name"), e.get("N") if by_width else None)
 
 
 def predictions(entry: dict | None, y_train: np.ndarray | None, y_test: np.ndarray | None) -> Plot:

@@ -46,6 +46,10 @@ class Plot:
     notes: list[str] = field(default_factory=list)
     empty_message: str = "nothing to plot yet"
     diagonal: bool = False      # draw y = x (predictions against targets)
+    # the legend's entries when not one per series, as (glyph, palette index or colour or
+    # None, label): several sessions compared name each theory's colour and each
+    # session's marker once, instead of every (session, theory) pair
+    legend: list[tuple[str, int | str | None, str]] | None = None
 
 
 def _finite(v) -> bool:
@@ -299,7 +303,14 @@ def _legend(plot: Plot, series: list[Series], colour, marker, width: int) -> lis
         items.append(Text(f"x: {plot.xlabel}{' (log)' if plot.xlog else ''}", style=Style(dim=True)))
     if plot.ylabel:
         items.append(Text(f"y: {plot.ylabel}{' (log)' if plot.ylog else ''}", style=Style(dim=True)))
-    for i, s in enumerate(series):
+    if plot.legend is not None:
+        for glyph, col, label in plot.legend:
+            style = Style(bold=True) if col is None else \
+                Style(color=colour(0, Series("", (), (), color=col)), bold=True)
+            t = Text(glyph + " ", style=style)
+            t.append(label)
+            items.append(t)
+    for i, s in enumerate(series if plot.legend is None else ()):
         glyph = marker(i, s) if s.kind in ("points", "linepoints") else "━"
         t = Text(glyph + " ", style=Style(color=colour(i, s), bold=True))
         t.append(s.label)

@@ -66,3 +66,27 @@ def test_fig2_groups_sessions_and_theories():
     assert [s.label for s in plot.series] == ["A: sim-marginal", "A: tree"]
     assert plot.series[0].yerr == [0.001] and plot.xlog and plot.ylog
     assert model.entry_row(entries[-1])[-1] == "failed: nope"
+
+
+def test_fig2_of_several_sessions_gives_each_series_its_own_look_and_a_short_legend():
+    """Comparing two sessions of six curves each reused 8 markers and colours (series 9–12
+    looked like 1–4) and cut the per-series legend to three rows (only the first
+    session's entries showed)."""
+    from pathlib import Path
+
+    from msa_engine.sessions import load_session
+    root = Path(__file__).resolve().parents[1] / "sessions"
+    a, b = (load_session(root / f"pair-{k}.json") for k in ("standard", "mean-field"))
+    p = figures.fig2([("pair-standard: ", a.entries), ("pair-mean-field: ", b.entries)])
+    looks = [(s.color, s.marker) for s in p.series]
+    assert len(p.series) == 12 and len(set(looks)) == 12
+    # the same theory has one colour in both sessions, each session one marker
+    by_label = {s.label: s for s in p.series}
+    assert by_label["pair-standard: tree"].color == by_label["pair-mean-field: tree"].color
+    assert {s.marker for s in p.series if s.label.startswith("pair-standard")} == {"●"}
+    text = render(p, 78, 16).plain
+    for word in ("━ tree", "━ nngp", "● pair-standard", "▲ pair-mean-field"):
+        assert word in text, word
+    # one session: the plot as before (colours and markers by position, one entry each)
+    one = figures.fig2([("", a.entries)])
+    assert one.legend is None and all(s.color is None and s.marker is None for s in one.series)
