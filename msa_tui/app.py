@@ -146,6 +146,7 @@ class MSAApp(App):
         self.jobs: dict[str, threading.Event] = {}
         self.job_started: dict[str, float] = {}
         self.live: list = []            # records of the running job (convergence trace)
+        self._trace_done = False        # a sweep point ended: its next record starts anew
         self.selected: int | None = None
         self.split = "test"
         self.ticks = 0
@@ -325,7 +326,7 @@ class MSAApp(App):
         ev = threading.Event()
         self.jobs[job] = ev
         self.job_started[job] = time.monotonic()
-        self.live = []
+        self.live, self._trace_done = [], False
         log = self.query_one("#log", RichLog)
         log.write(f"── {label}")
         self.query_one("#progress", ProgressBar).update(total=total, progress=0)
@@ -464,6 +465,8 @@ class MSAApp(App):
     # -- worker messages (UI thread) ---------------------------------------------------
     def on_record(self, msg: Record) -> None:
         self.query_one("#log", RichLog).write(model.format_record(msg.record))
+        if self._trace_done:
+            self.live, self._trace_done = [], False
         self.live.append(msg.record)
         rec = model.record_dict(msg.record)
         if model.is_chunk(rec) and msg.job == "simulation":
@@ -476,6 +479,10 @@ class MSAApp(App):
         self.query_one("#progress", ProgressBar).update(total=msg.total, progress=msg.done)
         if msg.job == "sweep":
             self._new_results += 1
+            # the live trace follows the point being computed (from its first record on):
+            # accumulated over the sweep it showed every χ point's residuals joined up,
+            # and, once theory records were in it, never a simulation's R̂
+            self._trace_done = True
             self.refresh_results()
             if msg.label:
                 self.query_one("#log", RichLog).write(f"── {msg.label}")

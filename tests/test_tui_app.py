@@ -959,3 +959,31 @@ async def test_an_opened_session_brings_its_sweep_and_theories(isolated):
         assert app.query_one("#th-tree", Checkbox).value
         assert app.query_one("#f-sweep-points", Input).value == "3"
         assert app.revalidate().sweep["chis"] == [1.0, 10.0, "N"]
+
+
+@run_async
+async def test_the_live_trace_of_a_sweep_follows_the_point_being_computed(isolated):
+    """It accumulated the whole sweep: the theory points' residuals joined up, and, with
+    theory records in it, a simulation's R̂ never showed."""
+    from textual.widgets import Checkbox
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        tick_only(app, "nngp", "tree")
+        await set_field(pilot, app, "f-sweep-points", "2")
+        for key, value in (("steps", "200"), ("burn_in", "50"), ("chains", "2")):
+            await set_field(pilot, app, f"f-simulation-{key}", value)
+        app.query_one("#sweep-simulate", Checkbox).value = True
+        await pilot.pause()
+        app.set_focus(None)
+        await pilot.press("w")
+        await settle(pilot, app)
+        assert len(app.session.find("simulation")) == 2
+        # the last point computed was a simulation: the trace holds its chunks alone
+        assert app.live and all(model.is_chunk(model.record_dict(r)) for r in app.live)
+        labels = {s.label for s in figures_of(app.live).series}
+        assert any("R̂" in label for label in labels), labels
+
+
+def figures_of(records):
+    from msa_engine import figures
+    return figures.convergence(records, "Live trace")
