@@ -782,10 +782,12 @@ class MSAApp(App):
         self.push_screen(HelpScreen())
 
     def action_export_csv(self) -> None:
-        path = self._directory() / f"{model.session_name(self.session)}-results.csv"
+        # the table `msa export --format csv` writes (machine-readable column names, every
+        # digit), not the screen's rounded one with its "±" and "–" cells
+        from msa_engine.export import export_session
         try:
-            model.write_csv(path, (model.entry_row(e) for e in self.session.entries))
-        except OSError as exc:
+            [path] = export_session(self.session, "csv", self._directory())
+        except (MSAError, OSError) as exc:
             self.notify(str(exc), title="export failed", severity="error")
             return
         self.notify(f"results table written to {path}")

@@ -352,7 +352,11 @@ async def test_replay_and_export(isolated):
         await pilot.press("e")
         await pilot.pause()
         csv_text = next(isolated.glob("*-results.csv")).read_text()
-        assert csv_text.splitlines()[0].startswith("kind,name") and "tree" in csv_text
+        # the CLI's table (msa export --format csv): its columns, full precision
+        from msa_engine.export import RESULT_COLUMNS
+        header, row = csv_text.splitlines()[:2]
+        assert header == ",".join(RESULT_COLUMNS) and row.startswith("tree,theory")
+        assert len(row.split(",")[4]) > 8          # every digit, not the screen's 4
         await pilot.press("y")
         await pilot.pause()
         screen = app.screen
