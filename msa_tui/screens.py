@@ -242,10 +242,13 @@ class CompareScreen(Screen):
     def action_export(self) -> None:
         stems = "-vs-".join(name for name, _ in self.sessions) or "sessions"
         out = self.out_dir / f"compare-{stems}.csv"
-        rows = [(name,) + model.entry_row(e) for name, s in self.sessions for e in s.entries]
+        # msa export's columns and precision, a session column in front
+        from msa_engine.export import RESULT_COLUMNS
+        rows = [(name,) + tuple(r.get(c) for c in RESULT_COLUMNS)
+                for name, s in self.sessions for r in s.sweep_rows()]
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            model.write_csv(out, rows, prefix=("session",))
+            model.write_csv(out, rows, columns=RESULT_COLUMNS, prefix=("session",))
         except OSError as exc:
             self.notify(f"cannot write {out}: {exc.strerror or exc}", title="export failed",
                         severity="error")

@@ -881,6 +881,9 @@ async def test_compare_export_goes_to_the_session_folder(isolated):
     assert written == ["compare-pair-mean-field-vs-pair-standard.csv"] or \
         written == ["compare-pair-standard-vs-pair-mean-field.csv"]
     assert not any(Path(p).parent.joinpath(written[0]).exists() for p in bundled)
+    from msa_engine.export import RESULT_COLUMNS
+    header = (isolated / written[0]).read_text().splitlines()[0]
+    assert header == "session," + ",".join(RESULT_COLUMNS)
 
 
 def test_chi_field_text():
