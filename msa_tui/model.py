@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from msa_engine import MSAError, Network, Problem, make_data, solve
 from msa_engine.problem import resolve_chi
@@ -493,7 +493,7 @@ def entry_row(entry: dict) -> tuple[str, ...]:
             _num(s.get("weight_cov_teacher_overlap"), ".3f"), status)
 
 
-def write_csv(path: str | Path, rows: Iterable[tuple], columns=COLUMNS, prefix=()) -> Path:
+def write_csv(path: str | Path, rows: Iterable[tuple], columns: Sequence[str], prefix=()) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
