@@ -121,12 +121,16 @@ RESULT_COLUMNS = ("name", "kind", "N", "chi", "train_discrepancy", "train_discre
                   "test_discrepancy", "test_discrepancy_se", "Q", "weight_cov_top_eigenvalue")
 
 
+def table_rows(session: Session) -> list[list]:
+    """The results table's rows, one per entry, in :data:`RESULT_COLUMNS` (full precision)."""
+    return [[r.get(c) for c in RESULT_COLUMNS] for r in session.sweep_rows()]
+
+
 def write_table_csv(session: Session, path: Path) -> Path:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(RESULT_COLUMNS)
-        for r in session.sweep_rows():
-            w.writerow([r.get(c) for c in RESULT_COLUMNS])
+        w.writerows(table_rows(session))
     return path
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 from msa_engine import MSAError, Network, Problem, make_data, solve
 from msa_engine.problem import resolve_chi
 from msa_engine.tasks import TASKS, task_defaults
-from msa_engine.theory import THEORIES
+from msa_engine.theory import THEORIES, available_theories
 from msa_engine.figures import is_chunk, record_dict, record_value  # noqa: F401  (re-exported)
 
 FILE_TASKS = ("npz", "csv")
@@ -139,7 +139,7 @@ class FormState:
         for key, value in dict(config.get("simulation", {}) or {}).items():
             if key in sim:
                 sim[key] = _fmt_value(value)
-        available = [t for t in THEORIES if network["activation"] == "linear" or t != "exact"]
+        available = available_theories(network["activation"])
         theories = [t for t in (sweep or {}).get("theories") or available if t in available]
         return cls(data=data, network=network, simulation=sim, data_extra=extra,
                    theory_options=options_text(config.get("theory") or {}),

@@ -243,9 +243,8 @@ class CompareScreen(Screen):
         stems = "-vs-".join(name for name, _ in self.sessions) or "sessions"
         out = self.out_dir / f"compare-{stems}.csv"
         # msa export's columns and precision, a session column in front
-        from msa_engine.export import RESULT_COLUMNS
-        rows = [(name,) + tuple(r.get(c) for c in RESULT_COLUMNS)
-                for name, s in self.sessions for r in s.sweep_rows()]
+        from msa_engine.export import RESULT_COLUMNS, table_rows
+        rows = [[name, *row] for name, s in self.sessions for row in table_rows(s)]
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             model.write_csv(out, rows, columns=RESULT_COLUMNS, prefix=("session",))

@@ -181,16 +181,8 @@ def run(args: argparse.Namespace) -> int:
             raise MSAError(f"{out} exists: continue its sweep with --resume {out}, "
                            "replace it with --force, or choose another --out")
 
-    if simulate:
-        from ..sampling.run import check_simulation_options
-        opts = check_simulation_options(opts)
+    # (run_sweep checks the simulation options and connects a cluster before it writes)
     executor = make_executor(args.workers, args.dask, args.scheduler, args.retries)
-    if hasattr(executor, "connect"):
-        try:
-            executor.connect()      # a cluster that cannot be reached: before any write
-        except BaseException:
-            executor.close()
-            raise
     import sys
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
