@@ -3,6 +3,9 @@ energies and gradients as the engine's reference, results do not depend on how t
 chains are split between threads, two simulations may run at once from two Python
 threads, and the per-chunk diagnostics look at a bounded number of draws."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -306,6 +309,22 @@ def _fast_and_decoded(words):
     return out
 
 
+@njit
+def _fast_by_rows(words):
+    """The fast path with each row's layers looked up first (``row_tables``, then
+    ``fast_normal_at``: the kernels' path on AVX-512 targets), as bit patterns."""
+    L = rn.LANES
+    out = np.empty((words.size, 2), dtype=np.uint64)
+    t = np.empty((2, L))
+    for b in range(words.size // L):
+        rn.row_tables(words, b * L, t)
+        for j in range(L):
+            x, ok = rn.fast_normal_at(words[b * L + j], t[0, j], t[1, j])
+            out[b * L + j, 0] = np.uint64(np.float64(x).view(np.uint64))
+            out[b * L + j, 1] = np.uint64(ok)
+    return out
+
+
 def test_fast_path_decodes_every_word_as_the_ziggurat_does():
     """The fast path's SIMD-friendly arithmetic (the mantissa trick, the sign by XOR,
     the test on doubles) gives bit for bit the candidate and the verdict of the
@@ -323,9 +342,12 @@ def test_fast_path_decodes_every_word_as_the_ziggurat_does():
         edges.append(layer | (np.uint64(sign) << np.uint64(8))
                      | (np.uint64(2**52 - 1) << np.uint64(9)))
     words = np.concatenate(edges + [rng.integers(0, 2**64, 200_000, dtype=np.uint64)])
+    words = np.concatenate([words, np.zeros(-words.size % rn.LANES, dtype=np.uint64)])
     got = _fast_and_decoded(words)
     assert np.array_equal(got[:, 0], got[:, 1])
     assert np.array_equal(got[:, 2], got[:, 3])
+    by_rows = _fast_by_rows(words)          # the layers looked up a row at a time
+    assert np.array_equal(by_rows[:, 0], got[:, 0]) and np.array_equal(by_rows[:, 1], got[:, 2])
     assert 0 < got[:, 2].sum() < words.size and np.any(got[:, 0] == np.uint64(1) << np.uint64(63))
 
 
@@ -511,10 +533,6 @@ def test_spare_threads_go_to_blas_in_every_chain_group():
 def test_kernels_run_with_one_blas_thread_when_numpy_was_imported_first():
     """A user script that imports numpy before msa_engine gets OpenBLAS's default of
     one thread per core; the sampler's chain threads must not multiply with them."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import numpy as np\n"
         "from threadpoolctl import threadpool_info\n"
@@ -581,6 +599,50 @@ def test_fused_lane_proposal_equals_drawing_the_normals_first():
     with pytest.raises(ValueError, match="not a lane stream"):
         kn._propose_rng(x, g, p, 0.03, 0.7, single, zb, wb)
     assert kn.scalar_streams(st[None]) is None and kn.scalar_streams(single[None]) is True
+
+
+_BOTH_LOOKUPS = """
+import hashlib, numpy as np
+from msa_engine.sampling import kernels_numba as kn, rng_numba as rn
+h = hashlib.sha256()
+for n in (100, 3000, 8193, 40001):
+    st = rn.seed_states(np.random.SeedSequence(n), 1)[0]
+    z = np.empty(rn.normals_needed(n))
+    rn.draw_normals(st, z, n, np.empty(rn.words_needed(n), dtype=np.uint64))
+    x = np.linspace(-1.0, 1.0, n)
+    p = np.empty(n)
+    xi2 = kn._propose_rng(x, x[::-1].copy(), p, 0.03, 0.7, st,
+                          np.empty(rn.normals_needed(n) + rn.LANES),
+                          np.empty(rn.words_needed(n), dtype=np.uint64))
+    for a in (z[:n], p, np.array([xi2]), st):
+        h.update(a.tobytes())
+print(rn.LOOKUP_APART, h.hexdigest())
+"""
+
+
+def test_both_table_lookups_draw_the_same_numbers(tmp_path):
+    """The fast path looks its ziggurat layers up apart from the SIMD loop on AVX-512
+    targets (``rng_numba._lookup_apart``: gathers there are slow) and inside it
+    elsewhere.  Compiled both ways — for this host, and for it without AVX-512 — the
+    normals, a fused proposal, its ``|ξ|²`` and the streams' states after them agree bit
+    for bit, so a session replays alike on either kind of machine."""
+    import llvmlite.binding as ll
+    features = ll.get_host_cpu_features().flatten()
+    if "+avx512f" not in features.split(","):
+        pytest.skip("only a host with AVX-512 compiles both lookups (the other path "
+                    "would need instructions this CPU lacks)")
+    without = ",".join("-" + f[1:] if f.startswith("+avx512") else f
+                       for f in features.split(","))
+    outs = []
+    for i, extra in enumerate(({}, {"NUMBA_CPU_FEATURES": without})):
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+        env.update(NUMBA_CACHE_DIR=str(tmp_path / f"cache{i}"), **extra)
+        out = subprocess.run([sys.executable, "-c", _BOTH_LOOKUPS], capture_output=True,
+                             text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        outs.append(out.stdout.split())
+    assert [o[0] for o in outs] == ["True", "False"]
+    assert outs[0][1] == outs[1][1]
 
 
 def test_sampler_kernels_take_a_linear_activation_as_none():

@@ -46,7 +46,8 @@ from ..jit import njit
 from ..blas_numba import gram_cols, gram_rows, spd_inverse
 from ..special import erf_gauss_row
 from .rng_numba import (BLOCK_ROWS, LANES, STATE_WORDS, complete_rejected, draw_normals,
-                         fast_normal, lane_words, normals_needed, uniform, words_needed)
+                         fast_normal, fast_normal_at, lane_words, LOOKUP_APART, normals_needed,
+                         row_tables, uniform, words_needed)
 
 ACT_CODES = {"linear": 0, "erf": 1, "relu": 2}
 
@@ -815,11 +816,17 @@ def _propose_block(xf, gf, pf, drift, scale, rs, acc, wb, nrej):  # pragma: no c
     # the full rows with a constant trip count (LLVM unrolls and vectorises them; a
     # shared helper or a variable count measured 25-40% slower), then the last one
     full = n // L
+    t = np.empty((2, L))
     for b in range(full):
+        if LOOKUP_APART:         # see rng_numba._lookup_apart
+            row_tables(wb, b * L, t)
         mask = np.uint64(0)
         for j in range(L):
             i = b * L + j
-            z, ok = fast_normal(wb[i])
+            if LOOKUP_APART:
+                z, ok = fast_normal_at(wb[i], t[0, j], t[1, j])
+            else:
+                z, ok = fast_normal(wb[i])
             z = z if ok else 0.0
             acc[j] += z * z
             pf[i] = xf[i] - drift * gf[i] + scale * z
