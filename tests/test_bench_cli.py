@@ -28,6 +28,10 @@ def test_bench_json_schema_and_references_agree(capsys):
     assert isinstance(rep["dgemm_gflops"], float) and rep["dgemm_gflops"] > 0
     assert rep["dgemm"]["n"] == 128 and rep["dgemm"]["threads"] >= 1
     assert rep["machine"]["cores"] >= 1
+    # what the kernels were compiled for, and the generator's form that it chose
+    from msa_engine.sampling.rng_numba import LOOKUP_APART
+    assert rep["machine"]["numba_target"]
+    assert rep["machine"]["ziggurat_lookup"] == ("apart" if LOOKUP_APART else "in the SIMD loop")
     names = [r["name"] for r in rep["records"]]
     assert names == ["theory/exact", "theory/one-loop", "theory/rescaling"]
     for r in rep["records"]:

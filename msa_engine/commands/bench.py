@@ -104,7 +104,20 @@ def machine_info() -> dict:
     import numpy
     return {"cores": cpu_count(), "memory_gib": mem, "cpu": cpu, "load_average": load,
             "python": platform.python_version(), "numpy": numpy.__version__,
-            "platform": platform.platform()}
+            "platform": platform.platform(), **_numba_target()}
+
+
+def _numba_target() -> dict:
+    """What numba compiles the kernels for, and which form of the ziggurat's fast path
+    that chose (``rng_numba._lookup_apart``): the generator's speed depends on both."""
+    try:
+        import llvmlite.binding as ll
+        from numba.core import config
+        from msa_engine.sampling.rng_numba import LOOKUP_APART
+        return {"numba_target": config.CPU_NAME or ll.get_host_cpu_name(),
+                "ziggurat_lookup": "apart" if LOOKUP_APART else "in the SIMD loop"}
+    except Exception:  # pragma: no cover - a numba without these: leave them out
+        return {}
 
 
 def _note(msg: str) -> None:
@@ -308,7 +321,9 @@ def _machine_line(report: dict) -> str:
     return (f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, no GPU used; "
             f"DGEMM {report['dgemm_gflops']:.1f} GFLOP/s on {threads} "
             f"thread{'' if threads == 1 else 's'} (numpy {dg.get('n', 2048)}² matmul); {loads}; "
-            f"Python {m['python']}, numpy {m['numpy']}")
+            f"Python {m['python']}, numpy {m['numpy']}"
+            + (f"; numba compiles for {m['numba_target']} (ziggurat layers looked up "
+               f"{m['ziggurat_lookup']})" if m.get("numba_target") else ""))
 
 
 def _extras_lines(report: dict) -> list[str]:
