@@ -781,12 +781,22 @@ class MSAApp(App):
         from .screens import HelpScreen
         self.push_screen(HelpScreen())
 
+    def _export_directory(self) -> Path:
+        """Where `e` writes: beside the session's file, where it saves and autosaves (a
+        session opened by its path, outside the session folder, had its table written
+        into the session folder instead); a bundled or not yet saved session's table
+        goes to the session folder, where saving it would put it."""
+        path = getattr(self.session, "path", None)
+        if path is not None and not model.is_bundled(path):
+            return Path(path).expanduser().parent
+        return self._directory()
+
     def action_export_csv(self) -> None:
         # the table `msa export --format csv` writes (machine-readable column names, every
         # digit), not the screen's rounded one with its "±" and "–" cells
         from msa_engine.export import export_session
         try:
-            [path] = export_session(self.session, "csv", self._directory())
+            [path] = export_session(self.session, "csv", self._export_directory())
         except (MSAError, OSError) as exc:
             self.notify(str(exc), title="export failed", severity="error")
             return

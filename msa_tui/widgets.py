@@ -315,9 +315,11 @@ class ParamForm(VerticalScroll):
             p.border_title = "Theories"
             for name in THEORIES:
                 yield compact_checkbox(name, name in st.theories, f"th-{name}")
-            # the [theory] table: seed and the non-linear saddles' Monte Carlo knobs
+            # the [theory] table: seed and the non-linear saddles' Monte Carlo knobs (empty:
+            # the defaults).  At most 38 characters, the field's width in the two-column
+            # layout at 120 columns, where a longer placeholder was cut
             yield from field_row("theory", "options", st.theory_options,
-                                 placeholder="defaults; e.g. seed=1 chains=512 precision=0.03")
+                                 placeholder="e.g. seed=1 chains=512 precision=0.03")
         with Vertical(id="panel-simulation", classes="panel") as p:
             p.border_title = "Simulation"
             yield from choice_row("simulation", "sampler", "sampler", model.SAMPLERS,
@@ -414,6 +416,7 @@ class ParamForm(VerticalScroll):
                 gap.display = line.display = False
         for name, msg in wanted.items():
             pair = self._error_lines.get(name)
+            shown = pair is not None and pair[1].display
             if pair is None:
                 fields = self.query(f"#f-{name}")
                 if not fields:           # no such field (yet): the data fields are rebuilding
@@ -429,10 +432,20 @@ class ParamForm(VerticalScroll):
                 field.parent.mount_all(pair, after=field)
             gap, line = pair
             set_text(line, f"✗ {msg}")
+            if not shown and self._field_focused(f"#f-{name}"):
+                # a field at the bottom of the form showed its new error line below the
+                # visible rows (the simulation seed at 80×24): bring it into view once
+                # laid out
+                self.call_after_refresh(line.scroll_visible, animate=False)
             gap.display = line.display = True
         for field in self.query(".field"):
             field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
         set_text(self.query_one("#gamma-view", Static), gamma_text(v))
+
+    def _field_focused(self, selector: str) -> bool:
+        focused = self.app.focused
+        return focused is not None and any(w in focused.ancestors_with_self
+                                           for w in self.query(selector))
 
     # -- events --------------------------------------------------------------
     async def on_choice_changed(self, event: Choice.Changed) -> None:

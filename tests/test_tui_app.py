@@ -343,6 +343,62 @@ async def test_worker_error_notifies_and_app_survives(isolated, monkeypatch):
 
 
 @run_async
+async def test_a_fields_new_error_line_is_scrolled_into_view(isolated):
+    """At 80×24, every text field given a value it refuses shows its error line on
+    screen while it has the focus: the last field of the form (the simulation seed)
+    had its line mounted below the visible rows."""
+    app = make_app(isolated)
+    hidden = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for field in list(app.query(Input)):
+            field.focus()
+            await pilot.pause()
+            before = field.value
+            field.value = "zz"
+            await pilot.pause()
+            await pilot.pause()
+            name = (field.id or "").removeprefix("f-")
+            lines = [w for w in app.query(".field-error") if w.display and w.id == f"err-{name}"]
+            if not lines or lines[0] not in app.screen._compositor.visible_widgets:
+                hidden.append(name)
+            field.value = before
+            await pilot.pause()
+    assert not hidden
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@run_async
+async def test_every_placeholder_fits_its_field(isolated, size):
+    """A field's hint is read whole: the Monte Carlo field's was cut at 120 columns,
+    where the form has two columns of panels."""
+    app = make_app(isolated)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        cut = [(f.id, len(f.placeholder), f.content_region.width) for f in app.query(Input)
+               if len(f.placeholder) > f.content_region.width]
+    assert not cut
+
+
+@run_async
+async def test_export_goes_beside_a_session_opened_by_its_path(isolated):
+    """`e` on a session opened from a file outside the session folder writes its table
+    beside that file, where the session saves and autosaves; the session folder gets
+    nothing."""
+    elsewhere = isolated.parent / "runs"
+    elsewhere.mkdir()
+    target = elsewhere / "mine.json"
+    save_session(model.open_session(None), target)     # the bundled session, with results
+    app = MSAApp(str(target), session_dir=isolated, autosave=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+    [csv] = elsewhere.glob("*-results.csv")
+    assert csv.read_text().count("\n") > 1                # a header and result rows
+    assert not list(isolated.iterdir())
+
+
+@run_async
 async def test_replay_and_export(isolated):
     app = make_app(isolated)
     async with app.run_test(size=(80, 24)) as pilot:
