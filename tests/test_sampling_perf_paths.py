@@ -635,7 +635,8 @@ def test_both_table_lookups_draw_the_same_numbers(tmp_path):
                        for f in features.split(","))
     outs = []
     for i, extra in enumerate(({}, {"NUMBA_CPU_FEATURES": without})):
-        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+        env = {k: v for k, v in os.environ.items()       # the host's target, then it
+               if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "NUMBA_ENABLE_AVX")}
         env.update(NUMBA_CACHE_DIR=str(tmp_path / f"cache{i}"), **extra)
         out = subprocess.run([sys.executable, "-c", _BOTH_LOOKUPS], capture_output=True,
                              text=True, env=env, timeout=300)
@@ -643,6 +644,34 @@ def test_both_table_lookups_draw_the_same_numbers(tmp_path):
         outs.append(out.stdout.split())
     assert [o[0] for o in outs] == ["True", "False"]
     assert outs[0][1] == outs[1][1]
+
+
+@pytest.mark.parametrize("apart", [True, False])
+def test_both_lookup_branches_of_the_block_kernels(monkeypatch, apart):
+    """On any host: the block kernels run as plain Python (their ``py_func``, calling the
+    compiled helpers) with either value of ``LOOKUP_APART`` give the compiled kernels'
+    numbers and leave the stream alike — whole rows, a partial last row, a rejection."""
+    monkeypatch.setattr(rn, "LOOKUP_APART", apart)
+    monkeypatch.setattr(kn, "LOOKUP_APART", apart)
+    rng = np.random.default_rng(7)
+    for n in (40, 100):
+        st = rn.seed_states(np.random.SeedSequence(n + 1), 1)[0]
+        a, b = st.copy(), st.copy()
+        f1, f2 = np.empty(rn.normals_needed(n)), np.empty(rn.normals_needed(n))
+        rn._draw_block(a, f1, n, np.zeros(rn.words_needed(n), dtype=np.uint64))
+        rn._draw_block.py_func(b, f2, n, np.zeros(rn.words_needed(n), dtype=np.uint64))
+        assert np.array_equal(f1[:n], f2[:n]) and np.array_equal(a, b), n
+        x, g = rng.standard_normal(n), rng.standard_normal(n)
+        outs = []
+        for kernel in (kn._propose_block, kn._propose_block.py_func):
+            s, p = st.copy(), np.empty(n)
+            acc = np.zeros(rn.LANES + n)
+            nrej = kernel(x, g, p, 0.03, 0.7, s, acc,
+                          np.zeros(rn.words_needed(n), dtype=np.uint64), np.int64(0))
+            outs.append((p, acc[:rn.LANES + nrej], s))
+        for u, v in zip(*outs):
+            assert np.array_equal(u, v), n
+        assert outs[0][1].size > rn.LANES or n == 40     # n = 100 completes a rejected word
 
 
 def test_sampler_kernels_take_a_linear_activation_as_none():

@@ -114,7 +114,10 @@ def _numba_target() -> dict:
         import llvmlite.binding as ll
         from numba.core import config
         from msa_engine.sampling.rng_numba import LOOKUP_APART
-        return {"numba_target": config.CPU_NAME or ll.get_host_cpu_name(),
+        name = config.CPU_NAME or ll.get_host_cpu_name()
+        if config.CPU_FEATURES is not None:
+            name += " (features from NUMBA_CPU_FEATURES)"
+        return {"numba_target": name,
                 "ziggurat_lookup": "apart" if LOOKUP_APART else "in the SIMD loop"}
     except Exception:  # pragma: no cover - a numba without these: leave them out
         return {}

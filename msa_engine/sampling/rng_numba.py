@@ -338,22 +338,33 @@ def finish_rejected(a, r):  # pragma: no cover - numba
 def _lookup_apart() -> bool:
     """Whether the kernels look up a row's ziggurat tables in a loop of their own
     (:func:`row_tables`) instead of inside the SIMD fast-path loop: on targets with
-    AVX-512 (what numba compiles for: ``NUMBA_CPU_FEATURES``, else the host's).
+    AVX-512, as numba compiles for them (``NUMBA_CPU_FEATURES`` if set — so
+    ``NUMBA_CPU_NAME=generic`` alone means none — else the host's features as numba
+    reads them, ``NUMBA_ENABLE_AVX`` applied; the features numba keys its cache on).
 
     There LLVM vectorises the lookups ``WI[idx]``, ``KI_F[idx]`` as gathers, and the
     microcode against Gather Data Sampling ("Downfall", 2023) made gathers slow on the
     Intel server cores of 2017–2021: on the Ice Lake development host the fast path
-    took 4.9–5.3 ns a word with them, 1.4 ns with the lookups apart (LLVM compiles
+    took 4.9–5.4 ns a word with them, 1.4 ns with the lookups apart (LLVM compiles
     that loop to scalar loads), the same numbers bit for bit (issue 7).  On AVX2
     targets LLVM does not gather, and the fused loop is the faster (1.2–1.35 against
-    1.5–1.8 ns a word compiled for ``haswell`` / ``znver1`` on the same host)."""
-    from numba.core import config  # noqa: PLC0415
-    if config.CPU_FEATURES is not None:
-        features = config.CPU_FEATURES
-    else:
-        import llvmlite.binding as ll  # noqa: PLC0415
-        features = ll.get_host_cpu_features().flatten()
-    return "+avx512f" in features.split(",")
+    1.5–1.8 ns a word compiled for ``haswell`` / ``znver1`` on the same host).  Either
+    way the numbers are the same; a wrong guess costs speed only."""
+    try:
+        from numba.core import config  # noqa: PLC0415
+        if config.CPU_FEATURES is not None:
+            features = config.CPU_FEATURES
+        else:
+            from numba.core.codegen import get_host_cpu_features  # noqa: PLC0415
+            features = get_host_cpu_features()
+    except Exception:  # pragma: no cover - LLVM cannot read this CPU: numba uses ''
+        return False
+    state = False
+    for item in features.split(","):      # the last mention wins, as for LLVM
+        item = item.strip()
+        if item[1:] == "avx512f" and item[:1] in "+-":
+            state = item[0] == "+"
+    return state
 
 
 LOOKUP_APART = _lookup_apart()
