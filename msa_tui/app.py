@@ -795,12 +795,20 @@ class MSAApp(App):
         # the table `msa export --format csv` writes (machine-readable column names, every
         # digit), not the screen's rounded one with its "±" and "–" cells
         from msa_engine.export import export_session
-        try:
-            [path] = export_session(self.session, "csv", self._export_directory())
-        except (MSAError, OSError) as exc:
-            self.notify(str(exc), title="export failed", severity="error")
+        beside, note = self._export_directory(), ""
+        for folder in dict.fromkeys([beside, self._directory()]):   # beside it, else the
+            try:                                                     # session folder
+                [path] = export_session(self.session, "csv", folder)
+                break
+            except (MSAError, OSError) as exc:
+                note = str(exc)
+        else:
+            self.notify(note, title="export failed", severity="error")
             return
-        self.notify(f"results table written to {path}")
+        if folder != beside:
+            self.notify(f"results table written to {path} ({note})", severity="warning")
+        else:
+            self.notify(f"results table written to {path}")
 
     def get_system_commands(self, screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

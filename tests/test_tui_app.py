@@ -397,6 +397,17 @@ async def test_export_goes_beside_a_session_opened_by_its_path(isolated):
     [csv] = elsewhere.glob("*-results.csv")
     assert csv.read_text().count("\n") > 1                # a header and result rows
     assert not list(isolated.iterdir())
+    # where it cannot be written beside the session (here a folder in its place), the
+    # table goes to the session folder, and the notice says why
+    csv.unlink()
+    csv.mkdir()
+    app = MSAApp(str(target), session_dir=isolated, autosave=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        notes = [str(n.message) for n in app._notifications]
+    [moved] = isolated.glob("*-results.csv")
+    assert moved.name == csv.name and any(str(moved) in n and str(csv) in n for n in notes)
 
 
 @run_async
