@@ -69,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print_json({"version": __version__, "seed": seed, "config": cfg.resolved,
                     "results": [result_json(r, cfg.resolved) for r in results],
                     "failed": [{"theory": n, "error": m} for n, m in failed.items()]})
-        for n, m in failed.items():
-            print(f"msa: error: {m}", file=sys.stderr)
-        return 1 if failed else 0
+        return _report_failed(failed)
     return _print_text(cfg, names, kept, failed)
 
 
@@ -84,11 +82,18 @@ def _print_text(cfg, names: list[str], solver, failed: dict) -> int:
     if not results:
         raise MSAError(next(iter(failed.values())))
     print_results(results)
-    for m in failed.values():
-        print(f"msa: error: {m}", file=sys.stderr)
+    status = _report_failed(failed)
     if failed:
         console().print(f"{len(failed)} of {len(results) + len(failed)} theories failed: "
                         f"{', '.join(failed)}")
+    return status
+
+
+def _report_failed(failed: dict) -> int:
+    """Each failed theory's error on stderr, as the CLI reports errors; the exit status
+    (1 when any failed, as for a sweep's failed points)."""
+    for m in failed.values():
+        print(f"msa: error: {m}", file=sys.stderr)
     return 1 if failed else 0
 
 
