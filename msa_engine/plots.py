@@ -173,6 +173,17 @@ class Canvas:
         return out
 
 
+def default_marker(i: int) -> str:
+    """The marker of the ``i``-th series that has none of its own.  The palette has as
+    many colours as there are markers, so cycling both by ``i`` gave series ``i`` and
+    ``i + 8`` the same look (a replay or comparison of nine curves and more); the marker
+    is shifted by one for each round of the markers: with the default palette the first
+    64 series differ in colour or marker (36 with the TUI's six theme colours, where
+    cycling both repeated after 24)."""
+    n = len(MARKERS)
+    return MARKERS[(i + i // n) % n]
+
+
 def render(plot: Plot, width: int, height: int, palette: Sequence[str] = DEFAULT_PALETTE,
            axis_color: str | None = None) -> Text:
     """Draw ``plot`` into ``width × height`` terminal cells."""
@@ -192,7 +203,7 @@ def render(plot: Plot, width: int, height: int, palette: Sequence[str] = DEFAULT
         return palette[(s.color if isinstance(s.color, int) else i) % len(palette)]
 
     def marker(i: int, s: Series) -> str:
-        return s.marker or MARKERS[i % len(MARKERS)]
+        return s.marker or default_marker(i)
 
     xs_all = [x for s in series for x in s.xs]
     ys_all = [y for s in series for y in s.ys]

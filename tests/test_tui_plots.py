@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from msa_engine.config import load_config
 from msa_engine import figures
-from msa_engine.plots import Plot, Series, fmt_tick, render
+from msa_engine.plots import DEFAULT_PALETTE, Plot, Series, default_marker, fmt_tick, render
 from msa_tui import model
 
 
@@ -23,6 +23,15 @@ def test_log_plot_with_error_bars_fits_its_box():
 def test_empty_and_tiny_plots_say_so():
     assert "nothing" in render(Plot(empty_message="nothing here"), 60, 10).plain
     assert "too small" in render(Plot([Series("a", [1, 2], [1, 2])]), 15, 4).plain
+
+
+def test_series_past_the_eighth_keep_a_look_of_their_own():
+    """Colour and marker both cycled through eight, so series 9 looked like series 1."""
+    looks = {(DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)], default_marker(i)) for i in range(64)}
+    assert len(looks) == 64
+    p = Plot([Series(f"s{i}", [1, 2], [i, i + 1], kind="points") for i in range(10)])
+    legend = render(p, 200, 30).plain
+    assert "● s0" in legend and "▲ s8" in legend and "■ s9" in legend
 
 
 def test_fmt_tick():
