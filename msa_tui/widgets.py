@@ -432,7 +432,7 @@ class ParamForm(VerticalScroll):
                 field.parent.mount_all(pair, after=field)
             gap, line = pair
             set_text(line, f"✗ {msg}")
-            if not shown and self._field_focused(f"#f-{name}"):
+            if not shown and any(f.has_focus_within for f in self.query(f"#f-{name}")):
                 # a field at the bottom of the form showed its new error line below the
                 # visible rows (the simulation seed at 80×24): bring it into view once
                 # laid out
@@ -441,11 +441,6 @@ class ParamForm(VerticalScroll):
         for field in self.query(".field"):
             field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
         set_text(self.query_one("#gamma-view", Static), gamma_text(v))
-
-    def _field_focused(self, selector: str) -> bool:
-        focused = self.app.focused
-        return focused is not None and any(w in focused.ancestors_with_self
-                                           for w in self.query(selector))
 
     # -- events --------------------------------------------------------------
     async def on_choice_changed(self, event: Choice.Changed) -> None:

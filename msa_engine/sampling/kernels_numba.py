@@ -816,7 +816,8 @@ def _propose_block(xf, gf, pf, drift, scale, rs, acc, wb, nrej):  # pragma: no c
     # the full rows with a constant trip count (LLVM unrolls and vectorises them; a
     # shared helper or a variable count measured 25-40% slower), then the last one
     full = n // L
-    t = np.empty((2, L))
+    if LOOKUP_APART:            # a constant: numba prunes the other branches
+        t = np.empty((2, L))
     for b in range(full):
         if LOOKUP_APART:         # see rng_numba._lookup_apart
             row_tables(wb, b * L, t)

@@ -429,7 +429,8 @@ def _draw_block(s, f, n, words):  # pragma: no cover - numba
     L = LANES
     nb = (n + L - 1) // L
     lane_words(s, words, nb)
-    t = np.empty((2, L))
+    if LOOKUP_APART:            # a constant: numba prunes the other branches
+        t = np.empty((2, L))
     for b in range(nb):
         if LOOKUP_APART:
             row_tables(words, b * L, t)
