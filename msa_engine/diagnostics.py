@@ -177,10 +177,31 @@ def rhat(x):
     return _out(_rhat_split(sp, z_scale(sp)), rest)
 
 
+def _fft_length(n: int) -> int:
+    """The least even ``m ≥ n`` of the form ``2ᵃ3ᵇ5ᶜ``: pocketfft (numpy's FFT) is as
+    fast on these as on powers of two, and the power of two above ``2·draws`` is up to
+    twice as long.  Issue 7: a 150 000-step simulation (2 chains, 17 series) spent 4.8 s
+    of its 7.3 s in the final R̂/ESS, 3 s of it in FFTs of 2¹⁸ points; at the 150 000
+    points this gives they took 0.44 against 0.98 s a batch.  Any ``m ≥ 2n − 1`` gives
+    the same (linear) autocovariance; the numbers move by round-off (≈ 4e-16)."""
+    best = 1 << max(1, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = 2 * p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def _autocov(x: np.ndarray) -> np.ndarray:
     """Biased autocovariance along the last axis by FFT (divides by n, like ArviZ)."""
     n = x.shape[-1]
-    m = 1 << (2 * n - 1).bit_length()
+    m = _fft_length(2 * n - 1)
     xc = x - x.mean(axis=-1, keepdims=True)
     f = np.fft.rfft(xc, n=m, axis=-1)
     return np.fft.irfft(f * np.conjugate(f), n=m, axis=-1)[..., :n] / n

@@ -15,6 +15,7 @@ recorded in the session with their error; every other point is kept.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import threading
@@ -29,8 +30,44 @@ from .errors import Cancelled, MSAError
 TaskDone = Callable[..., None]
 
 
-def run_task_standalone(payload: dict, task: dict) -> dict:
-    """Run one sweep task in a worker from a self-contained payload.
+# a local pool worker's queue back to the sweep's process (set by _pool_worker_init)
+_progress_queue = None
+PROGRESS_INTERVAL = 0.25        # seconds between a pool task's progress reports
+
+
+def _pool_worker_init(forward: bool, progress) -> None:
+    global _progress_queue
+    from . import jit
+    jit.pool_worker_init(forward)
+    _progress_queue = progress
+
+
+def _progress_reporter(key, entries: list):
+    """``(callback, on_point)`` for :func:`execute_task` in a pool worker that report
+    the task's progress (:class:`~msa_engine.sweep.TaskProgress` points) on the pool's
+    queue: a simulation's share of its steps at most every :data:`PROGRESS_INTERVAL`,
+    a theory chain's points as they complete."""
+    queue, last = _progress_queue, [-math.inf]
+    if queue is None or key is None:
+        return None, entries.append
+
+    def callback(rec):
+        steps, total = getattr(rec, "steps_done", None), getattr(rec, "steps_total", None)
+        now = time.monotonic()
+        if steps is None or not total or now - last[0] < PROGRESS_INTERVAL:
+            return
+        last[0] = now
+        queue.put((key, min(steps / total, 0.999)))
+
+    def on_point(entry):
+        entries.append(entry)
+        queue.put((key, float(len(entries))))
+    return callback, on_point
+
+
+def run_task_standalone(payload: dict, task: dict, key: int | None = None) -> dict:
+    """Run one sweep task in a worker from a self-contained payload (``key``: the task's
+    index, under which a local pool's worker reports its progress).
 
     Returns ``{"entries": [...], "error": None | str}``; an ``MSAError`` inside a
     theory chain keeps the points completed before it.
@@ -39,10 +76,11 @@ def run_task_standalone(payload: dict, task: dict) -> dict:
     from .sweep import execute_task
     session = Session.from_payload(payload)
     entries: list = []
+    callback, on_point = _progress_reporter(key, entries)
     try:
         # one worker per core already: a simulation's own chain threads would
         # oversubscribe the cores
-        execute_task(session, task, on_point=entries.append, threads=1)
+        execute_task(session, task, callback, on_point=on_point, threads=1)
     except MSAError as exc:
         return {"entries": entries, "error": str(exc)}
     return {"entries": entries, "error": None}
@@ -85,7 +123,7 @@ class LocalPoolExecutor:
         self.retries = int(retries)
         self.pool = None                      # the current pool (tests kill its workers)
 
-    def _new_pool(self):
+    def _new_pool(self, progress=None):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         from . import jit
@@ -93,8 +131,8 @@ class LocalPoolExecutor:
         # say so on its stderr (msa_engine/jit.py), never under the TUI
         forward = jit.current_reporter() is jit.stderr_note
         self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                        initializer=jit.pool_worker_init,
-                                        initargs=(forward,))
+                                        initializer=_pool_worker_init,
+                                        initargs=(forward, progress))
         return self.pool
 
     def worker_pids(self) -> list[int]:
@@ -103,14 +141,29 @@ class LocalPoolExecutor:
 
     def run(self, session, tasks: list, done: TaskDone, callback=None,
             cancel: threading.Event | None = None) -> None:
+        import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
+        from .sweep import TaskProgress
         payload = session.payload()
         attempts = {i: 0 for i in range(len(tasks))}
         pending = list(range(len(tasks)))
+        # the workers' progress (TaskProgress) comes back on a queue, read between waits
+        progress = mp.get_context("spawn").Queue() if callback else None
+
+        def report(futures):
+            while progress is not None:
+                try:
+                    i, points = progress.get_nowait()
+                except Exception:        # queue.Empty (or a queue a killed worker broke)
+                    return
+                if i in futures.values():    # not a late report of a finished task
+                    callback(TaskProgress(i, points))
+
         while pending:
-            pool = self._new_pool()
-            futures = {pool.submit(run_task_standalone, payload, tasks[i]): i for i in pending}
+            pool = self._new_pool(progress)
+            futures = {pool.submit(run_task_standalone, payload, tasks[i],
+                                   i if progress is not None else None): i for i in pending}
             pending = []
             broken = False
             try:
@@ -118,8 +171,11 @@ class LocalPoolExecutor:
                     if cancel is not None and cancel.is_set():
                         raise Cancelled()
                     finished, _ = wait(list(futures), timeout=0.2, return_when=FIRST_COMPLETED)
+                    report(futures)
                     for fut in finished:
                         i = futures.pop(fut)
+                        if callback:
+                            callback(TaskProgress(i, None))    # its entries follow
                         try:
                             out = fut.result()
                         except BrokenProcessPool:

@@ -49,6 +49,52 @@ class SweepProgress:
                 "time": self.time}
 
 
+@dataclass(frozen=True)
+class TaskProgress:
+    """From an executor whose tasks run elsewhere (a local process pool): task ``task``
+    (its index in the sweep's plan) has done ``points`` of its points — a running
+    simulation's share of its steps, a theory chain's completed χ points — or, with
+    ``points`` ``None``, has ended (its entries follow as :class:`SweepProgress`)."""
+
+    task: int
+    points: float | None
+
+
+class SweepMeter:
+    """A sweep's progress for a progress bar, in points: the points merged into the
+    session (from the :class:`SweepProgress` records) plus what the running tasks have
+    done of theirs: the in-process simulation's share of its steps (from its chunk
+    records), or a pool's tasks' :class:`TaskProgress`.  A simulation point takes
+    minutes where a theory point takes seconds, and counted in whole points the bar
+    stood still for all of it.  Feed it every record of :func:`run_sweep`'s callback,
+    in order."""
+
+    def __init__(self) -> None:
+        self.done, self.total = 0, None
+        self._running: dict = {}     # task (None: the one in this process) → its points
+
+    def update(self, rec) -> float | None:
+        """The points completed so far, as a float, or ``None`` when ``rec`` says
+        nothing new (a solver iteration, or anything before the sweep's size is known)."""
+        if isinstance(rec, SweepProgress):
+            self.done, self.total = rec.done, rec.total
+            self._running.pop(None, None)     # the in-process point is merged now
+        elif isinstance(rec, TaskProgress):
+            if rec.points is None:
+                self._running.pop(rec.task, None)
+            else:
+                self._running[rec.task] = rec.points
+        else:
+            steps, steps_total = getattr(rec, "steps_done", None), getattr(rec, "steps_total", None)
+            if steps is None or not steps_total:
+                return None
+            # never a whole point: the point counts once its entry is in the session
+            self._running[None] = min(steps / steps_total, 0.999)
+        if self.total is None:
+            return None
+        return min(self.done + sum(self._running.values()), float(self.total))
+
+
 def parse_chis(text: str | Sequence) -> list:
     """χ values from ``"1,3,10,N"``: numbers, or ``N``/``mean-field`` for χ = N."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -314,6 +360,8 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     session.doc["sweep"]["executor"] = {"kind": executor.name, "workers": executor.workers}
     save()
     try:
+        if callback and tasks:   # the size first, so that a bar can show it from the start
+            callback(SweepProgress(0, total, "starting", time.time()))
         executor.run(session, tasks, task_done, callback, cancel)
     except BaseException:
         # cancelled, interrupted (Ctrl-C: KeyboardInterrupt) or failed: what completed

@@ -30,7 +30,7 @@ from msa_engine import figures
 
 from . import model
 from .model import FormState, Validated
-from .widgets import BindingsFooter, ParamForm, PlotView, set_text
+from .widgets import BindingsFooter, ParamForm, PlotView, WrappedLog, set_text
 
 
 class Record(Message):
@@ -48,9 +48,13 @@ class ResultReady(Message):
 
 
 class Progress(Message):
-    def __init__(self, job: str, done: float, total: float, label: str = "") -> None:
+    """``done`` of ``total`` for the progress bar; ``point``: a sweep point was completed
+    (not only a step of one; see :class:`msa_engine.sweep.SweepMeter`)."""
+
+    def __init__(self, job: str, done: float, total: float, label: str = "",
+                 point: bool = False) -> None:
         super().__init__()
-        self.job, self.done, self.total, self.label = job, done, total, label
+        self.job, self.done, self.total, self.label, self.point = job, done, total, label, point
 
 
 class JobFailed(Message):
@@ -147,6 +151,7 @@ class MSAApp(App):
         self.job_started: dict[str, float] = {}
         self.live: list = []            # records of the running job (convergence trace)
         self._trace_done = False        # a sweep point ended: its next record starts anew
+        self._live_dirty = False        # records came in since the trace was drawn
         self.selected: int | None = None
         self.split = "test"
         self.ticks = 0
@@ -190,9 +195,7 @@ class MSAApp(App):
                 yield Static("idle: press r (theories), s (simulate) or w (sweep)", id="run-status")
                 yield ProgressBar(total=1, id="progress", show_eta=False)
                 with Horizontal(id="run-body", classes="-wide" if width >= 100 else ""):
-                    yield RichLog(id="log", max_lines=5000, wrap=True, markup=False,
-                                  min_width=20)   # (78 by default: lines were cut, not
-                                                  # wrapped, in the half-width wide layout)
+                    yield WrappedLog(id="log", max_lines=5000)
                     yield PlotView(id="live-trace")
             with TabPane("Results", id="tab-results"):
                 yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
@@ -219,6 +222,23 @@ class MSAApp(App):
         self.set_interval(0.1, self._tick)
         if getattr(self, "_open_error", None):
             self.notify(self._open_error, title="could not open session", severity="error")
+        elif self.session_path is None:
+            self._mention_copies()
+
+    def _mention_copies(self) -> None:
+        """Opened on the bundled example, say where the user's saved copies of it are
+        (a copy is saved under a free name, never over them: see model.save)."""
+        if not model.is_bundled(self.session.path):
+            return
+        stem = Path(self.session.path).stem
+        try:
+            copies = sorted(p.name for p in self._directory().glob(f"{stem}*.json"))
+        except OSError:
+            return
+        if copies:
+            self.notify(f"this is the bundled example; your saved copies of it are in "
+                        f"{self._directory()}: {', '.join(copies[:3])}"
+                        f"{' …' if len(copies) > 3 else ''} (o opens them)", timeout=10)
 
     def on_resize(self, event) -> None:
         self.query_one("#form").set_class(event.size.width >= 110, "-wide")
@@ -232,6 +252,8 @@ class MSAApp(App):
     def _tick(self) -> None:
         """A UI heartbeat; while jobs run it shows the elapsed time."""
         self.ticks += 1
+        if self._live_dirty and self.ticks % 3 == 0:
+            self._draw_live()
         if self.jobs and self.ticks % 5 == 0:
             now = time.monotonic()
             running = ", ".join(f"{j} {now - self.job_started.get(j, now):.0f}s" for j in self.jobs)
@@ -273,7 +295,10 @@ class MSAApp(App):
                   or (need_sweep and k[0] == "sweep") or (need_theory and k[0] == "theory")}
         if errors:
             (section, key), msg = next(iter(errors.items()))
-            self.notify(f"{section}.{model.LABELS.get(key, key)}: {msg}",
+            label = model.LABELS.get(key, key)
+            # the engine's message may name the field itself ("data.p must be ≤ 1")
+            named = msg.startswith((f"{section}.{key}", f"{section}.{label}", label))
+            self.notify(msg if named else f"{section}.{label}: {msg}",
                         title="cannot run: fix the form", severity="error")
             self._show_tab("tab-setup")
             try:
@@ -362,6 +387,37 @@ class MSAApp(App):
             return
         if not self._use_config(v):
             return
+        longer = self._longer_simulation(v)
+        if longer is not None:
+            from .screens import ConfirmScreen
+            o = v.sim_options
+            self.push_screen(ConfirmScreen(
+                f"The session holds a longer {longer}. This run ({o['chains']} chains × "
+                f"{o['steps']} steps) would replace it: a session keeps one simulation per "
+                "point. Run it anyway?"),
+                lambda yes: self._start_simulation(v) if yes else
+                self.notify("not run: the longer simulation is kept", severity="warning"))
+            return
+        self._start_simulation(v)
+
+    def _longer_simulation(self, v: Validated) -> str | None:
+        """The stored simulation that this run would replace, described, where it has more
+        chain-steps (a quick look must not throw a long run away, autosaved at once)."""
+        o, net = v.sim_options, v.problem.network
+        name = f"sim-{o['sampler']}"
+        for e in self.session.find("simulation", name, net.chi, net.N):
+            eo = e.get("options") or {}
+            try:
+                old = int(eo.get("chains")) * int(eo.get("steps"))
+            except (TypeError, ValueError):
+                continue
+            if old > int(o["chains"]) * int(o["steps"]):
+                rhat = model._num((e.get("summary") or {}).get("rhat_max"))
+                return (f"{name} at χ={e['chi']:.4g}, N={e['N']} ({eo['chains']} chains × "
+                        f"{eo['steps']} steps, R̂ {rhat})")
+        return None
+
+    def _start_simulation(self, v: Validated) -> None:
         o = v.sim_options
         ev = self._start("simulation", f"simulation {o['sampler']}/{o['method']}: {o['chains']} chains"
                          f" × {o['steps']} steps at χ={v.problem.network.chi:.4g}", o["steps"])
@@ -377,19 +433,22 @@ class MSAApp(App):
         if not self._use_config(v):
             return
         sw = v.sweep
+        top = "N at each width" if sw["chis"][-1] == "N" else f"{sw['chi_max']:.4g}"
         ev = self._start("sweep", f"sweep over {len(sw['chis'])} χ from {sw['chi_min']:.4g} to "
-                         f"{sw['chi_max']:.4g}" + (" with simulations" if sw["simulate"] else ""),
+                         f"{top}" + (" with simulations" if sw["simulate"] else ""),
                          None)
         if ev is not None:
             self._sweep_worker(self.session, sw, theories, v.sim_options, ev, v.theory_options,
                                v.theory_seed)
 
     def action_cancel(self) -> None:
+        # Escape in a text field leaves it (whose letters the run keys r, s, w and the tab
+        # keys 1–4 would otherwise be typed into), and cancels nothing: a user leaving a
+        # field while a long run went on lost the run
+        if isinstance(self.focused, Input):
+            self.set_focus(None)
+            return
         if not self.jobs:
-            # nothing to cancel: Escape leaves a text field, whose letters the run keys
-            # (r, s, w) and the tab keys (1–4) would otherwise be typed into
-            if isinstance(self.focused, Input):
-                self.set_focus(None)
             return
         for ev in self.jobs.values():
             ev.set()
@@ -398,11 +457,22 @@ class MSAApp(App):
 
     # -- workers (threads: only post_message from here) ------------------------------
     def _callback(self, job: str, cancel: threading.Event, sink: list | None = None):
+        meter = None
+        if job == "sweep":
+            from msa_engine.sweep import SweepMeter
+            meter = SweepMeter()
+
         def callback(rec):
             if cancel.is_set():
                 raise Cancelled()
-            if type(rec).__name__ == "SweepProgress":
-                self.post_message(Progress(job, rec.done, rec.total, getattr(rec, "label", "")))
+            point = type(rec).__name__ == "SweepProgress"
+            if meter is not None:
+                completed = meter.update(rec)
+                if completed is not None:
+                    self.post_message(Progress(job, completed, meter.total,
+                                               rec.label if point else "",
+                                               point=point and rec.done > 0))
+            if point:
                 return
             if sink is not None:
                 sink.append(rec)
@@ -449,6 +519,7 @@ class MSAApp(App):
     @work(thread=True, exit_on_error=False, group="compute")
     def _sweep_worker(self, session, sweep: dict, theories, sim_options, cancel,
                       theory_options: dict | None = None, seed: int | None = None) -> None:
+        before = len(session.entries)
         try:
             model.run_sweep(session, sweep, theories, sim_options,
                             callback=self._callback("sweep", cancel), cancel=cancel,
@@ -460,7 +531,11 @@ class MSAApp(App):
             self.post_message(JobFailed("sweep", "sweep", str(exc)))
             self.post_message(JobDone("sweep", "sweep stopped"))
             return
-        self.post_message(JobDone("sweep", f"sweep finished: {len(sweep['chis'])} χ points"))
+        added = len(session.entries) - before
+        self.post_message(JobDone("sweep", f"sweep finished: {len(sweep['chis'])} χ points, "
+                                  f"{added} new result{'s' if added != 1 else ''}" if added else
+                                  f"sweep: all {len(sweep['chis'])} χ points of this grid were "
+                                  "already in the session; nothing to compute"))
 
     # -- worker messages (UI thread) ---------------------------------------------------
     def on_record(self, msg: Record) -> None:
@@ -472,12 +547,18 @@ class MSAApp(App):
         if model.is_chunk(rec) and msg.job == "simulation":
             self.query_one("#progress", ProgressBar).update(
                 total=rec.get("steps_total"), progress=rec.get("steps_done", 0))
-        if len(self.live) % 5 == 1 or model.is_chunk(rec):
-            self.query_one("#live-trace", PlotView).show(figures.convergence(self.live, "Live trace"))
+        # the trace is redrawn by _tick, at most a few times a second: rebuilt from every
+        # live record at each one, a fast sampler's hundreds of records took seconds a
+        # key press in the interface (one tab switch 3 s at 800 records)
+        self._live_dirty = True
+
+    def _draw_live(self) -> None:
+        self._live_dirty = False
+        self.query_one("#live-trace", PlotView).show(figures.convergence(self.live, "Live trace"))
 
     def on_progress(self, msg: Progress) -> None:
         self.query_one("#progress", ProgressBar).update(total=msg.total, progress=msg.done)
-        if msg.job == "sweep":
+        if msg.job == "sweep" and msg.point:
             self._new_results += 1
             # the live trace follows the point being computed (from its first record on):
             # accumulated over the sweep it showed every χ point's residuals joined up,
@@ -537,7 +618,12 @@ class MSAApp(App):
     def _finish(self, job: str, summary: str, cancelled: bool = False) -> None:
         self.jobs.pop(job, None)
         self.job_started.pop(job, None)
+        if self._live_dirty:
+            self._draw_live()
         self.query_one("#run-status", Static).update(summary)
+        bar = self.query_one("#progress", ProgressBar)
+        if not cancelled and bar.total is None:      # a sweep with nothing to compute
+            bar.update(total=1, progress=1)
         self.query_one("#log", RichLog).write(f"── {summary}")
         self.notify(summary, severity="warning" if cancelled else "information")
         self.refresh_results()
@@ -671,14 +757,15 @@ class MSAApp(App):
         undoing the switch, and the next keys (`2`, `?`, `s`) were typed into a field."""
         tabs = self.query_one(TabbedContent)
         tabs.active = tab
-        focused = self.focused
-        if focused is None or not any(isinstance(w, TabPane) and w.id != tab
-                                      for w in focused.ancestors_with_self):
-            return       # nothing focused, or a widget that stays visible (the tab bar)
         target = self.TAB_FOCUS.get(tab)
         if target is not None:
+            # also from nothing focused or the tab bar: after a run the Results tab showed
+            # with its table unfocused, and ↑/↓ ("↑/↓ select") did nothing
             self.query_one(target).focus()
-        else:
+            return
+        focused = self.focused
+        if focused is not None and any(isinstance(w, TabPane) and w.id != tab
+                                       for w in focused.ancestors_with_self):
             self.set_focus(None)
 
     # -- sessions ----------------------------------------------------------------------
@@ -730,6 +817,27 @@ class MSAApp(App):
                              self.notify("not saved", severity="warning"))
             return
         self._save(name)
+
+    async def action_quit(self) -> None:
+        """ctrl+q: with a job running, ask first (its partial work would be lost)."""
+        if not self.jobs:
+            self.exit()
+            return
+        from .screens import ConfirmScreen
+        running = ", ".join(self.jobs)
+        self.push_screen(ConfirmScreen(f"{running} still running. Quit now and lose "
+                                       f"{'its' if len(self.jobs) == 1 else 'their'} "
+                                       "unfinished work? Finished results are saved."),
+                         lambda yes: self._quit_now() if yes else None)
+
+    def _quit_now(self) -> None:
+        for ev in self.jobs.values():
+            ev.set()
+        # results that came in since the last save (a theory run saves when it ends);
+        # a sweep saves its own points as they complete, from its worker thread
+        if self.autosave and self._new_results and "sweep" not in self.jobs:
+            self._save(quiet=True)
+        self.exit()
 
     def action_open(self) -> None:
         from .screens import SessionBrowser

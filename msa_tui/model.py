@@ -102,6 +102,14 @@ def parse_chi(text: str, N: Any) -> float:
     return resolve_chi(coerce(t) if t else None, None, n)
 
 
+def _means_width(text: str) -> bool:
+    """Whether a χ field reads "χ = N" at every width (mean-field, N, γ=2)."""
+    try:
+        return all(parse_chi(text, n) == float(n) for n in (3, 7))
+    except MSAError:
+        return False
+
+
 @dataclass
 class FormState:
     """Raw text of every field, by section; what the widgets show."""
@@ -330,17 +338,6 @@ def _sweep_options(form: FormState, network: Network | None, errors: dict) -> di
         return None
     raw, N = form.sweep, network.N
     out: dict[str, Any] = {"simulate": form.sweep_simulate}
-    for key in ("chi_min", "chi_max"):
-        try:
-            out[key] = parse_chi(raw.get(key, ""), N)
-        except MSAError as exc:
-            errors[("sweep", key)] = str(exc)
-    try:
-        out["points"] = _int("points", coerce(raw.get("points", "5")), 1)
-        if out["points"] > 60:
-            raise MSAError(f"points must be <= 60 (got {out['points']})")
-    except MSAError as exc:
-        errors[("sweep", "points")] = str(exc)
     widths = []
     for tok in re.split(r"[,\s]+", raw.get("widths", "").strip()):
         if not tok:
@@ -349,11 +346,30 @@ def _sweep_options(form: FormState, network: Network | None, errors: dict) -> di
             widths.append(Network.make("linear", N=coerce(tok)).N)
         except MSAError as exc:
             errors[("sweep", "widths")] = str(exc)
+    # with widths, the grid is the smallest width's, and an end that means "χ = N"
+    # (mean-field) stays symbolic, resolved at each width: it was the form's N, so a
+    # sweep at N = 50 ran up to χ = 100 = 2N
+    n_grid = min(widths) if widths else N
+    for key in ("chi_min", "chi_max"):
+        try:
+            out[key] = parse_chi(raw.get(key, ""), n_grid)
+        except MSAError as exc:
+            errors[("sweep", key)] = str(exc)
+    try:
+        out["points"] = _int("points", coerce(raw.get("points", "5")), 1)
+        if out["points"] > 60:
+            raise MSAError(f"points must be <= 60 (got {out['points']})")
+    except MSAError as exc:
+        errors[("sweep", "points")] = str(exc)
     out["widths"] = widths or None
     if any(s == "sweep" for s, _ in errors):
         return None
     n, lo, hi = out["points"], out["chi_min"], out["chi_max"]
     out["chis"] = [lo] if n == 1 else [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+    if widths:
+        for key, i in (("chi_min", 0), ("chi_max", -1)):
+            if _means_width(raw.get(key, "")):
+                out["chis"][i] = "N"
     shown = {k: raw.get(k, "") for k in ("chi_min", "chi_max", "points")}
     recorded = sweep_fields({"chis": form.sweep_record}, N)
     if form.sweep_record and shown == {k: recorded[k] for k in shown}:
@@ -434,22 +450,30 @@ def named_target(directory: Path, name: str) -> Path:
     return Path(directory) / f"{_stem(name.removesuffix('.json'))}.json"
 
 
+def _free_target(directory: Path, stem: str) -> Path:
+    """``directory/stem.json``, or ``stem-2.json``, ``stem-3.json``, … where that exists."""
+    target, i = directory / f"{stem}.json", 1
+    while target.exists():
+        i += 1
+        target = directory / f"{stem}-{i}.json"
+    return target
+
+
 def save(session, directory: Path | None, name: str | None = None) -> Path:
     """Save ``session``: to ``name`` in ``directory`` if given, else where it came from
-    (a bundled session is copied into ``directory``), else a fresh name."""
+    (a bundled session is copied into ``directory``, under a name no file there has),
+    else a fresh name."""
     from msa_engine.sessions import save_session, session_dir
     directory = Path(directory) if directory is not None else Path(session_dir())
     path = session.path
     if name:
         target = named_target(directory, name)
     elif path is None:
-        stem = _stem(session.name)
-        target, i = directory / f"{stem}.json", 1
-        while target.exists():
-            i += 1
-            target = directory / f"{stem}-{i}.json"
+        target = _free_target(directory, _stem(session.name))
     elif is_bundled(path):
-        target = directory / Path(path).name
+        # a copy, under a name no file has: the folder may hold the user's own copy of
+        # this example from an earlier run, which autosave replaced with the example
+        target = _free_target(directory, Path(path).stem)
     else:
         target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

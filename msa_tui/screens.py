@@ -16,7 +16,7 @@ from msa_engine import MSAError
 from msa_engine import figures
 
 from . import model
-from .widgets import BindingsFooter, PlotView
+from .widgets import BindingsFooter, PlotView, WrappedLog
 
 HELP = """\
 # msa-workbench
@@ -69,7 +69,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog small"):
-            yield Label(self.question)
+            # a Static wraps; a Label kept one line and cut the question at 80 columns
+            yield Static(self.question, classes="question", markup=False)
             yield Label("[b]y[/b] yes   [b]n[/b] no")
 
     def action_answer(self, yes: bool) -> None:
@@ -275,7 +276,7 @@ class ReplayScreen(Screen):
         yield Header()
         yield Static("", id="replay-status")
         with Horizontal(id="replay-body"):
-            yield RichLog(id="replay-log", wrap=True, markup=False)
+            yield WrappedLog(id="replay-log")
             yield PlotView(id="replay-plot")
         yield BindingsFooter()
 

@@ -6,11 +6,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
+from collections import deque
 from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, RichLog, Static
 
 from msa_engine.problem import ACTIVATIONS
 from msa_engine.tasks import TASKS
@@ -30,6 +31,39 @@ def theme_palette(app) -> tuple[list[str], str | None]:
     cols = [th.primary, th.warning, th.success, th.error, th.accent, th.secondary]
     palette = [c for i, c in enumerate(cols) if c and c not in cols[:i]]
     return palette + [c for c in DEFAULT_PALETTE if c not in palette], th.foreground
+
+
+class WrappedLog(RichLog):
+    """A ``RichLog`` whose lines wrap at its own width, also when written while it is
+    hidden.  A hidden log (the Log tab while the user is on Setup) has no width, and
+    ``RichLog`` then wrapped at its ``min_width``: every line a sampler wrote there stayed
+    cut into 20-column pieces.  Its lines wait until it is shown again (at most
+    ``max_lines`` of them); ``min_width`` is small, because beside a plot at 80 columns
+    its default of 78 rendered lines wider than the log and cut them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("wrap", True)
+        kwargs.setdefault("markup", False)
+        kwargs.setdefault("min_width", 20)
+        super().__init__(*args, **kwargs)
+        self._while_hidden: deque = deque(maxlen=self.max_lines)
+
+    def write(self, content, *args, **kwargs):
+        if self._size_known and self.scrollable_content_region.width <= 0:
+            self._while_hidden.append((content, args, kwargs))
+            return self
+        return super().write(content, *args, **kwargs)
+
+    def clear(self):
+        self._while_hidden.clear()
+        return super().clear()
+
+    def on_resize(self, event) -> None:
+        if self._while_hidden and self.scrollable_content_region.width > 0:
+            pending = list(self._while_hidden)
+            self._while_hidden.clear()
+            for content, args, kwargs in pending:
+                super().write(content, *args, **kwargs)
 
 
 class PlotView(Widget):
@@ -213,9 +247,19 @@ class Choice(Widget, can_focus=True):
         self.action_open()
 
 
+class TickBox(Checkbox):
+    """A Checkbox whose mark says its state without colour: ``X`` when ticked, blank when
+    not.  Textual's draws ``X`` in both states, told apart by colour alone, which a
+    monochrome SSH terminal or a colour-blind user cannot read."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's name for the mark
+        return "X" if self.value else " "
+
+
 def compact_checkbox(label: str, value: bool, id: str) -> Checkbox:
     # "-on": what a checked Checkbox sets on itself
-    return compact(Checkbox(label, value, id=id, classes="-on" if value else ""))
+    return compact(TickBox(label, value, id=id, classes="-on" if value else ""))
 
 
 class BindingsFooter(Footer):

@@ -393,3 +393,33 @@ def test_rerun_of_a_chain_whose_first_point_was_replaced(tmp_path):
     rep = rerun(s)
     assert rep["reproduced"], rep
     assert all(r["max_rel_diff"] == 0.0 for r in rep["entries"])
+
+
+def test_the_sweep_meter_moves_within_a_simulation_point(tmp_path):
+    """A sweep's bar counted whole points: during a simulation point (minutes, where a
+    theory point takes seconds) it stood still.  The sweep now says its size before the
+    first point, and the meter adds the running simulation's share of its steps."""
+    from msa_engine.sweep import SweepMeter, SweepProgress
+
+    cfg = load_config(_cfg(tmp_path, CONFIG))
+    session = Session.new(cfg.resolved, name="t")
+    meter, seen = SweepMeter(), []
+
+    def callback(rec):
+        seen.append((type(rec).__name__, meter.update(rec), meter.done))
+
+    run_sweep(session, [1, 4], theories=["nngp"], simulate=True,
+              sim_options={"steps": 200, "burn_in": 40, "chains": 2, "chunk": 40},
+              callback=callback, autosave=False)
+    assert seen[0] == ("SweepProgress", 0.0, 0)          # the size, before any point
+    assert meter.total == 4 and meter.done == 4            # 2 nngp + 2 simulation points
+    inside = [(v, done) for kind, v, done in seen if kind == "ChunkRecord"]
+    assert len(inside) >= 8                                # 6 chunks a simulation point
+    assert all(done < v < done + 1 for v, done in inside)  # never a whole point early
+    values = [v for _, v, _ in seen if v is not None]
+    assert values == sorted(values) and values[-1] == 4.0
+    assert len(set(v for v, _ in inside)) == len(inside)   # it moves chunk by chunk
+    # records that say nothing about progress, and chunks before the size is known
+    assert SweepMeter().update(SweepProgress(2, 5, "x")) == 2.0
+    assert SweepMeter().update(type("Chunk", (), {"steps_done": 5, "steps_total": 10})()) is None
+    assert meter.update(type("Iteration", (), {"chi": 1.0})()) is None

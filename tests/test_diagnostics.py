@@ -42,6 +42,26 @@ def test_vectorised_over_trailing_axes():
                 float(az.ess(x[:, :, i, j], method="tail", prob=(0.05, 0.95))), rel=1e-10)
 
 
+def test_autocovariance_by_fft_of_a_smooth_length():
+    """The FFT's length is the least even 2ᵃ3ᵇ5ᶜ ≥ 2n − 1 (not the power of two above it,
+    up to twice as long), and the autocovariance is still the direct sum at every lag."""
+    def smooth(k):
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        return k == 1
+    for n in range(1, 2000):
+        m = D._fft_length(n)
+        assert m == next(k for k in range(max(n, 2), 4 * n + 4) if k % 2 == 0 and smooth(k))
+    assert D._fft_length(2 * 75000 - 1) == 150000          # 2¹⁸ = 262144 before
+    rng = np.random.default_rng(5)
+    for n in (4, 5, 97, 300, 1001):
+        x = np.cumsum(rng.standard_normal((2, n)), axis=1)
+        xc = x - x.mean(axis=1, keepdims=True)
+        direct = np.array([[xc[c, :n - k] @ xc[c, k:] / n for k in range(n)] for c in range(2)])
+        np.testing.assert_allclose(D._autocov(x), direct, rtol=0, atol=1e-12 * np.abs(direct).max())
+
+
 def test_ar1_autocorrelation_time():
     # AR(1) with coefficient rho has tau = (1 + rho) / (1 - rho) = 9 for rho = 0.8
     rng = np.random.default_rng(11)

@@ -153,6 +153,8 @@ def test_cancelling_a_pool_sweep_cancels_its_tasks():
     pids = []
 
     def cb(rec):
+        if type(rec).__name__ != "SweepProgress" or rec.done == 0:
+            return                                # a task's progress, or the sweep's size
         seen.append(rec)
         pids.extend(ex.worker_pids())
         cancel.set()                              # cancel after the first completed point
@@ -179,3 +181,33 @@ def test_executor_flags():
         make_executor(scheduler="localhost:8786")
     with pytest.raises(MSAError, match="--workers must be >= 1"):
         make_executor(0)
+
+
+def test_a_pool_sweep_reports_its_running_tasks_progress():
+    """Pool tasks came back whole: the bar stood still while every worker ran a long
+    simulation.  The workers now report their share of steps (and a chain its points)
+    on a queue; the meter adds them to the merged points and drops a task at its end."""
+    from msa_engine.sweep import SweepMeter, SweepProgress, TaskProgress
+
+    meter, seen = SweepMeter(), []
+
+    def cb(rec):
+        seen.append((rec, meter.update(rec)))
+
+    s = new_session()
+    run_sweep(s, [1, 7], theories=["tree"], simulate=True,
+              sim_options={**SIM, "steps": 30000, "chunk": 500}, autosave=False,
+              callback=cb, executor=LocalPoolExecutor(2), seed=5)
+    assert len(s.find()) == 4 and meter.done == meter.total == 4
+    steps = [r.points for r, _ in seen if isinstance(r, TaskProgress) and r.points is not None
+             and r.points < 1]
+    assert len(steps) >= 2 and all(0 < p < 1 for p in steps)     # inside simulation points
+    ends = [r.task for r, _ in seen if isinstance(r, TaskProgress) and r.points is None]
+    assert sorted(ends) == [0, 1, 2]                 # the tree chain and two simulations
+    values = [v for _, v in seen if v is not None]
+    assert all(0 <= v <= 4 for v in values) and values[-1] == 4.0
+    # between the size and the last point the bar shows fractions of points
+    assert any(v != int(v) for v in values)
+    assert isinstance(seen[0][0], SweepProgress) and seen[0][0].done == 0
+    # after a task's end its late reports are dropped: nothing left running at the end
+    assert meter._running == {}

@@ -82,14 +82,14 @@ def test_a_cache_hit_says_nothing(tmp_path):
 def test_pool_workers_report_only_under_the_command_line(fresh):
     """A local pool's workers compile for themselves: under the CLI's reporter they write
     the notice to the shared stderr; under any other (the TUI's) they must not write."""
-    from msa_engine.executors import LocalPoolExecutor
+    from msa_engine.executors import LocalPoolExecutor, _pool_worker_init
     for reporter, forward in ((jit.stderr_note, True), (lambda text: None, False),
                               (None, False)):
         token = jit.push_reporter(reporter) if reporter else None
         pool = LocalPoolExecutor(1)._new_pool()
         try:
-            assert pool._initializer is jit.pool_worker_init
-            assert pool._initargs == (forward,)
+            assert pool._initializer is _pool_worker_init     # calls jit.pool_worker_init
+            assert pool._initargs == (forward, None)
         finally:
             pool.shutdown()
             jit.remove_reporter(token)

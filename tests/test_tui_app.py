@@ -188,10 +188,22 @@ async def test_simulation_result_stored(isolated):
         from msa_engine.analysis import rerun
         [rep] = rerun(app.session)["entries"]
         assert rep["bit_identical"]
-        # a second run at the same point replaces the first, and says what it replaced
+        # a shorter run at the same point asks first (a quick look replaced a long run,
+        # autosaved at once); "n" keeps the longer one
         await set_field(pilot, app, "f-simulation-steps", "200")
         app.set_focus(None)
         await pilot.press("s")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "ConfirmScreen"
+        question = str(app.screen.query_one(".question").render())
+        assert "longer sim-marginal" in question and "2 chains × 400 steps" in question
+        await pilot.press("n")
+        await settle(pilot, app)
+        assert not app.jobs and app.session.entries[0]["options"]["steps"] == 400
+        # "y" runs it: it replaces the first, and says what it replaced
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("y")
         await settle(pilot, app)
         [entry] = app.session.entries
         assert entry["options"]["steps"] == 200
@@ -245,6 +257,15 @@ async def test_sweep(isolated):
         await pilot.press("4")
         await pilot.pause()
         assert "Fig. 2" in str(app.query_one("#plot").render())
+        # the same grid again: nothing to compute, and it says so (it said "sweep
+        # finished" and left the bar spinning)
+        app.set_focus(None)
+        await pilot.press("w")
+        await settle(pilot, app)
+        assert len(app.session.entries) == 6
+        assert "nothing to compute" in str(app.query_one("#run-status", Static).render())
+        bar = app.query_one("#progress")
+        assert bar.total == 1 and bar.progress == 1
 
 
 @run_async
@@ -467,6 +488,13 @@ async def test_error_lines_survive_rebuilt_data_fields_and_bad_sections_keep_set
         await pilot.pause()
         err = app.query_one("#err-data-P", Static)
         assert err.display and "data.P must be >= 1" in str(err.render())
+        # the toast names the field once ("data.P: data.P must be …" before)
+        app.clear_notifications()
+        app.set_focus(None)
+        await pilot.press("r")
+        await pilot.pause()
+        [note] = [str(n.message) for n in app._notifications]
+        assert note.startswith("data.P must be >= 1"), note
 
 
 def _styles_of(app):
@@ -1062,3 +1090,180 @@ async def test_the_live_trace_of_a_sweep_follows_the_point_being_computed(isolat
 def figures_of(records):
     from msa_engine import figures
     return figures.convergence(records, "Live trace")
+
+
+def test_a_sweeps_bar_moves_within_a_simulation_point(isolated):
+    """The sweep's callback turns a simulation point's chunks into fractions of a point
+    on the bar; only a completed point refreshes the results (and logs its label)."""
+    import threading
+    from types import SimpleNamespace
+
+    from msa_engine.sweep import SweepProgress
+    from msa_tui.app import Progress, Record
+
+    app = make_app(isolated)
+    posted = []
+    app.post_message = posted.append
+    callback = app._callback("sweep", threading.Event())
+    callback(SweepProgress(0, 4, "starting"))
+    callback(SimpleNamespace(stage="simulate", steps_done=50, steps_total=200))
+    callback(SweepProgress(1, 4, "sim N=100 χ=1"))
+    bars = [(m.done, m.total, m.point) for m in posted if isinstance(m, Progress)]
+    assert bars == [(0.0, 4, False), (0.25, 4, False), (1.0, 4, True)]
+    assert sum(isinstance(m, Record) for m in posted) == 1       # the chunk, for the log
+    # a simulation job's chunks still drive the bar by steps (on_record), not by points
+    posted.clear()
+    app._callback("simulation", threading.Event())(
+        SimpleNamespace(stage="simulate", steps_done=50, steps_total=200))
+    assert [type(m).__name__ for m in posted] == ["Record"]
+
+
+@run_async
+async def test_log_lines_written_while_the_log_is_hidden_wrap_at_its_width(isolated):
+    """Lines written while the user was on Setup (the Log tab hidden, no width) were
+    wrapped at RichLog's min_width: 20-column pieces for good."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        await pilot.press("1")
+        await pilot.pause()
+        log = app.query_one("#log")
+        line = "── theories nngp, rescaling, tree, one-loop, exact at χ=1, N=100"
+        log.write(line)
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        await pilot.pause()
+        width = log.scrollable_content_region.width
+        assert width > 60
+        texts = [strip.text.rstrip() for strip in log.lines]
+        assert line in texts, texts[-4:]
+
+
+@run_async
+async def test_replay_lines_wrap_beside_the_plot_at_80_columns(isolated):
+    """The replay's log beside its plot is narrower than RichLog's default min_width of 78:
+    every line was cut at 'residual', its numbers never shown."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "one-loop")
+        await pilot.press("r")
+        await settle(pilot, app)
+        await pilot.press("3")
+        await pilot.pause()
+        app.selected = 0
+        app.action_replay()
+        for _ in range(30):
+            await pilot.pause(0.05)
+        log = app.screen.query_one("#replay-log")
+        width = log.scrollable_content_region.width
+        assert log.lines and width < 78
+        assert max(strip.cell_length for strip in log.lines) <= width
+
+
+@run_async
+async def test_the_bundled_example_never_autosaves_over_a_users_copy(isolated):
+    """`msa tui` opens the bundled example; its autosave wrote sessions/<example>.json,
+    replacing the copy a user had saved there in an earlier run (34 results lost)."""
+    from msa_engine.sessions import default_session_path, load_session
+    stem = Path(default_session_path()).stem
+    mine = isolated / f"{stem}.json"
+    users = model.open_session(None)
+    users.doc["notes"] = "my earlier work"
+    save_session(users, mine)
+    before = mine.read_bytes()
+    app = MSAApp(None, session_dir=isolated, autosave=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        notes = [str(n.message) for n in app._notifications]
+        assert any(f"{stem}.json" in n and "o opens" in n for n in notes), notes
+        tick_only(app, "nngp")
+        await pilot.press("r")
+        await settle(pilot, app)
+    assert mine.read_bytes() == before
+    copy = isolated / f"{stem}-2.json"
+    assert copy.exists() and load_session(copy).doc.get("notes") != "my earlier work"
+    assert Path(app.session.path) == copy
+
+
+@run_async
+async def test_escape_in_a_field_and_ctrl_q_do_not_throw_a_running_job_away(isolated):
+    """Escape in a text field cancelled the running simulation (the user only meant to
+    leave the field), and ctrl+q quit at once, the run lost without a question."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await set_field(pilot, app, "f-simulation-steps", "200000")
+        await set_field(pilot, app, "f-simulation-thin", "100")
+        app.set_focus(None)
+        await pilot.press("s")
+        await pilot.pause()
+        assert "simulation" in app.jobs, [str(n.message) for n in app._notifications]
+        field = app.query_one("#f-network-g_w", Input)
+        field.focus()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is None and "simulation" in app.jobs
+        assert not app.jobs["simulation"].is_set()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "ConfirmScreen" and app.is_running
+        question = str(app.screen.query_one(".question").render())
+        assert "simulation still running" in question and "saved" in question
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and "simulation" in app.jobs
+        await pilot.press("escape")                    # outside a field: cancels
+        await settle(pilot, app)
+        assert not app.jobs
+        await pilot.press("ctrl+q")                    # nothing running: quits at once
+        await pilot.pause()
+        assert not app.is_running
+
+
+@run_async
+async def test_after_a_run_the_results_table_has_the_focus(isolated):
+    """The Results tab came up after a run with nothing focused: ↑/↓ did nothing (and ←
+    switched tabs) until the user found the table with Tab."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "nngp", "exact")
+        app.set_focus(None)
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.query_one(TabbedContent).active == "tab-results"
+        table = app.query_one("#results", DataTable)
+        assert app.focused is table
+        before = app.selected
+        await pilot.press("up")
+        await pilot.pause()
+        assert app.selected == before - 1
+
+
+@run_async
+async def test_a_checkbox_shows_its_state_without_colour(isolated):
+    """Ticked and unticked checkboxes both drew ▐X▌, told apart by colour alone."""
+    from textual.widgets import Checkbox
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        box = app.query_one("#sweep-simulate", Checkbox)
+        marks = {}
+        for value in (False, True):
+            box.value = value
+            await pilot.pause()
+            marks[value] = box.render().plain[:3]
+        assert marks == {False: "▐ ▌", True: "▐X▌"}, marks
+
+
+@run_async
+async def test_a_sweep_to_mean_field_ends_at_each_widths_N(isolated):
+    """With widths N = 50 the mean-field end was the form's N = 100: χ ran up to 2N."""
+    app = make_app(isolated)
+    async with app.run_test(size=(120, 40)) as pilot:
+        tick_only(app, "nngp")
+        await set_field(pilot, app, "f-sweep-points", "3")
+        await set_field(pilot, app, "f-sweep-widths", "50")
+        app.set_focus(None)
+        await pilot.press("w")
+        await settle(pilot, app)
+        got = sorted((e["N"], round(e["chi"], 6)) for e in app.session.entries)
+        assert got == [(50, 1.0), (50, round(50 ** 0.5, 6)), (50, 50.0)]

@@ -9,7 +9,7 @@ from ..config import load_config
 from ..errors import MSAError
 from ..executors import make_executor
 from ..sessions import Session, load_session, save_session, session_dir
-from ..sweep import DEFAULT_THEORIES, SweepProgress, parse_chis, run_sweep
+from ..sweep import DEFAULT_THEORIES, SweepMeter, SweepProgress, parse_chis, run_sweep
 from ..theory import available_theories, check_theory
 from ..theory.options import check_integer
 
@@ -187,15 +187,21 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     # on stderr, as msa simulate's: stdout holds only the summary (or the JSON)
-    with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), TextColumn("{task.fields[points]}"),
                   TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True,
                   disable=args.json or not sys.stderr.isatty()) as progress:
-        bar = progress.add_task("", total=None)
+        bar = progress.add_task("", total=None, points="")
+        meter = SweepMeter()     # the bar moves within a simulation point too
 
         def callback(rec):
+            completed = meter.update(rec)
+            if completed is None:
+                return
+            progress.update(bar, completed=completed, total=meter.total,
+                            points=f"{meter.done}/{meter.total}")
             if isinstance(rec, SweepProgress):
-                progress.update(bar, completed=rec.done, total=rec.total, description=rec.label)
+                progress.update(bar, description=rec.label)
 
         try:
             run_sweep(session, chis, widths, theories, simulate, opts, callback=callback,
