@@ -24,7 +24,8 @@ HELP = """\
 **Keys**: `r` run the ticked theories · `s` simulate · `w` sweep χ · `c`/`esc` cancel ·
 `ctrl+s` save · `o` open/compare sessions · `p` next plot · `t` train/test · `y` replay a
 result's convergence log · `e` export the results as CSV · `1`–`4` tabs · `ctrl+p` command
-palette (screenshots, themes) · `ctrl+q` quit. `tab` moves between fields; on a choice
+palette (screenshots, themes) · `ctrl+q` quit (asks while a job runs). In a text field
+`esc` leaves the field and cancels nothing. `tab` moves between fields; on a choice
 (task, activation, sampler, method) `enter` opens its list and `←`/`→` step through it.
 
 **The model** (THEORY §1): `f(x) = Σᵢ aᵢ φ(wᵢ·x)` with `N` hidden units,
