@@ -258,7 +258,7 @@ class MSAApp(App):
             now = time.monotonic()
             running = ", ".join(f"{j} {now - self.job_started.get(j, now):.0f}s" for j in self.jobs)
             # twice a second, in whole seconds: set only when the text changes
-            set_text(self.query_one("#run-status", Static), f"running: {running}  (c to cancel)")
+            set_text(self.query_one("#run-status", Static), f"running (c cancels): {running}")
 
     # -- validation --------------------------------------------------------------
     @on(ParamForm.Edited)
@@ -295,10 +295,7 @@ class MSAApp(App):
                   or (need_sweep and k[0] == "sweep") or (need_theory and k[0] == "theory")}
         if errors:
             (section, key), msg = next(iter(errors.items()))
-            label = model.LABELS.get(key, key)
-            # the engine's message may name the field itself ("data.p must be ≤ 1")
-            named = msg.startswith((f"{section}.{key}", f"{section}.{label}", label))
-            self.notify(msg if named else f"{section}.{label}: {msg}",
+            self.notify(model.error_text(section, key, msg),
                         title="cannot run: fix the form", severity="error")
             self._show_tab("tab-setup")
             try:
@@ -355,7 +352,8 @@ class MSAApp(App):
         log = self.query_one("#log", RichLog)
         log.write(f"── {label}")
         self.query_one("#progress", ProgressBar).update(total=total, progress=0)
-        self.query_one("#run-status", Static).update(f"running: {label}  (c to cancel)")
+        # the key first: at 80 columns a long label cut "(c to cancel)" off
+        self.query_one("#run-status", Static).update(f"running (c cancels): {label}")
         self._show_tab("tab-run")
         return ev
 

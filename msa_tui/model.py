@@ -175,6 +175,15 @@ def sweep_fields(sweep: dict | None, N: int) -> dict[str, str]:
     return out
 
 
+def error_text(section: str, key: str, msg: str) -> str:
+    """``section.label: msg``, or ``msg`` alone where the engine's message names the
+    field itself ("data.p must be <= 1.0": the toast said "data.p: data.p must be …")."""
+    label = LABELS.get(key, key)
+    if msg.startswith((f"{section}.{key}", f"{section}.{label}", label)):
+        return msg
+    return f"{section}.{label}: {msg}"
+
+
 @dataclass
 class Validated:
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -194,7 +203,7 @@ class Validated:
         if not self.errors:
             return ""
         (section, key), msg = next(iter(self.errors.items()))
-        return f"{section}.{LABELS.get(key, key)}: {msg}"
+        return error_text(section, key, msg)
 
     def config(self, form: FormState) -> dict:
         """The session config: resolved data spec and network, plus simulation options."""

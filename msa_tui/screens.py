@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
+from rich.text import Text
 from textual.widgets import DataTable, Header, Input, Label, Markdown, RichLog, Static
 
 from msa_engine import MSAError
@@ -116,6 +117,9 @@ class SessionBrowser(Screen):
         yield Header()
         yield Static(f"sessions in {self.directory}", id="browser-title")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        # the highlighted session's notes in full (the table's column shows 60
+        # characters: an unreadable file's reason was cut there)
+        yield Static("", id="browser-detail")
         yield BindingsFooter()
 
     def on_mount(self) -> None:
@@ -129,6 +133,7 @@ class SessionBrowser(Screen):
         except MSAError:
             own = []
         self.paths = own + [Path(p) for p in bundled_sessions() if Path(p) not in own]
+        self.notes: list[str] = []
         table = self.query_one(DataTable)
         table.clear()
         for i, p in enumerate(self.paths):
@@ -143,6 +148,7 @@ class SessionBrowser(Screen):
             where = "bundled" if i >= len(own) else "user"
             mod = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime)) \
                 if p.exists() else ""
+            self.notes.append(notes)
             table.add_row("✓" if i in self.marked else " ", p.stem, n, where, mod, notes[:60],
                           key=str(i))
         if not self.paths:
@@ -160,6 +166,12 @@ class SessionBrowser(Screen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        i = event.cursor_row
+        note = self.notes[i] if 0 <= i < len(getattr(self, "notes", [])) else ""
+        self.query_one("#browser-detail", Static).update(
+            Text(f"{self.paths[i].name}: {note}" if note else ""))
 
     def action_mark(self) -> None:
         i = self._row()
@@ -223,6 +235,10 @@ class CompareScreen(Screen):
                 s = model.open_session(p)
             except MSAError as exc:
                 self.notify(str(exc), title=f"cannot open {p.name}", severity="error")
+                # its box says so (it stood empty and untitled)
+                table.border_title = f"{p.stem}: cannot open"
+                table.add_column("reason")
+                table.add_row(Text(str(exc).replace(str(p), p.name)))
                 continue
             self.sessions.append((p.stem, s))
             net = model.session_config(s).get("network", {})

@@ -299,7 +299,10 @@ def gamma_text(v: Validated) -> str:
     """The χ/γ line under the network fields."""
     net = v.problem.network if v.problem is not None else None
     if net is None:
-        return "χ, γ: fix the network fields"
+        # which section keeps the problem from being built (a data error blamed the
+        # network fields)
+        bad = [section for section in ("network", "data") if any(k[0] == section for k in v.errors)]
+        return f"χ, γ: fix the {bad[0] if bad else 'network'} fields"
     regime = ("standard" if abs(net.chi - 1) < 1e-12 else
               "mean-field" if abs(net.chi - net.N) < 1e-9 * net.N else "intermediate")
     return f"χ = {net.chi:.6g}   γ = {net.gamma:.3f}   ({regime}; χ = N^(γ−1))"

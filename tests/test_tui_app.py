@@ -1267,3 +1267,29 @@ async def test_a_sweep_to_mean_field_ends_at_each_widths_N(isolated):
         await settle(pilot, app)
         got = sorted((e["N"], round(e["chi"], 6)) for e in app.session.entries)
         assert got == [(50, 1.0), (50, round(50 ** 0.5, 6)), (50, 50.0)]
+
+
+@run_async
+async def test_an_unreadable_session_says_why_in_the_browser_and_a_comparison(isolated):
+    """The browser cut the reason at 60 characters; comparing with an unreadable file left
+    an empty, untitled box."""
+    from msa_tui.screens import CompareScreen
+    _saved_sessions(isolated, {"good": 1.0})
+    (isolated / "broken.json").write_text('{"schema": "msa-workbench-session", "entr')
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        browser = app.screen
+        i = [p.name for p in browser.paths].index("broken.json")
+        browser.query_one(DataTable).move_cursor(row=i)
+        await pilot.pause()
+        detail = str(browser.query_one("#browser-detail", Static).render())
+        assert detail.startswith("broken.json: unreadable:") and len(detail) > 70, detail
+        await pilot.press("escape")
+        await pilot.pause()
+        app.push_screen(CompareScreen([isolated / "good.json", isolated / "broken.json"],
+                                      isolated))
+        await pilot.pause()
+        table = app.screen.query_one("#cmp-1", DataTable)
+        assert table.border_title == "broken: cannot open" and table.row_count == 1
