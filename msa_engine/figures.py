@@ -108,7 +108,8 @@ def spectrum(entry: dict | None, g_w: float | None = None, d: int | None = None)
     excess = s.get("weight_cov_excess")
     plot.title = f"Σ_W spectrum: {entry.get('name')} at χ={float(entry.get('chi') or 0):.4g}"
     plot.notes.append(
-        f"λ_top = {ev[0]:.4g}" + (f"  excess over bulk {excess:+.3g}" if excess is not None else "")
+        f"λ_top = {ev[0]:.4g}" + (f"  ({excess:+.1%} over the prior g_w/d)"
+                                  if excess is not None else "")
         + (f"  teacher overlap |v·β̂| = {ov:.3f}" if ov is not None else "  (no teacher direction)"))
     return plot
 

@@ -47,6 +47,9 @@ class ResultReady(Message):
         self.job, self.result, self.log, self.options = job, result, log, options
 
 
+IDLE_STATUS = "idle: press r (theories), s (simulate) or w (sweep)"
+
+
 class Progress(Message):
     """``done`` of ``total`` for the progress bar; ``point``: a sweep point was completed
     (not only a step of one; see :class:`msa_engine.sweep.SweepMeter`)."""
@@ -192,7 +195,7 @@ class MSAApp(App):
                 # mounting, they restyle every field (0.3 s of the start, issue 7)
                 yield ParamForm(state, id="form", classes="-wide" if wide else "")
             with TabPane("Log", id="tab-run"):
-                yield Static("idle: press r (theories), s (simulate) or w (sweep)", id="run-status")
+                yield Static(IDLE_STATUS, id="run-status")
                 yield ProgressBar(total=1, id="progress", show_eta=False)
                 with Horizontal(id="run-body", classes="-wide" if width >= 100 else ""):
                     yield WrappedLog(id="log", max_lines=5000)
@@ -866,6 +869,12 @@ class MSAApp(App):
     def set_session(self, session) -> None:
         self.session = session
         self.selected = None
+        # the Log's status and bar were the previous session's last job's ("sweep
+        # cancelled", 89%); the log itself keeps its history, marked
+        self.query_one("#run-status", Static).update(IDLE_STATUS)
+        self.query_one("#progress", ProgressBar).update(total=1, progress=0)
+        self.query_one("#log", RichLog).write(f"── opened {model.session_name(session)}")
+        self.live, self._live_dirty = [], True
         self.run_worker(self.query_one(ParamForm).load(
             FormState.from_config(model.session_config(session), session.sweep)),
             exclusive=False)

@@ -190,7 +190,7 @@ class Choice(Widget, can_focus=True):
     DEFAULT_CSS = """
     Choice {
         height: 1; width: 1fr; background: $surface; color: $foreground; pointer: pointer;
-        &:focus { background-tint: $foreground 5%; text-style: bold; }
+        &:focus { background: $primary 40%; text-style: bold; }
         & > .choice--arrow { color: $foreground 50%; }
     }
     """
