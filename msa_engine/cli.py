@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the kernels' first compilation announces itself (msa_engine/jit.py); set without
     # importing numba, which a linear solve never needs
     notice = jit.push_reporter(jit.stderr_note)
+    _safe_streams()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -85,14 +86,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # the reader of stdout went away: nothing more to say, and the interpreter's
         # last flush at exit must not fail loudly on the closed pipe
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        _stdout_to_devnull()
         return 0
+    except OSError as exc:
+        # what is left unconverted is writing the output (a full disk: `> /dev/full`)
+        _stdout_to_devnull()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"msa: error: cannot write the output: {exc.strerror or exc}{where}",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # never a traceback for a user (a hand-edited session can still surprise the
+        # code); MSA_DEBUG=1 shows it for a bug report
+        if os.environ.get("MSA_DEBUG"):
+            raise
+        print(f"msa: error: unexpected {type(exc).__name__}: {exc} (MSA_DEBUG=1 shows the "
+              "traceback; please report it)", file=sys.stderr)
+        return 1
     finally:
         jit.remove_reporter(notice)
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _safe_streams() -> None:
+    """A closed stdout (``>&-``) is a null one, and text the terminal's encoding cannot
+    show (χ, λ under ``PYTHONIOENCODING=ascii`` or a Latin-1 locale) is replaced rather
+    than stopping the command with a UnicodeEncodeError."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "χλΣ̂".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors="replace")
+            except (AttributeError, ValueError):
+                pass
 
 
 def entry_point() -> None:  # console script

@@ -105,7 +105,9 @@ def load_config(path: str | Path | None = None) -> Config:
     else:
         p = Path(path).expanduser()
         try:
-            text = p.read_text()
+            # TOML is UTF-8; "-sig" drops the byte-order mark some Windows editors write
+            # (it read as "Invalid statement (at line 1, column 1)")
+            text = p.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise MSAError(f"no such config file {str(p)!r}") from None
         except (OSError, UnicodeDecodeError) as exc:

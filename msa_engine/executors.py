@@ -37,9 +37,33 @@ PROGRESS_INTERVAL = 0.25        # seconds between a pool task's progress reports
 
 def _pool_worker_init(forward: bool, progress) -> None:
     global _progress_queue
+    import signal
     from . import jit
+    # Ctrl-C is the sweep's process's to handle: it stops the workers itself.  A worker
+    # interrupted too printed its own KeyboardInterrupt traceback, and one interrupted
+    # between tasks left the pool half-shut, which a second Ctrl-C turned into a hang
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     jit.pool_worker_init(forward)
     _progress_queue = progress
+
+
+class _SigintIgnored:
+    """SIGINT ignored in this process while pool workers are started (a child inherits
+    an ignored signal from the moment it starts, before its initializer runs); only in
+    the main thread, where Python lets a program set signal handlers."""
+
+    def __enter__(self):
+        import signal
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+        return False
 
 
 def _progress_reporter(key, entries: list):
@@ -162,10 +186,12 @@ class LocalPoolExecutor:
 
         while pending:
             pool = self._new_pool(progress)
-            futures = {pool.submit(run_task_standalone, payload, tasks[i],
-                                   i if progress is not None else None): i for i in pending}
+            with _SigintIgnored():       # submit starts the workers
+                futures = {pool.submit(run_task_standalone, payload, tasks[i],
+                                       i if progress is not None else None): i for i in pending}
             pending = []
             broken = False
+            stopped = False
             try:
                 while futures:
                     if cancel is not None and cancel.is_set():
@@ -199,12 +225,16 @@ class LocalPoolExecutor:
                             else:
                                 pending.append(i)
                         futures = {}
-            except Cancelled:
+            except (Cancelled, KeyboardInterrupt):
                 # running tasks cannot be cancelled inside a process pool: stop the workers
+                # (on Ctrl-C too: waiting for them, a second Ctrl-C left the process hung
+                # at exit, joining workers that would never be told to stop)
+                stopped = True
                 self._terminate_workers()
                 raise
             finally:
-                pool.shutdown(wait=not broken and not (cancel is not None and cancel.is_set()),
+                pool.shutdown(wait=not (broken or stopped or (cancel is not None
+                                                               and cancel.is_set())),
                               cancel_futures=True)
 
     def _terminate_workers(self) -> None:

@@ -412,6 +412,10 @@ def save_session(session: Session, path: str | Path | None = None) -> Path:
     if path is None:
         path = session.path or session_dir() / f"{_safe_name(session.name)}{SUFFIX}"
     p = Path(path).expanduser()
+    if p.is_symlink():
+        # the file it points to: the rename put a regular file in the link's place and
+        # left the target stale
+        p = p.resolve()
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -423,3 +423,126 @@ def test_the_sweep_meter_moves_within_a_simulation_point(tmp_path):
     assert SweepMeter().update(SweepProgress(2, 5, "x")) == 2.0
     assert SweepMeter().update(type("Chunk", (), {"steps_done": 5, "steps_total": 10})()) is None
     assert meter.update(type("Iteration", (), {"chi": 1.0})()) is None
+
+
+@pytest.mark.parametrize("first, gap", [(2.0, 0.5), (3.0, 0.5), (2.0, 0.02)])
+def test_two_ctrl_c_stop_a_pool_sweep_with_one_line(tmp_path, first, gap):
+    """A second Ctrl-C during a pool sweep's shutdown hung the process for good (at exit,
+    joining workers idle on their task queue that were never told to stop: 4 of 4 runs
+    of this case hung before the fix) or printed a chained traceback; the workers,
+    interrupted too, printed their own."""
+    import signal
+    import time
+    out = tmp_path / "k.json"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "msa_engine", "sweep", str(ROOT / "examples" / "pair_standard.toml"),
+         "--chi", "1,3,10,30,N", "--simulate", "--steps", "2000", "--burn-in", "200",
+         "--workers", "2", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(first)
+        os.killpg(p.pid, signal.SIGINT)            # as a terminal's Ctrl-C: the whole group
+        time.sleep(gap)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail("the sweep hung after two Ctrl-C")
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "msa: interrupted", err
+    if out.exists():                               # (a Ctrl-C before the first write: none)
+        load_session(out)
+
+
+def test_simulate_checks_its_output_files_before_it_runs(tmp_path, capsys):
+    """--traces in a missing folder failed after the whole run (its results lost), and
+    --checkpoint or --traces silently replaced any file, a session included."""
+    import hashlib
+    cfg = _cfg(tmp_path, CONFIG)
+    run = ["simulate", cfg, "--steps", "40", "--burn-in", "10", "--json"]
+    rc, out, err = run_cli(run + ["--traces", tmp_path / "missing" / "t.npz"], capsys)
+    assert_one_line_error(rc, out, err, "missing' does not exist")
+    session = tmp_path / "s.json"
+    session.write_bytes(BUNDLED.read_bytes())
+    digest = hashlib.sha256(session.read_bytes()).hexdigest()
+    for flag in ("--checkpoint", "--traces"):
+        rc, out, err = run_cli(run + [flag, session], capsys)
+        assert_one_line_error(rc, out, err, "exists: give --force to replace it")
+    assert hashlib.sha256(session.read_bytes()).hexdigest() == digest
+    # --force replaces; --resume reads an existing checkpoint
+    tr, ck = tmp_path / "t.npz", tmp_path / "ck.npz"
+    assert run_cli(run + ["--traces", tr, "--checkpoint", ck], capsys)[0] == 0
+    assert run_cli(run + ["--traces", tr, "--force"], capsys)[0] == 0
+    assert run_cli(run + ["--checkpoint", ck, "--resume"], capsys)[0] == 0
+
+
+def test_inputs_the_review_of_11_30_found_escaping_as_tracebacks(tmp_path, capsys,
+                                                                 monkeypatch):
+    """Each gave a traceback (or, for --name, wrote outside the session folder)."""
+    import hashlib
+    cfg = _cfg(tmp_path, CONFIG)
+    # the marginal sampler's Cholesky failing on a huge step; a κ too small for a step
+    rc, out, err = run_cli(["simulate", cfg, "--steps", "200", "--burn-in", "50",
+                            "--step-size", "1e200", "--json"], capsys)
+    assert_one_line_error(rc, out, err, "simulation diverged")
+    (tmp_path / "tiny").mkdir()
+    tiny = _cfg(tmp_path / "tiny", CONFIG.replace("kappa = 0.1", "kappa = 1e-320"))
+    rc, out, err = run_cli(["simulate", tiny, "--steps", "20", "--burn-in", "5", "--json"],
+                           capsys)
+    assert_one_line_error(rc, out, err, "too small against the kernel's scale")
+    rc, out, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp", "--seed", "-1",
+                            "--out", tmp_path / "n.json"], capsys)
+    assert_one_line_error(rc, out, err, "--seed must be an integer >= 0")
+    # rich markup in a name, a path and notes: printed as written
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sessions").mkdir()
+    rc, out, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp", "--workers", "1",
+                            "--name", "run [/w bias]"], capsys)
+    assert rc == 0 and "Traceback" not in err, (out, err)
+    [saved] = (tmp_path / "sessions").glob("*.json")      # in the folder, a safe file name
+    s = load_session(saved)
+    assert s.name == "run [/w bias]"
+    s.doc["notes"] = "from [bold]run[/] 3 [/]"
+    marked = tmp_path / "res[final].json"
+    save_session(s, marked)
+    rc, out, err = run_cli(["replay", marked], capsys)
+    assert rc == 0 and "res[final].json" in out and "[/]" in out, (out, err)
+    rc, out, err = run_cli(["sweep", cfg, "--chi", "1", "--theories", "nngp", "--workers", "1",
+                            "--name", "sub/dir"], capsys)
+    assert rc == 0 and not (tmp_path / "sessions" / "sub").exists()
+    # a recorded sweep that would run with N = 0 is refused, the session untouched
+    s.doc["sweep"]["widths"] = [0]
+    bad = tmp_path / "wz.json"
+    save_session(s, bad)
+    digest = hashlib.sha256(bad.read_bytes()).hexdigest()
+    rc, out, err = run_cli(["sweep", "--resume", bad, "--workers", "1"], capsys)
+    assert_one_line_error(rc, out, err, "recorded sweep is malformed: widths must be")
+    assert hashlib.sha256(bad.read_bytes()).hexdigest() == digest
+    # whatever still escapes is one line, not a traceback (MSA_DEBUG=1 shows it)
+    s.doc["config"].pop("data")
+    broken = tmp_path / "nodata.json"
+    save_session(s, broken)
+    rc, out, err = run_cli(["replay", broken], capsys)
+    assert rc in (1, 2) and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_a_bom_a_symlink_and_a_narrow_terminal(tmp_path, capsys, monkeypatch):
+    """A config saved with a UTF-8 byte-order mark was a TOML syntax error; saving through
+    a symlink replaced the link and left its target stale; COLUMNS=0 printed nothing."""
+    from msa_engine.config import load_config as load
+    cfg = tmp_path / "bom.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + CONFIG.encode())
+    assert load(cfg).problem.network.N == 20
+    target = tmp_path / "real.json"
+    save_session(Session.new(load(cfg).resolved, name="t"), target)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    s = load_session(link)
+    s.doc["notes"] = "through the link"
+    save_session(s, link)
+    assert link.is_symlink() and load_session(target).doc["notes"] == "through the link"
+    monkeypatch.setenv("COLUMNS", "0")
+    rc, out, err = run_cli(["solve", cfg, "--theory", "nngp"], capsys)
+    assert rc == 0 and "nngp" in out, (out, err)

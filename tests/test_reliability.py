@@ -454,10 +454,10 @@ def test_unwritable_paths_are_clear_errors(tmp_path, capsys):
     blocker.write_text("a file, not a folder")
     rc, out, err = run_cli(["simulate", cfg, "--steps", "20", "--burn-in", "5",
                             "--checkpoint", blocker / "ck.npz", "--json"], capsys)
-    assert_one_line_error(rc, out, err, "cannot write checkpoint")
+    assert_one_line_error(rc, out, err, "blocker' is not a folder")
     rc, out, err = run_cli(["simulate", cfg, "--steps", "20", "--burn-in", "5",
                             "--traces", blocker / "t.npz", "--json"], capsys)
-    assert_one_line_error(rc, out, err, "cannot write traces")
+    assert_one_line_error(rc, out, err, "blocker' is not a folder")
     rc, out, err = run_cli(["sweep", cfg, "--chi", "1,2", "--theories", "nngp",
                             "--out", blocker / "s.json", "--json"], capsys)
     assert_one_line_error(rc, out, err, "cannot create folder")

@@ -55,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich import box
     from rich.table import Table
-    from .render import console, fmt
+    from .render import console, esc, fmt
     cols = result["sessions"]
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
               title="compare" + (" (recomputed)" if args.recompute else ""))
     t.add_column("", no_wrap=True)
     for col in cols:
-        t.add_column(col["name"], justify="right", no_wrap=True)
+        t.add_column(esc(col["name"]), justify="right", no_wrap=True)
     t.add_row("χ", *[fmt(c["chi"], 4) for c in cols])
     t.add_row("N", *[str(c["N"]) for c in cols])
     t.add_row("γ", *[fmt(c["gamma"], 3) for c in cols])
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     c = console()
     c.print(t)
     for line in result["highlights"]:
-        c.print(f"• {line}")
+        c.print(f"• {esc(line)}")
     return 0
 
 

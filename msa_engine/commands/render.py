@@ -18,7 +18,20 @@ class _Console(Console):
 
 
 def console() -> Console:
-    return _Console(highlight=False)
+    c = _Console(highlight=False)
+    if c.width < 60:
+        # COLUMNS=0 printed nothing at all, COLUMNS=20 every number as "…": tables wrap
+        # (or a terminal cuts them) at 80, which is still readable
+        c = _Console(highlight=False, width=80)
+    return c
+
+
+def esc(value) -> str:
+    """``value`` as text that rich prints as written: names, notes, paths and messages
+    come from users, and a ``[/]`` in one stopped a command with a MarkupError
+    traceback (``res[final].json`` printed as ``res.json``)."""
+    from rich.markup import escape
+    return escape(str(value))
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -32,7 +45,7 @@ def fmt(v, digits: int = 4) -> str:
 def print_problem(cfg) -> None:
     net, data = cfg.problem.network, cfg.problem.data
     c = console()
-    c.print(f"[bold]problem[/] {cfg.path or ''}")
+    c.print(f"[bold]problem[/] {esc(cfg.path or '')}")
     c.print(f"  data: task={data.spec.get('task')} d={data.d} P={data.P} "
             f"P_test={data.P_test} seed={data.spec.get('seed', '—')}")
     c.print(f"  network: {net.activation} N={net.N} g_w={net.g_w:g} g_a={net.g_a:g} "

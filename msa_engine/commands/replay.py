@@ -60,20 +60,20 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report is None or report["reproduced"] else 1
     from rich.table import Table
     from rich import box
-    from .render import console, fmt
+    from .render import console, esc, fmt
     c = console()
     net, data = session.config["network"], session.config["data"]
-    c.print(f"[bold]{session.name}[/]  ({session.path})")
-    c.print(f"  data: {', '.join(f'{k}={v}' for k, v in data.items() if k != 'path')}")
-    c.print(f"  network: {', '.join(f'{k}={v}' for k, v in net.items())}")
+    c.print(f"[bold]{esc(session.name)}[/]  ({esc(session.path)})")
+    c.print(esc(f"  data: {', '.join(f'{k}={v}' for k, v in data.items() if k != 'path')}"))
+    c.print(esc(f"  network: {', '.join(f'{k}={v}' for k, v in net.items())}"))
     vers = session.doc.get("versions") or {}
     c.print(f"  made with msa-workbench {vers.get('msa_workbench', '?')}, numpy {vers.get('numpy', '?')}, "
             f"numba {vers.get('numba', '?')}; modified {session.doc.get('modified', '?')}")
     if session.notes:
-        c.print(f"  notes: {session.notes}")
+        c.print(f"  notes: {esc(session.notes)}")
     topts = (session.sweep or {}).get("theory_options")
     if topts:
-        c.print(f"  theory options: {', '.join(f'{k}={v}' for k, v in topts.items())}")
+        c.print(esc(f"  theory options: {', '.join(f'{k}={v}' for k, v in topts.items())}"))
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("result", "N", "χ", "train disc", "test disc", "±se", "Q", "λ_top"):
         t.add_column(col, justify="left" if col == "result" else "right", no_wrap=True)
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
             + (f", max R̂ {ls['max_rhat']:.3f}" if ls["max_rhat"] is not None else ""))
     for e in session.entries:        # which points failed, and why
         if e.get("status") != "ok":
-            c.print(f"  [red]failed[/] {e['name']} N={e['N']} chi={e['chi']:g}: "
-                    f"{e.get('error', '?')}")
+            c.print(f"  [red]failed[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
+                    f"{esc(e.get('error', '?'))}")
     if report is not None:
         bad = [r for r in report["entries"] if not r["reproduced"]]
         n = len(report["entries"])
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             c.print(f"[red]rerun: {len(bad)} of {n} entries NOT reproduced[/]")
             for r in bad:
-                c.print(f"  {r['name']} N={r['N']} chi={r['chi']:g}: {_why(r, report['rtol'])}")
+                c.print(esc(f"  {r['name']} N={r['N']} chi={r['chi']:g}: {_why(r, report['rtol'])}"))
         return 0 if report["reproduced"] else 1
     return 0
 

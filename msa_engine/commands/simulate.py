@@ -47,8 +47,35 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="write the chain state here after each chunk")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--traces", default=None, help="export the post-burn-in traces to this .npz")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --traces file, or --checkpoint file without --resume")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=run)
+
+
+def check_output_path(path: str, flag: str, replace: bool) -> None:
+    """Refuse, before the run, an output file the run could not write at its end (a
+    finished run was thrown away when ``--traces`` named a missing folder) or one that
+    exists (``--checkpoint s.json`` turned a session into a zip archive), unless
+    ``replace``."""
+    import os
+    import tempfile
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise MSAError(f"{flag} {path} is a folder")
+    if p.exists() and not replace:
+        raise MSAError(f"{flag} {path} exists: give --force to replace it, or choose another "
+                       "path")
+    if not p.parent.is_dir():
+        what = "is not a folder" if p.parent.exists() else "does not exist"
+        raise MSAError(f"{flag} {path}: {str(p.parent)!r} {what}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".check")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise MSAError(f"{flag} {path}: cannot write in {str(p.parent)!r}: "
+                       f"{exc.strerror or exc}") from None
 
 
 def simulation_options(cfg_raw: dict, args: argparse.Namespace) -> dict:
@@ -83,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     opts = simulation_options(cfg.raw, args)
+    if args.traces:
+        check_output_path(args.traces, "--traces", args.force)
+    if args.checkpoint:
+        check_output_path(args.checkpoint, "--checkpoint", args.force or args.resume)
     if args.resume and args.checkpoint and not Path(args.checkpoint).expanduser().exists():
         # a job script re-run after preemption resumes where it can, else starts: say
         # which, so that a mistyped path does not silently throw a run away

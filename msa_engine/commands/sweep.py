@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import load_config
 from ..errors import MSAError
 from ..executors import make_executor
-from ..sessions import Session, load_session, save_session, session_dir
+from ..sessions import Session, _safe_name, load_session, save_session, session_dir
 from ..sweep import DEFAULT_THEORIES, SweepMeter, SweepProgress, parse_chis, run_sweep
 from ..theory import available_theories, check_theory
 from ..theory.options import check_integer
@@ -22,6 +22,37 @@ def _int_list(text: str, flag: str) -> list[int]:
     if not vals or any(v < 1 for v in vals):
         raise MSAError(f"{flag} values must be integers >= 1 (got {text!r})")
     return vals
+
+
+def _recorded(spec, args, path) -> tuple:
+    """The recorded sweep's grid, theories, options and seed, checked before anything is
+    written: a hand-edited spec (``widths: [0]``) ran, and its failure entries with
+    ``N = 0`` made the session unloadable."""
+    if not isinstance(spec, dict):
+        raise MSAError(f"{path}: its recorded sweep is not a table; start a new sweep")
+    try:
+        chis = parse_chis(spec.get("chis") or args.chi or DEFAULT_CHIS)
+        widths = spec.get("widths")
+        if widths is not None:
+            if not isinstance(widths, list):
+                raise MSAError(f"widths must be a list (got {widths!r})")
+            widths = [check_integer("widths", w, 1) for w in widths]
+        theories = spec.get("theories") or DEFAULT_THEORIES
+        if isinstance(theories, str) or not isinstance(theories, (list, tuple)):
+            raise MSAError(f"theories must be a list (got {theories!r})")
+        theories = [check_theory(t) for t in theories]
+        simulate = spec.get("simulate", False)
+        if not isinstance(simulate, bool):
+            raise MSAError(f"simulate must be true or false (got {simulate!r})")
+        opts = spec.get("sim_options") or {}
+        theory_opts = spec.get("theory_options") or {}
+        for name, table in (("sim_options", opts), ("theory_options", theory_opts)):
+            if not isinstance(table, dict):
+                raise MSAError(f"{name} must be a table (got {table!r})")
+        seed = check_integer("seed", spec.get("seed", args.seed or 0), 0)
+    except MSAError as exc:
+        raise MSAError(f"{path}: its recorded sweep is malformed: {exc}") from None
+    return chis, widths, theories, simulate, opts, seed, theory_opts
 
 
 def register(sub) -> None:
@@ -131,13 +162,8 @@ def run(args: argparse.Namespace) -> int:
             # they would be ignored: the sweep goes on with what its session recorded
             raise MSAError(f"--resume continues the sweep as its session recorded it; "
                            f"drop {', '.join(given)} (or start a new sweep with another --out)")
-        chis = spec.get("chis") or parse_chis(args.chi or DEFAULT_CHIS)
-        widths = spec.get("widths")
-        theories = spec.get("theories") or DEFAULT_THEORIES
-        simulate = spec.get("simulate", False)
-        opts = spec.get("sim_options") or {}
-        seed = spec.get("seed", args.seed or 0)
-        theory_opts = spec.get("theory_options") or {}
+        chis, widths, theories, simulate, opts, seed, theory_opts = _recorded(
+            spec, args, session.path)
         out = Path(args.out) if args.out else session.path
         if (args.out and out.exists() and not args.force
                 and out.resolve() != Path(session.path).resolve()):
@@ -161,12 +187,14 @@ def run(args: argparse.Namespace) -> int:
             raise MSAError("--theories needs at least one theory")
         simulate = args.simulate if args.simulate is not None else table.get("simulate", False)
         seed = args.seed if args.seed is not None else table.get("seed", 0)
+        seed = check_integer("--seed" if args.seed is not None else "sweep.seed", seed, 0)
         theory_opts = cfg.theory_options or {}
         opts = sim_options(args, cfg.resolved.get("simulation", {}))
         # the loaded data: building it again would repeat the config's warnings
         session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem,
                               data=cfg.problem.data)
-        out = Path(args.out) if args.out else session_dir() / f"{session.name}.json"
+        # the name is a name, not a path: "sub/dir", "/tmp/x" or "." wrote elsewhere
+        out = Path(args.out) if args.out else session_dir() / f"{_safe_name(session.name)}.json"
         explicit = args.theories is not None or "theories" in table
         act = cfg.problem.network.activation
         for name in theories:       # bad names are refused before anything is written
@@ -215,11 +243,12 @@ def run(args: argparse.Namespace) -> int:
         print_json({"session": str(path), "entries": len(session.entries), "failed": len(failed),
                     "rows": session.sweep_rows()})
     else:
-        from .render import console
+        from .render import console, esc
         c = console()
         n = len(session.entries)
-        c.print(f"saved [bold]{path}[/] ({n} {'entry' if n == 1 else 'entries'}, "
+        c.print(f"saved [bold]{esc(path)}[/] ({n} {'entry' if n == 1 else 'entries'}, "
                 f"{len(failed)} failed)")
         for e in failed:
-            c.print(f"  [red]failed[/] {e['name']} N={e['N']} chi={e['chi']:g}: {e['error']}")
+            c.print(f"  [red]failed[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
+                    f"{esc(e['error'])}")
     return 1 if failed else 0

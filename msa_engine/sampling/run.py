@@ -187,7 +187,12 @@ def _initial_log_step(problem: Problem, ndim: int) -> float:
     net, data = problem.network, problem.data
     K0 = net.g_a * nngp_kernel(net.activation, data.X_train, g_w=net.g_w)
     lam = float(np.linalg.eigvalsh(K0)[-1])
-    return math.log(1.0 / (1.0 + lam / net.kappa) / ndim ** (1.0 / 3.0))
+    with np.errstate(over="ignore"):
+        ratio = lam / net.kappa
+    if not math.isfinite(ratio):     # κ = 1e-320: a math domain error escaped here
+        raise MSAError(f"κ = {net.kappa:g} is too small against the kernel's scale "
+                       f"({lam:.3g}) to choose a step size: give a step size or a larger κ")
+    return math.log(1.0 / (1.0 + ratio) / ndim ** (1.0 / 3.0))
 
 
 def _linear_se(x: np.ndarray, w: np.ndarray) -> float:
@@ -447,7 +452,17 @@ class _Run:
             else:
                 cuts = np.linspace(0, C, self.threads + 1).round().astype(int)
                 groups = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
-            self._run_groups(groups, pos, nxt, common, status)
+            try:
+                self._run_groups(groups, pos, nxt, common, status)
+            except np.linalg.LinAlgError:
+                # the marginal sampler's Cholesky of K + κI (a step of 1e200, χ = 1e12
+                # at N = 100): a traceback, where the full sampler said "diverged"
+                raise MSAError(
+                    f"simulation diverged within steps {pos + 1}–{nxt}: K + κI lost its "
+                    f"positive definiteness (the weights ran off, or κ is tiny against "
+                    f"K); use a smaller step size (now {math.exp(self.log_h[0]):.3g}, e.g. "
+                    f"--step-size {math.exp(self.log_h[0]) / 4:.2g}) or check χ, κ and "
+                    "the data's scale") from None
             if status[0] != kn.OK:
                 what = ("produced NaN or inf" if status[0] == kn.NONFINITE
                         else "exploded (energy above its divergence threshold)")
