@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except Exception as exc:
+        if _interrupted(exc):
+            # raised by code that a Ctrl-C interrupted halfway (a lock released twice)
+            print("msa: interrupted", file=sys.stderr)
+            return 130
         # never a traceback for a user (a hand-edited session can still surprise the
         # code); MSA_DEBUG=1 shows it for a bug report
         if os.environ.get("MSA_DEBUG"):
@@ -105,6 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         jit.remove_reporter(notice)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 def _stdout_to_devnull() -> None:
@@ -132,6 +146,17 @@ def _safe_streams() -> None:
 
 
 def entry_point() -> None:  # console script
+    import signal
+
+    def first_ctrl_c(signum, frame):
+        # the first Ctrl-C interrupts; a later one, while the command stops its workers,
+        # saves and exits, is ignored: it landed in the interpreter's own exit handlers
+        # ("Exception ignored in atexit callback", a traceback after "msa: interrupted")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, first_ctrl_c)
     sys.exit(main())
 
 

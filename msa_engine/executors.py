@@ -47,10 +47,12 @@ def _pool_worker_init(forward: bool, progress) -> None:
     _progress_queue = progress
 
 
-class _SigintIgnored:
-    """SIGINT ignored in this process while pool workers are started (a child inherits
-    an ignored signal from the moment it starts, before its initializer runs); only in
-    the main thread, where Python lets a program set signal handlers."""
+class SigintIgnored:
+    """SIGINT ignored in this process for a moment: while pool workers are started (a
+    child inherits an ignored signal from the moment it starts, before its initializer
+    runs), and while an interrupted sweep stops its workers and saves (a second Ctrl-C
+    there broke a lock mid-release: "RuntimeError: release unlocked lock").  Only in the
+    main thread, where Python lets a program set signal handlers."""
 
     def __enter__(self):
         import signal
@@ -186,7 +188,7 @@ class LocalPoolExecutor:
 
         while pending:
             pool = self._new_pool(progress)
-            with _SigintIgnored():       # submit starts the workers
+            with SigintIgnored():        # submit starts the workers
                 futures = {pool.submit(run_task_standalone, payload, tasks[i],
                                        i if progress is not None else None): i for i in pending}
             pending = []
@@ -225,12 +227,14 @@ class LocalPoolExecutor:
                             else:
                                 pending.append(i)
                         futures = {}
-            except (Cancelled, KeyboardInterrupt):
-                # running tasks cannot be cancelled inside a process pool: stop the workers
-                # (on Ctrl-C too: waiting for them, a second Ctrl-C left the process hung
-                # at exit, joining workers that would never be told to stop)
+            except BaseException:
+                # cancelled, Ctrl-C, or anything else: running tasks cannot be cancelled
+                # inside a process pool, so the workers are stopped (waiting for them, a
+                # second Ctrl-C left the process hung at exit, joining workers that would
+                # never be told to stop)
                 stopped = True
-                self._terminate_workers()
+                with SigintIgnored():
+                    self._terminate_workers()
                 raise
             finally:
                 pool.shutdown(wait=not (broken or stopped or (cancel is not None

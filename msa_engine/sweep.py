@@ -365,8 +365,11 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
         executor.run(session, tasks, task_done, callback, cancel)
     except BaseException:
         # cancelled, interrupted (Ctrl-C: KeyboardInterrupt) or failed: what completed
-        # is written before the exception leaves, throttled points included
-        save()
+        # is written before the exception leaves, throttled points included (a second
+        # Ctrl-C does not stop that write)
+        from .executors import SigintIgnored
+        with SigintIgnored():
+            save()
         raise
     session.doc["sweep"]["executor"]["workers"] = executor.workers
     session.doc["sweep"]["completed"] = True
