@@ -155,6 +155,7 @@ class MSAApp(App):
         self.live: list = []            # records of the running job (convergence trace)
         self._trace_done = False        # a sweep point ended: its next record starts anew
         self._live_dirty = False        # records came in since the trace was drawn
+        self._quitting = False          # ctrl+q said yes: quit once the jobs have stopped
         self.selected: int | None = None
         self.split = "test"
         self.ticks = 0
@@ -478,6 +479,7 @@ class MSAApp(App):
             if sink is not None:
                 sink.append(rec)
             self.post_message(Record(job, rec))
+        callback.meter = meter
         return callback
 
     @work(thread=True, exit_on_error=False, group="compute")
@@ -520,10 +522,10 @@ class MSAApp(App):
     @work(thread=True, exit_on_error=False, group="compute")
     def _sweep_worker(self, session, sweep: dict, theories, sim_options, cancel,
                       theory_options: dict | None = None, seed: int | None = None) -> None:
-        before = len(session.entries)
+        callback = self._callback("sweep", cancel)
         try:
             model.run_sweep(session, sweep, theories, sim_options,
-                            callback=self._callback("sweep", cancel), cancel=cancel,
+                            callback=callback, cancel=cancel,
                             theory_options=theory_options, seed=seed)
         except Cancelled:
             self.post_message(JobDone("sweep", "sweep cancelled", True))
@@ -532,9 +534,10 @@ class MSAApp(App):
             self.post_message(JobFailed("sweep", "sweep", str(exc)))
             self.post_message(JobDone("sweep", "sweep stopped"))
             return
-        added = len(session.entries) - before
+        added = callback.meter.done      # points computed (a failed one recomputed too)
         self.post_message(JobDone("sweep", f"sweep finished: {len(sweep['chis'])} χ points, "
-                                  f"{added} new result{'s' if added != 1 else ''}" if added else
+                                  f"{added} result{'s' if added != 1 else ''} computed"
+                                  if added else
                                   f"sweep: all {len(sweep['chis'])} χ points of this grid were "
                                   "already in the session; nothing to compute"))
 
@@ -636,6 +639,8 @@ class MSAApp(App):
                 # (not while a field is being edited: the switch would take the focus, and
                 # the next letter typed would act as a workbench key)
                 self._show_tab("tab-results")
+        if self._quitting and not self.jobs:
+            self.exit()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A worker that raised something other than MSAError: report it, keep running."""
@@ -832,10 +837,17 @@ class MSAApp(App):
                          lambda yes: self._quit_now() if yes else None)
 
     def _quit_now(self) -> None:
+        """Stop the jobs, then quit once they have ended (:meth:`_finish` saves what they
+        finished, a sweep's points included), or after 10 s whatever they do."""
+        self._quitting = True
         for ev in self.jobs.values():
             ev.set()
-        # results that came in since the last save (a theory run saves when it ends);
-        # a sweep saves its own points as they complete, from its worker thread
+        self.query_one("#run-status", Static).update("stopping the running jobs to quit…")
+        self.set_timer(10, self._quit_anyway)
+
+    def _quit_anyway(self) -> None:
+        # a job that did not stop in time: save what is safe to write from here (a sweep
+        # worker may still be adding entries to the session) and go
         if self.autosave and self._new_results and "sweep" not in self.jobs:
             self._save(quiet=True)
         self.exit()

@@ -1221,6 +1221,39 @@ async def test_escape_in_a_field_and_ctrl_q_do_not_throw_a_running_job_away(isol
 
 
 @run_async
+async def test_quitting_during_a_sweep_saves_its_finished_points(isolated):
+    """ctrl+q, then y, during a sweep: the jobs are stopped, what they finished is saved
+    (the TUI's sweep does not autosave by itself), then the workbench quits."""
+    from msa_engine.sessions import load_session
+    from textual.widgets import Checkbox
+    app = make_app(isolated, autosave=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick_only(app, "nngp")
+        await set_field(pilot, app, "f-sweep-points", "3")
+        for key, value in (("steps", "200000"), ("burn_in", "50"), ("chains", "2"),
+                           ("thin", "100")):
+            await set_field(pilot, app, f"f-simulation-{key}", value)
+        app.query_one("#sweep-simulate", Checkbox).value = True
+        app.set_focus(None)
+        await pilot.press("w")
+        for _ in range(200):                           # the nngp chain is done
+            await pilot.pause(0.05)
+            if app.session.find("theory", "nngp") and len(app.session.find()) >= 3:
+                break
+        assert "sweep" in app.jobs
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.press("y")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if not app.is_running:
+                break
+        assert not app.is_running
+    [saved] = isolated.glob("*.json")
+    assert len(load_session(saved).find("theory", "nngp")) == 3
+
+
+@run_async
 async def test_after_a_run_the_results_table_has_the_focus(isolated):
     """The Results tab came up after a run with nothing focused: ↑/↓ did nothing (and ←
     switched tabs) until the user found the table with Tab."""
