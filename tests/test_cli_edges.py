@@ -546,3 +546,46 @@ def test_a_bom_a_symlink_and_a_narrow_terminal(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "0")
     rc, out, err = run_cli(["solve", cfg, "--theory", "nngp"], capsys)
     assert rc == 0 and "nngp" in out, (out, err)
+
+
+def test_a_checkpoint_with_tampered_metadata_is_refused(tmp_path, capsys):
+    """steps_done = -100 resumed silently (exit 0); 1e9 failed in a reshape; a NaN step
+    size failed in a Cholesky."""
+    cfg = _cfg(tmp_path, CONFIG)
+    ck = tmp_path / "ck.npz"
+    args = ["simulate", cfg, "--steps", "40", "--burn-in", "10", "--checkpoint", ck, "--json"]
+    assert run_cli(args, capsys)[0] == 0
+    with np.load(ck) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    for change, msg in ((("steps_done", -100), "steps_done -100 outside"),
+                        (("steps_done", 1e9), "steps_done 1000000000.0 outside"),
+                        (("log_h", None), "step size is not finite")):
+        key, value = change
+        bad = dict(arrays)
+        if key == "log_h":
+            bad["log_h"] = np.full_like(arrays["log_h"], np.nan)
+        else:
+            bad["meta"] = np.array(json.dumps({**meta, key: value}))
+        np.savez(ck, **bad)
+        rc, out, err = run_cli(args + ["--resume"], capsys)
+        assert_one_line_error(rc, out, err, msg)
+
+
+def test_an_empty_sweep_chi_list_is_an_error(tmp_path, capsys):
+    cfg = _cfg(tmp_path, CONFIG + '\n[sweep]\nchi = []\n')
+    rc, out, err = run_cli(["sweep", cfg, "--theories", "nngp", "--out", tmp_path / "s.json"],
+                           capsys)
+    assert_one_line_error(rc, out, err, "sweep.chi needs at least one value")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_export_takes_chi_N_as_compare_does(tmp_path, capsys):
+    """`msa compare --chi N` worked; `msa export --chi N` was refused by argparse."""
+    pytest.importorskip("matplotlib")
+    session = ROOT / "sessions" / "pair-mean-field.json"        # χ = N = 100
+    rc, out, err = run_cli(["export", session, "--chi", "N", "--figure", "spectrum",
+                            "--out", tmp_path], capsys)
+    assert rc == 0 and out.strip().endswith(".png"), (out, err)
+    rc, out, err = run_cli(["export", session, "--chi", "zz"], capsys)
+    assert rc == 2 and "'zz' is not a number, 'N' or 'mean-field'" in err

@@ -6,6 +6,7 @@ import argparse
 
 from ..analysis import compare
 from ..sessions import load_session
+from . import chi_arg
 
 
 def register(sub) -> None:
@@ -13,7 +14,7 @@ def register(sub) -> None:
                        description="One column per session: chi, N, each theory's discrepancies "
                        "and error against exact, Q, the Sigma_W outlier, and simulation z-scores.")
     p.add_argument("sessions", nargs="+")
-    p.add_argument("--chi", type=_chi, help="compare at this chi; N (or mean-field): each "
+    p.add_argument("--chi", type=chi_arg, help="compare at this chi; N (or mean-field): each "
                    "session's own mean field (default: each session's own chi)")
     p.add_argument("--width", type=_width, metavar="N",
                    help="compare at this width N (default: each session's own N)")
@@ -21,15 +22,6 @@ def register(sub) -> None:
                    help="solve every theory afresh instead of reading the stored numbers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
-
-
-def _chi(text: str):
-    from ..sweep import parse_chis
-    try:
-        [value] = parse_chis(text)
-    except Exception as exc:     # argparse turns the raise into its one-line error
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--chi: ")) from None
-    return value
 
 
 def _width(text: str) -> int:

@@ -178,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
         width = args.width if args.width is not None else table.get("width")
         widths = (_int_list(width, "--width" if args.width is not None else "sweep.width")
                   if width is not None else None)
+        if args.chi is None and "chi" in table and not table["chi"]:
+            # (an empty list silently ran the default grid, above N for a small width)
+            raise MSAError("sweep.chi needs at least one value")
         chis = parse_chis(args.chi if args.chi is not None else
                           table.get("chi") or DEFAULT_CHIS)
         names = (args.theories if args.theories is not None else

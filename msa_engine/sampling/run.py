@@ -411,6 +411,11 @@ class _Run:
                 self.state[k][...] = arrays[f"state_{k}"]
             self.e_max[...] = arrays["e_max"]
             self.steps_done = int(meta["steps_done"])
+            if not 0 <= self.steps_done <= self.total or meta["steps_done"] != self.steps_done:
+                # a hand-edited count (-100 resumed silently; 1e9 failed in a reshape)
+                raise ValueError(f"steps_done {meta['steps_done']!r} outside 0…{self.total}")
+            if not np.all(np.isfinite(self.log_h)):
+                raise ValueError("its step size is not finite")
             self.elapsed_before = float(meta.get("elapsed", 0.0))
             # rebuild the sampler's caches (not checkpointed) from the loaded state,
             # keeping the checkpointed energies and gradients themselves
