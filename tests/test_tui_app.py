@@ -1002,8 +1002,10 @@ async def test_a_run_that_ends_while_a_field_is_edited_leaves_the_focus_there(is
     and the next letter acted as a workbench key (`s` started a simulation)."""
     app = make_app(isolated)
     async with app.run_test(size=(80, 24)) as pilot:
-        await set_field(pilot, app, "f-simulation-steps", "20000")     # a second or more
-        await set_field(pilot, app, "f-simulation-thin", "20")
+        # several seconds: a run of 20 000 steps (≈ 0.5 s) could end inside one of Pilot's
+        # pauses, which wait for the process's CPU to go idle (a CI failure)
+        await set_field(pilot, app, "f-simulation-steps", "80000")
+        await set_field(pilot, app, "f-simulation-thin", "80")
         await set_field(pilot, app, "f-simulation-chains", "2")
         app.set_focus(None)
         await pilot.press("s")
@@ -1192,8 +1194,8 @@ async def test_escape_in_a_field_and_ctrl_q_do_not_throw_a_running_job_away(isol
     leave the field), and ctrl+q quit at once, the run lost without a question."""
     app = make_app(isolated)
     async with app.run_test(size=(80, 24)) as pilot:
-        await set_field(pilot, app, "f-simulation-steps", "200000")
-        await set_field(pilot, app, "f-simulation-thin", "100")
+        await set_field(pilot, app, "f-simulation-steps", "1000000")
+        await set_field(pilot, app, "f-simulation-thin", "500")
         app.set_focus(None)
         await pilot.press("s")
         await pilot.pause()
