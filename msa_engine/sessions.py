@@ -410,7 +410,7 @@ def save_session(session: Session, path: str | Path | None = None) -> Path:
     ``path`` defaults to the session's own path, else ``session_dir()/NAME.json``.
     """
     if path is None:
-        path = session.path or session_dir() / f"{_safe_name(session.name)}{SUFFIX}"
+        path = session.path or session_file(session.name)
     p = Path(path).expanduser()
     if p.is_symlink():
         # the file it points to: the rename put a regular file in the link's place and
@@ -445,6 +445,13 @@ def save_session(session: Session, path: str | Path | None = None) -> Path:
         raise
     session.path = p
     return p
+
+
+def session_file(name: str) -> Path:
+    """Where a session called ``name`` is saved by default: in :func:`session_dir`, under
+    a file name made safe (a name is not a path: ``sub/dir`` or ``/tmp/x`` must not
+    write elsewhere)."""
+    return session_dir() / f"{_safe_name(name)}{SUFFIX}"
 
 
 def _safe_name(name: str) -> str:

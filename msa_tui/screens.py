@@ -96,6 +96,12 @@ class NameScreen(ModalScreen[str | None]):
         self.dismiss(event.value.strip() or None)
 
 
+def _reason(exc: Exception, path: Path) -> str:
+    """Why ``path`` cannot be opened, naming the file only (the row or box names it; 40
+    characters of the full path were all that showed)."""
+    return str(exc).replace(str(path), path.name)
+
+
 class SessionBrowser(Screen):
     """The sessions directory (and bundled sessions): open, delete, compare."""
 
@@ -111,6 +117,7 @@ class SessionBrowser(Screen):
         super().__init__()
         self.directory = Path(directory)
         self.paths: list[Path] = []
+        self.notes: list[str] = []       # each row's notes in full (or why it is unreadable)
         self.marked: set[int] = set()
 
     def compose(self) -> ComposeResult:
@@ -133,7 +140,7 @@ class SessionBrowser(Screen):
         except MSAError:
             own = []
         self.paths = own + [Path(p) for p in bundled_sessions() if Path(p) not in own]
-        self.notes: list[str] = []
+        self.notes = []
         table = self.query_one(DataTable)
         table.clear()
         for i, p in enumerate(self.paths):
@@ -143,8 +150,7 @@ class SessionBrowser(Screen):
             except MSAError as exc:
                 # the reason, not the path the row already names (40 characters of the
                 # path were all that showed)
-                why = str(exc).replace(str(p), p.name)
-                n, notes = "?", f"unreadable: {why}"
+                n, notes = "?", f"unreadable: {_reason(exc, p)}"
             where = "bundled" if i >= len(own) else "user"
             mod = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime)) \
                 if p.exists() else ""
@@ -169,7 +175,7 @@ class SessionBrowser(Screen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         i = event.cursor_row
-        note = self.notes[i] if 0 <= i < len(getattr(self, "notes", [])) else ""
+        note = self.notes[i] if 0 <= i < len(self.notes) else ""
         self.query_one("#browser-detail", Static).update(
             Text(f"{self.paths[i].name}: {note}" if note else ""))
 
@@ -238,7 +244,7 @@ class CompareScreen(Screen):
                 # its box says so (it stood empty and untitled)
                 table.border_title = f"{p.stem}: cannot open"
                 table.add_column("reason")
-                table.add_row(Text(str(exc).replace(str(p), p.name)))
+                table.add_row(Text(_reason(exc, p)))
                 continue
             self.sessions.append((p.stem, s))
             net = model.session_config(s).get("network", {})

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import load_config
 from ..errors import MSAError
 from ..executors import make_executor
-from ..sessions import Session, _safe_name, load_session, save_session, session_dir
+from ..sessions import Session, load_session, save_session, session_file
 from ..sweep import DEFAULT_THEORIES, SweepMeter, SweepProgress, parse_chis, run_sweep
 from ..theory import available_theories, check_theory
 from ..theory.options import check_integer
@@ -38,7 +38,7 @@ def _recorded(spec, args, path) -> tuple:
                 raise MSAError(f"widths must be a list (got {widths!r})")
             widths = [check_integer("widths", w, 1) for w in widths]
         theories = spec.get("theories") or DEFAULT_THEORIES
-        if isinstance(theories, str) or not isinstance(theories, (list, tuple)):
+        if not isinstance(theories, (list, tuple)):
             raise MSAError(f"theories must be a list (got {theories!r})")
         theories = [check_theory(t) for t in theories]
         simulate = spec.get("simulate", False)
@@ -196,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
         # the loaded data: building it again would repeat the config's warnings
         session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem,
                               data=cfg.problem.data)
-        # the name is a name, not a path: "sub/dir", "/tmp/x" or "." wrote elsewhere
-        out = Path(args.out) if args.out else session_dir() / f"{_safe_name(session.name)}.json"
+        # where save_session puts it ("sub/dir", "/tmp/x" or "." as --name wrote elsewhere)
+        out = Path(args.out) if args.out else session_file(session.name)
         explicit = args.theories is not None or "theories" in table
         act = cfg.problem.network.activation
         for name in theories:       # bad names are refused before anything is written
