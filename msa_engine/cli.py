@@ -63,6 +63,19 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"msa: warning: {message}", file=sys.stderr)
 
 
+_POSITIONALS = ("config", "session", "sessions")
+
+
+def _refuse_empty(args: argparse.Namespace) -> None:
+    """An empty argument is an error, never "the default": ``--out "$DIR"`` with ``DIR``
+    unset wrote into the current folder, ``--traces ""`` silently wrote no traces."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            name = dest if dest in _POSITIONALS else "--" + dest.replace("_", "-")
+            raise MSAError(f"{name} is empty (an unset shell variable?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     warnings.simplefilter("always", MSAWarning)
@@ -76,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        _refuse_empty(args)
         return int(args.func(args) or 0)
     except MSAError as exc:
         print(f"msa: error: {exc}", file=sys.stderr)

@@ -40,11 +40,7 @@ def network_from_dict(spec: dict) -> Network:
     unknown = set(spec) - set(NETWORK_KEYS)
     if unknown:
         raise MSAError(f"network: unknown key(s) {', '.join(sorted(unknown))}")
-    N = spec.get("N", 100)
-    if isinstance(N, bool) or not isinstance(N, int):
-        raise MSAError(f"N must be an integer >= 1 (got {N!r})")
-    if N < 1:
-        raise MSAError(f"N must be an integer >= 1 (got {N!r})")
+    N = check_integer("N", spec.get("N", 100), 1)
     return Network(activation=spec.get("activation", "linear"), N=N,
                    g_w=spec.get("g_w", 1.0), g_a=spec.get("g_a", 1.0),
                    kappa=spec.get("kappa", 0.1),

@@ -59,11 +59,14 @@ def _finite(v) -> bool:
         return False
 
 
+_BIG = 1.7976931348623157e308       # the largest double
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / max(n, 1)
-    mag = 10 ** math.floor(math.log10(raw))
+    raw = hi / max(n, 1) - lo / max(n, 1)      # hi - lo overflows for values near ±1e308
+    mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     start = math.ceil(lo / step - 1e-9) * step
     ticks, v = [], start
@@ -109,12 +112,16 @@ class _Axis:
             else:
                 pad = (math.log10(hi) - math.log10(lo)) * 0.05
                 lo, hi = lo / 10 ** pad, hi * 10 ** pad
+            # values near the ends of the double range (a hand-edited session's
+            # chi = 1e308) padded to inf or 0 here
+            lo, hi = max(lo, 1e-307), min(hi, 1e308)
         else:
             if hi - lo < 1e-12 * max(1.0, abs(hi)):
                 lo, hi = lo - max(abs(lo) * 0.1, 0.5), hi + max(abs(hi) * 0.1, 0.5)
             else:
-                pad = (hi - lo) * 0.04
+                pad = hi * 0.04 - lo * 0.04       # hi - lo overflows for values near ±1e308
                 lo, hi = lo - pad, hi + pad
+            lo, hi = max(lo, -_BIG), min(hi, _BIG)
         self.lo, self.hi = lo, hi
 
     def frac(self, v: float) -> float | None:

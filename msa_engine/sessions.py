@@ -31,6 +31,7 @@ import numpy as np
 from . import __version__
 from .errors import MSAError
 from .problem import Data, Problem
+from .session_schema import check_document
 
 SCHEMA = "msa-workbench-session"
 SCHEMA_VERSION = 2
@@ -363,21 +364,7 @@ def session_from_dict(doc: Any, source: str = "<session>") -> Session:
             doc = MIGRATIONS[doc["schema_version"]](doc)
     except (KeyError, TypeError, AttributeError) as exc:
         raise MSAError(f"{source}: cannot migrate schema version {version} ({exc})") from None
-    if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("entries"), list):
-        raise MSAError(f"{source}: malformed session (config or entries missing)")
-    if not isinstance(doc["config"].get("network"), dict) or \
-            not isinstance(doc["config"].get("data", {}), dict):
-        raise MSAError(f"{source}: malformed session (config.network or config.data is not a table)")
-    for i, e in enumerate(doc["entries"]):
-        if not isinstance(e, dict) or not {"kind", "name", "chi", "N"} <= set(e):
-            raise MSAError(f"{source}: malformed entry {i}")
-        if not (isinstance(e["chi"], (int, float)) and not isinstance(e["chi"], bool)
-                and math.isfinite(e["chi"]) and e["chi"] > 0
-                and isinstance(e["N"], int) and not isinstance(e["N"], bool) and e["N"] >= 1
-                and isinstance(e["kind"], str) and isinstance(e["name"], str)):
-            raise MSAError(f"{source}: malformed entry {i} (kind, name, chi or N)")
-        if e.get("status", "ok") == "ok" and not isinstance(e.get("summary"), dict):
-            raise MSAError(f"{source}: entry {i} has no summary")
+    check_document(doc, source)
     return Session(doc)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import MSAError, MSAWarning
 from .problem import Data
 from .resources import check_data
+from .theory.options import MAX_EXACT_INTEGER, integral
 
 TASKS = ("linear", "ising", "hermite", "xor", "npz", "csv")
 
@@ -30,13 +31,14 @@ _TARGET_SCALE_WINDOW = (0.1, 10.0)
 
 
 def _int(spec: dict, key: str, default: int, minimum: int = 1) -> int:
-    v = spec.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (
-            isinstance(v, float) and float(v).is_integer()):
-        raise MSAError(f"data.{key} must be an integer (got {v!r})")
-    v = int(v)
+    raw = spec.get(key, default)
+    v = integral(raw)
+    if v is None:
+        raise MSAError(f"data.{key} must be an integer (got {raw!r})")
     if v < minimum:
         raise MSAError(f"data.{key} must be >= {minimum} (got {v})")
+    if v > MAX_EXACT_INTEGER:     # an int of 400 digits overflowed the memory estimate's floats
+        raise MSAError(f"data.{key} is too large ({len(str(v))} digits)")
     return v
 
 
@@ -129,7 +131,11 @@ _GENERATORS: dict[str, tuple[Callable, dict]] = {
 }
 
 _INT_KEYS = {"d", "P", "P_test", "sweeps"}
-_COMMON_KEYS = {"task", "seed", "standardize", "path", "test_path", "target", "test_fraction"}
+# an .npz archive holds its own train/test split: the csv task's split keys would be
+# ignored there, so they are refused (they were accepted and silently did nothing)
+_FILE_KEYS = {"npz": {"task", "standardize", "path"},
+              "csv": {"task", "seed", "standardize", "path", "test_path", "target",
+                      "test_fraction"}}
 
 
 def _load_npz(spec: dict, base_dir: Path | None):
@@ -152,6 +158,14 @@ def _load_npz(spec: dict, base_dir: Path | None):
             arrays.get("teacher"))
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_csv(path: Path, target: str | None):
     try:
         with open(path, newline="") as fh:
@@ -168,18 +182,24 @@ def _read_csv(path: Path, target: str | None):
     if not rows:
         raise MSAError(f"{path}: no data rows")
     width = len(rows[0])
+    for i, r in enumerate(rows):
+        if len(r) != width:     # (blank lines are skipped, so this counts data lines)
+            raise MSAError(f"{path}: data row {i + 1} has {len(r)} columns, the first "
+                           f"{width} (rows have different numbers of columns)")
     if header is not None and len(header) != width:
         raise MSAError(f"{path}: the header has {len(header)} columns but the rows have {width}")
     if width < 2:
-        raise MSAError(f"{path}: need at least one feature column and a target column")
+        sep = next((c for c in ";\t| " if c in rows[0][0].strip()), None)
+        hint = (f"; the rows hold {sep!r}: msa reads comma-separated values"
+                if sep else "")
+        raise MSAError(f"{path}: need at least one feature column and a target column{hint}")
     try:
         table = np.array([[float(c) for c in r] for r in rows])
-    except ValueError as exc:
-        raise MSAError(f"{path}: non-numeric value ({exc})") from None
-    except Exception:
-        raise MSAError(f"{path}: rows have different numbers of columns") from None
-    if table.ndim != 2 or any(len(r) != width for r in rows):
-        raise MSAError(f"{path}: rows have different numbers of columns")
+    except ValueError:
+        i, j, cell = next((i, j, c) for i, r in enumerate(rows) for j, c in enumerate(r)
+                          if not _is_float(c))
+        raise MSAError(f"{path}: data row {i + 1}, column {j + 1}: {cell.strip()[:40]!r} is "
+                       "not a number") from None
     col = width - 1
     if target is not None:
         if header is None or target not in header:
@@ -260,9 +280,12 @@ def make_data(spec: dict, base_dir: str | Path | None = None) -> Data:
         Xtr, ytr, Xte, yte = X[:P], y[:P], X[P:], y[P:]
         resolved.update(kwargs)
     else:
-        unknown = set(spec) - _COMMON_KEYS
+        unknown = set(spec) - _FILE_KEYS[task]
         if unknown:
-            raise MSAError(f"data: unknown key(s) for task {task!r}: {', '.join(sorted(unknown))}")
+            why = (" (an .npz archive holds its own train/test split)"
+                   if task == "npz" and unknown <= _FILE_KEYS["csv"] else "")
+            raise MSAError(f"data: unknown key(s) for task {task!r}: "
+                           f"{', '.join(sorted(unknown))}{why}")
         loader = _load_npz if task == "npz" else _load_csv
         Xtr, ytr, Xte, yte, teacher = loader(spec, base)
         resolved.update({k: spec[k] for k in spec if k != "task"})

@@ -25,7 +25,7 @@ from msa_engine.theory import THEORIES, available_theories
 from msa_engine.figures import is_chunk, record_dict, record_value  # noqa: F401  (re-exported)
 
 FILE_TASKS = ("npz", "csv")
-FILE_KEYS = ("path", "test_path", "target", "test_fraction", "seed")
+FILE_KEYS = {"npz": ("path",), "csv": ("path", "test_path", "target", "test_fraction", "seed")}
 NETWORK_FIELDS = ("activation", "N", "g_w", "g_a", "kappa", "chi")
 SIM_DEFAULTS = {"sampler": "marginal", "method": "mala", "chains": "4", "steps": "2000",
                 "burn_in": "500", "thin": "1", "step_size": "", "seed": "0", "chunk": "200"}
@@ -59,7 +59,7 @@ def coerce(text: Any) -> Any:
 
 def data_keys(task: str) -> list[str]:
     if task in FILE_TASKS:
-        return list(FILE_KEYS)
+        return list(FILE_KEYS[task])
     return list(task_defaults(task)) + ["seed"]
 
 
@@ -135,7 +135,10 @@ class FormState:
         keys = data_keys(task)
         for key in keys:
             data[key] = _fmt_value(spec[key]) if key in spec else data_default(task, key)
-        extra = {k: v for k, v in spec.items() if k not in keys and k != "task"}
+        # (sessions written before npz refused the csv's split keys carry them: dropped,
+        # as they never did anything there)
+        extra = {k: v for k, v in spec.items() if k not in keys and k != "task"
+                 and not (task in FILE_TASKS and k in FILE_KEYS["csv"])}
         net = dict(config.get("network", {}))
         N = net.get("N", 100)
         network = {"activation": net.get("activation", "linear"), "N": _fmt_value(N)}

@@ -56,7 +56,7 @@ def test_bench_markdown_table(capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--only", "frobnicate"], "--only must name sections among dgemm, samplers"),
-    (["--only", ""], "--only must name sections"),
+    (["--only", ""], "--only is empty"),
     (["--sizes", "5"], "--sizes values must be integers >= 10 (got '5')"),
     (["--sizes", "100,x"], "--sizes values must be integers >= 10 (got 'x')"),
     (["--repeats", "0"], "--repeats must be an integer >= 1 (got 0)"),

@@ -379,11 +379,19 @@ def test_regression_csv_header_wider_than_its_rows(tmp_path):
 
 def test_regression_absurd_number_in_a_session_summary(tmp_path):
     doc = json.loads(session_text())
-    doc["entries"][0]["summary"]["train_mean"] = 1.3407807929942597e+154
+    n = len(doc["entries"][0]["summary"]["train_mean"])
+    doc["entries"][0]["summary"]["train_mean"] = [1.3407807929942597e+154] * n
     p = tmp_path / "s.json"
     p.write_text(json.dumps(doc))
     rows = load_session(p).sweep_rows()       # no overflow warning, no exception
     assert len(rows) == len(doc["entries"])
+    # a number where the list of means belongs is refused when the file is read,
+    # by its path (it used to be read as a one-element list)
+    doc["entries"][0]["summary"]["train_mean"] = 1.3407807929942597e+154
+    p.write_text(json.dumps(doc))
+    with pytest.raises(msa.MSAError, match=r"entries\[0\]\.summary\.train_mean: expected a list "
+                       rf"of {n} numbers, got 1\.34"):
+        load_session(p)
 
 
 def test_regression_huge_targets_warn_instead_of_overflowing(tmp_path):

@@ -121,7 +121,7 @@ def test_npz_and_csv_loaders(tmp_path):
     assert c.P == 7 and c.P_test == 3 and c.d == 3
     assert sorted(np.concatenate([c.y_train, c.y_test])) == pytest.approx(sorted(y))
     (tmp_path / "bad.csv").write_text("1,2,3\n4,five,6\n")
-    with pytest.raises(msa.MSAError, match="non-numeric"):
+    with pytest.raises(msa.MSAError, match="data row 2, column 2: 'five' is not a number"):
         make_data({"task": "csv", "path": str(tmp_path / "bad.csv")})
 
 

@@ -119,7 +119,7 @@ def test_migration_from_schema_1(tmp_path, cfg_path):
     (lambda t: t.replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 99'),
      "newer than this msa-workbench supports"),
     (lambda t: t.replace('"msa-workbench-session"', '"something-else"'), "is not an msa-workbench session"),
-    (lambda t: json.dumps({**json.loads(t), "entries": [{"kind": "theory"}]}), "malformed entry"),
+    (lambda t: json.dumps({**json.loads(t), "entries": [{"kind": "theory"}]}), "].name is missing"),
 ])
 def test_bad_session_files_give_one_line_and_nonzero_exit(tmp_path, cfg_path, capsys, mangle, msg):
     s = small_session(cfg_path, chis=(1,))

@@ -184,7 +184,7 @@ def test_the_python_api_refuses_unknown_options():
         nonlinear.tree(problem, chainz=64)
     from msa_engine.theory.options import check_options
     for bad in ({"precision": float("inf")}, {"is_inflate": float("nan")},
-                {"chains": 64.0}, {"is_qmc": 1}):
+                {"chains": 64.5}, {"is_qmc": 1}):
         with pytest.raises(msa.MSAError):
             check_options(bad)
 

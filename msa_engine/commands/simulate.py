@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import MSAError
+from ..theory.options import integral
 from .solve import result_json
 
 SIM_KEYS = {"sampler": str, "method": str, "chains": int, "steps": int, "burn_in": int,
@@ -90,8 +91,10 @@ def simulation_options(cfg_raw: dict, args: argparse.Namespace) -> dict:
     for key, typ in SIM_KEYS.items():
         if key in table:
             v = table[key]
-            if typ is int and (isinstance(v, bool) or not isinstance(v, int)):
-                raise MSAError(f"simulation.{key} must be an integer (got {v!r})")
+            if typ is int:
+                if integral(v) is None:
+                    raise MSAError(f"simulation.{key} must be an integer (got {v!r})")
+                v = integral(v)
             if typ is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise MSAError(f"simulation.{key} must be a number (got {v!r})")
             if typ is str and not isinstance(v, str):

@@ -12,6 +12,7 @@ from ..sessions import Session, load_session, save_session, session_file
 from ..sweep import DEFAULT_THEORIES, SweepMeter, SweepProgress, parse_chis, run_sweep
 from ..theory import available_theories, check_theory
 from ..theory.options import check_integer
+from .simulate import simulation_options
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -192,7 +193,11 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else table.get("seed", 0)
         seed = check_integer("--seed" if args.seed is not None else "sweep.seed", seed, 0)
         theory_opts = cfg.theory_options or {}
-        opts = sim_options(args, cfg.resolved.get("simulation", {}))
+        # the [simulation] table is checked whether or not this sweep simulates (an
+        # unknown key was accepted silently without --simulate); its integers as ints
+        table_sim = cfg.raw.get("simulation") or {}
+        checked = simulation_options(cfg.raw, argparse.Namespace())
+        opts = sim_options(args, {k: checked[k] for k in table_sim})
         # the loaded data: building it again would repeat the config's warnings
         session = Session.new(cfg.resolved, name=args.name or Path(args.config).stem,
                               data=cfg.problem.data)

@@ -62,12 +62,30 @@ _BOOL = ("is_qmc",)
 MONTE_CARLO = tuple(k for k in DEFAULTS if k != "anneal_factor")
 
 
+MAX_EXACT_INTEGER = 2 ** 53      # floats above this are not all integers; nobody means them as counts
+
+
+def integral(v: Any) -> int | None:
+    """``v`` as an ``int`` when it is an integer: an ``int`` or numpy integer (not a bool),
+    or a float with an integer value up to 2⁵³ (TOML reads ``steps = 1e5`` and
+    ``N = 100.0`` as floats; ``data.P = 2e1`` was accepted while ``N = 100.0`` was
+    refused); else ``None``."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, float) and v.is_integer() and abs(v) <= MAX_EXACT_INTEGER:
+        return int(v)
+    return None
+
+
 def check_integer(name: str, v: Any, minimum: int) -> int:
-    """``v`` as an ``int`` if it is an integer (not a bool) ``>= minimum``; else the
-    one-line error every integer setting of a config gives."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+    """``v`` as an ``int`` if it is an integer (:func:`integral`) ``>= minimum``; else
+    the one-line error every integer setting of a config gives."""
+    n = integral(v)
+    if n is None or n < minimum:
         raise MSAError(f"{name} must be an integer >= {minimum} (got {v!r})")
-    return int(v)
+    return n
 
 
 def check_options(options: Mapping[str, Any] | None, where: str = "theory") -> dict:
