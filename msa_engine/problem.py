@@ -40,6 +40,8 @@ def resolve_chi(chi: Any = None, gamma: Any = None, N: int = 1) -> float:
     if chi is not None and gamma is not None:
         raise MSAError("give either chi or gamma, not both")
     if gamma is not None:
+        if isinstance(gamma, bool):    # (True was read as γ = 1)
+            raise MSAError(f"gamma must be a number in [1, 2] (got {gamma!r})")
         g = _finite("gamma", gamma)
         if not 1.0 <= g <= 2.0:
             raise MSAError(f"gamma must lie in [1, 2] (got {gamma!r})")
@@ -124,8 +126,12 @@ class Network:
         return cls(activation=activation, N=N, g_w=g_w, g_a=g_a, kappa=kappa,
                    chi=resolve_chi(chi, gamma, int(N) if float(N) >= 1 else 1))
 
-    def with_chi(self, chi: float) -> "Network":
-        return replace(self, chi=float(chi))
+    def with_chi(self, chi: float | str) -> "Network":
+        """This network at another χ: a number, or ``"standard"``/``"mean-field"`` as
+        :meth:`make` takes them."""
+        if chi is None:
+            raise MSAError("with_chi needs a χ: a positive number, 'standard' or 'mean-field'")
+        return replace(self, chi=resolve_chi(chi, None, self.N))
 
     @property
     def gamma(self) -> float:
@@ -230,8 +236,30 @@ class Problem:
     data: Data
     network: Network
 
-    def with_network(self, **changes) -> "Problem":
-        return Problem(self.data, replace(self.network, **changes))
+    def __post_init__(self):
+        # (a Network where the Data belongs, or a string for the network, failed later
+        # in the theories as an AttributeError)
+        if not isinstance(self.data, Data):
+            raise MSAError(f"Problem(data, network): data must be a Data (msa.make_data), "
+                           f"got {type(self.data).__name__}")
+        if not isinstance(self.network, Network):
+            raise MSAError(f"Problem(data, network): network must be a Network "
+                           f"(msa.Network.make), got {type(self.network).__name__}")
 
-    def with_chi(self, chi: float) -> "Problem":
+    def with_network(self, **changes) -> "Problem":
+        try:
+            return Problem(self.data, replace(self.network, **changes))
+        except TypeError as exc:      # an unknown field
+            raise MSAError(f"with_network: {exc}") from None
+
+    def with_chi(self, chi: float | str) -> "Problem":
         return Problem(self.data, self.network.with_chi(chi))
+
+
+def check_problem(problem: Any) -> Problem:
+    """``problem`` if it is a :class:`Problem`; else the one-line error of the functions
+    that take one (``msa.solve(data, …)`` failed as an AttributeError)."""
+    if not isinstance(problem, Problem):
+        raise MSAError(f"expected a Problem (msa.Problem(data, network)), got "
+                       f"{type(problem).__name__}")
+    return problem

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -175,7 +176,18 @@ class Session:
     # -- results -----------------------------------------------------------
     def add_result(self, result, log: Iterable | None = None, options: dict | None = None,
                    extra: dict | None = None) -> dict:
-        """Record a TheoryResult or SimulationResult as an entry and return it."""
+        """Record a TheoryResult or SimulationResult as an entry and return it.  A result
+        of other data than the session's is refused: its vectors would not fit the
+        session's data, and the file would not load again."""
+        problem = getattr(result, "problem", None)
+        if problem is None or not hasattr(result, "to_json_dict"):
+            raise MSAError(f"add_result needs a TheoryResult or SimulationResult "
+                           f"(got {type(result).__name__})")
+        want = self.doc.get("data_sha256")
+        if want and problem.data is not self._problem_cache.get(None) \
+                and data_digest(problem.data) != want:
+            raise MSAError(f"session {self.name!r}: the result is of other data than the "
+                           "session's (another task, seed or size); start a session for it")
         return self.add_entry(entry_from_result(result, log, options, extra))
 
     def add_entry(self, entry: dict) -> dict:
@@ -438,12 +450,14 @@ def session_file(name: str) -> Path:
     """Where a session called ``name`` is saved by default: in :func:`session_dir`, under
     a file name made safe (a name is not a path: ``sub/dir`` or ``/tmp/x`` must not
     write elsewhere)."""
-    return session_dir() / f"{_safe_name(name)}{SUFFIX}"
+    return session_dir() / f"{safe_stem(name)}{SUFFIX}"
 
 
-def _safe_name(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
-    return keep or "session"
+def safe_stem(name: str) -> str:
+    """``name`` as a file name without suffix: letters, digits, ``_``, ``.`` and ``-``
+    kept, every other run of characters one ``-`` (the CLI and the workbench had a rule
+    each, so one name could be saved under two file names)."""
+    return re.sub(r"[^\w.-]+", "-", name.strip()).strip("-.") or "session"
 
 
 def session_dir() -> Path:

@@ -30,7 +30,7 @@ from .resources import check_sweep
 from .sessions import Session, _chi_key, entry_from_result, save_session
 from .theory import (ANNEAL_FACTOR, ANNEALED, anneal, available_theories, check_theory,
                      chi_grid, solve)
-from .theory.options import check_options
+from .theory.options import check_integer, check_options
 
 DEFAULT_THEORIES = ("nngp", "rescaling", "tree", "one-loop", "exact")
 
@@ -95,9 +95,17 @@ class SweepMeter:
         return min(self.done + sum(self._running.values()), float(self.total))
 
 
-def parse_chis(text: str | Sequence) -> list:
-    """χ values from ``"1,3,10,N"``: numbers, or ``N``/``mean-field`` for χ = N."""
-    items = text.split(",") if isinstance(text, str) else list(text)
+def parse_chis(text: str | Sequence, name: str = "--chi") -> list:
+    """χ values from ``"1,3,10,N"`` (or a sequence of them): numbers, ``standard`` for
+    1, or ``N``/``mean-field`` for χ = N; ``name`` is what an error calls them."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = [text]
+    if not isinstance(text, str):
+        try:
+            text = list(text)
+        except TypeError:
+            raise MSAError(f"{name}: expected χ values, got {text!r}") from None
+    items = text.split(",") if isinstance(text, str) else text
     out = []
     for item in items:
         key = str(item).strip().lower()
@@ -110,12 +118,12 @@ def parse_chis(text: str | Sequence) -> list:
         try:
             v = float(key)
         except ValueError:
-            raise MSAError(f"--chi: {item!r} is not a number, 'N' or 'mean-field'") from None
+            raise MSAError(f"{name}: {item!r} is not a number, 'N' or 'mean-field'") from None
         if not math.isfinite(v) or v <= 0:
-            raise MSAError(f"--chi values must be finite numbers > 0 (got {item!r})")
+            raise MSAError(f"{name} values must be finite numbers > 0 (got {item!r})")
         out.append(v)
     if not out:
-        raise MSAError("--chi needs at least one value")
+        raise MSAError(f"{name} needs at least one value")
     return out
 
 
@@ -287,6 +295,16 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     ``theory_options`` (a config's ``[theory]`` table without its seed) reach every
     theory point; the sweep spec records them, so that ``--resume`` uses them too.
     """
+    # the arguments are checked before the session is touched: χ = 0 or a width of 0
+    # ran, recorded failed points with them and autosaved a file that cannot be loaded
+    if not isinstance(session, Session):
+        raise MSAError(f"run_sweep needs a Session (got {type(session).__name__})")
+    chis = parse_chis(chis, "chis")
+    if widths is not None:
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+            raise MSAError(f"widths must be a list of integers >= 1 (got {widths!r})")
+        widths = [check_integer("widths", w, 1) for w in widths] or None
+    seed = check_integer("seed", seed, 0)
     theory_options = check_options(theory_options)
     if simulate:      # refused before anything is written or run, as `msa simulate` does
         from .sampling.run import check_simulation_options

@@ -244,15 +244,22 @@ def task_defaults(task: str) -> dict:
     return dict(_GENERATORS[task][1])
 
 
-def make_data(spec: dict, base_dir: str | Path | None = None) -> Data:
-    """Build :class:`Data` from a spec such as ``{"task": "linear", "d": 30, "seed": 1}``.
+def make_data(spec: dict | None = None, base_dir: str | Path | None = None,
+              **keys: Any) -> Data:
+    """Build :class:`Data` from a spec such as ``{"task": "linear", "d": 30, "seed": 1}``
+    (or the same as keywords: ``make_data(task="linear", d=30, seed=1)``; keywords
+    override the spec's keys).
 
     Unknown keys raise :class:`MSAError`.  ``standardize = true`` rescales the
     targets to zero mean and unit variance using training statistics; a
     warning (:class:`MSAWarning`) is issued when the targets are far from O(1).
     """
+    if spec is None:
+        spec = {}
     if not isinstance(spec, dict):
         raise MSAError("[data] must be a table")
+    if keys:
+        spec = {**spec, **keys}
     task = spec.get("task", "linear")
     if task not in TASKS:
         raise MSAError(f"data.task must be one of {', '.join(TASKS)} (got {task!r})")

@@ -47,6 +47,7 @@ class ResultReady(Message):
         self.job, self.result, self.log, self.options = job, result, log, options
 
 
+JOB_TAGS = {"theories": "theory", "simulation": "sim", "sweep": "sweep"}
 IDLE_STATUS = "idle: press r (theories), s (simulate) or w (sweep)"
 
 
@@ -153,6 +154,11 @@ class MSAApp(App):
         self.jobs: dict[str, threading.Event] = {}
         self.job_started: dict[str, float] = {}
         self.live: list = []            # records of the running job (convergence trace)
+        # the job the live trace and the progress bar follow: the latest started; with
+        # two jobs at once (a solve beside a simulation) both fed them, the trace mixed
+        # residuals with R̂ and the bar jumped between the two
+        self._live_job: str | None = None
+        self._job_labels: dict[str, str] = {}
         self._trace_done = False        # a sweep point ended: its next record starts anew
         self._live_dirty = False        # records came in since the trace was drawn
         self._quitting = False          # ctrl+q said yes: quit once the jobs have stopped
@@ -353,6 +359,8 @@ class MSAApp(App):
         self.jobs[job] = ev
         self.job_started[job] = time.monotonic()
         self.live, self._trace_done = [], False
+        self._live_job = job
+        self._job_labels[job] = label
         log = self.query_one("#log", RichLog)
         log.write(f"── {label}")
         self.query_one("#progress", ProgressBar).update(total=total, progress=0)
@@ -543,7 +551,12 @@ class MSAApp(App):
 
     # -- worker messages (UI thread) ---------------------------------------------------
     def on_record(self, msg: Record) -> None:
-        self.query_one("#log", RichLog).write(model.format_record(msg.record))
+        line = model.format_record(msg.record)
+        if len(self.jobs) > 1:      # two jobs' records interleave: say whose each one is
+            line = f"{JOB_TAGS.get(msg.job, msg.job)} │ {line}"
+        self.query_one("#log", RichLog).write(line)
+        if msg.job != self._live_job:
+            return
         if self._trace_done:
             self.live, self._trace_done = [], False
         self.live.append(msg.record)
@@ -561,7 +574,8 @@ class MSAApp(App):
         self.query_one("#live-trace", PlotView).show(figures.convergence(self.live, "Live trace"))
 
     def on_progress(self, msg: Progress) -> None:
-        self.query_one("#progress", ProgressBar).update(total=msg.total, progress=msg.done)
+        if msg.job == self._live_job:
+            self.query_one("#progress", ProgressBar).update(total=msg.total, progress=msg.done)
         if msg.job == "sweep" and msg.point:
             self._new_results += 1
             # the live trace follows the point being computed (from its first record on):
@@ -622,9 +636,16 @@ class MSAApp(App):
     def _finish(self, job: str, summary: str, cancelled: bool = False) -> None:
         self.jobs.pop(job, None)
         self.job_started.pop(job, None)
+        self._job_labels.pop(job, None)
+        if job == self._live_job and self.jobs:   # the trace follows the one still running
+            self._live_job = next(reversed(self.jobs))
+            self.live, self._trace_done = [], False
         if self._live_dirty:
             self._draw_live()
-        self.query_one("#run-status", Static).update(summary)
+        still = self._job_labels.get(self._live_job) if self.jobs else None
+        # (with another job still running, the status says so: it read "idle"-like)
+        self.query_one("#run-status", Static).update(
+            summary if still is None else f"running (c cancels): {still}")
         bar = self.query_one("#progress", ProgressBar)
         if not cancelled and bar.total is None:      # a sweep with nothing to compute
             bar.update(total=1, progress=1)

@@ -453,13 +453,10 @@ def session_name(session) -> str:
     return Path(session.path).stem if session.path else f"{session.name} (unsaved)"
 
 
-def _stem(text: str) -> str:
-    return re.sub(r"[^\w.-]+", "-", text.strip()).strip("-.") or "session"
-
-
 def named_target(directory: Path, name: str) -> Path:
     """The file that saving under ``name`` in ``directory`` writes."""
-    return Path(directory) / f"{_stem(name.removesuffix('.json'))}.json"
+    from msa_engine.sessions import safe_stem
+    return Path(directory) / f"{safe_stem(name.removesuffix('.json'))}.json"
 
 
 def _free_target(directory: Path, stem: str) -> Path:
@@ -475,13 +472,13 @@ def save(session, directory: Path | None, name: str | None = None) -> Path:
     """Save ``session``: to ``name`` in ``directory`` if given, else where it came from
     (a bundled session is copied into ``directory``, under a name no file there has),
     else a fresh name."""
-    from msa_engine.sessions import save_session, session_dir
+    from msa_engine.sessions import safe_stem, save_session, session_dir
     directory = Path(directory) if directory is not None else Path(session_dir())
     path = session.path
     if name:
         target = named_target(directory, name)
     elif path is None:
-        target = _free_target(directory, _stem(session.name))
+        target = _free_target(directory, safe_stem(session.name))
     elif is_bundled(path):
         # a copy, under a name no file has: the folder may hold the user's own copy of
         # this example from an earlier run, which autosave replaced with the example

@@ -106,7 +106,8 @@ class SessionBrowser(Screen):
     """The sessions directory (and bundled sessions): open, delete, compare."""
 
     BINDINGS = [
-        Binding("enter", "open", "Open"),
+        # priority: the table's own Enter (select the row) hid "Open" from the footer
+        Binding("enter", "open", "Open", priority=True),
         Binding("space", "mark", "Mark"),
         Binding("m", "compare", "Compare marked"),
         Binding("d", "delete", "Delete"),

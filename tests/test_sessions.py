@@ -369,3 +369,16 @@ def test_sweep_seed_reaches_the_monte_carlo_of_non_linear_saddles(tmp_path):
     assert np.max(np.abs(z)) < 4.5
     rep = rerun(s1)
     assert rep["reproduced"], rep["entries"]
+
+
+def test_one_name_is_one_file_name_in_the_cli_and_the_workbench(tmp_path, monkeypatch):
+    """``msa sweep --name`` and the workbench's save-as had a sanitising rule each
+    (``a  b`` was ``a--b.json`` from the CLI and ``a-b.json`` from the workbench)."""
+    from msa_engine.sessions import session_file
+    from msa_tui import model
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sessions").mkdir()
+    for name, stem in (("a  b", "a-b"), ("sub/dir", "sub-dir"), ("run [/w bias]", "run-w-bias"),
+                       ("/tmp/x", "tmp-x"), (" . ", "session"), ("χ-sweep_2.1", "χ-sweep_2.1")):
+        assert session_file(name).name == f"{stem}.json"
+        assert model.named_target(tmp_path / "sessions", name).name == f"{stem}.json"

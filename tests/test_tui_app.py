@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -75,10 +76,11 @@ async def test_invalid_value_refused(isolated):
         assert not app.query_one("#err-network-kappa", Static).display
 
 
-async def start_long_simulation(pilot, app):
+async def start_long_simulation(pilot, app, steps="100000", thin="50"):
     """Start a simulation far too long to finish and wait for its first chunk."""
-    await set_field(pilot, app, "f-simulation-steps", "100000")
-    await set_field(pilot, app, "f-simulation-thin", "50")
+    await set_field(pilot, app, "f-simulation-steps", steps)
+    await set_field(pilot, app, "f-simulation-thin", thin)
+    app.set_focus(None)
     await pilot.press("s")
     deadline = time.monotonic() + 60
     while not app.live and time.monotonic() < deadline:
@@ -1194,12 +1196,8 @@ async def test_escape_in_a_field_and_ctrl_q_do_not_throw_a_running_job_away(isol
     leave the field), and ctrl+q quit at once, the run lost without a question."""
     app = make_app(isolated)
     async with app.run_test(size=(80, 24)) as pilot:
-        await set_field(pilot, app, "f-simulation-steps", "1000000")
-        await set_field(pilot, app, "f-simulation-thin", "500")
-        app.set_focus(None)
-        await pilot.press("s")
-        await pilot.pause()
-        assert "simulation" in app.jobs, [str(n.message) for n in app._notifications]
+        # a million steps: Pilot's pauses below take seconds each while it runs
+        await start_long_simulation(pilot, app, "1000000", "500")
         field = app.query_one("#f-network-g_w", Input)
         field.focus()
         await pilot.press("escape")
@@ -1328,3 +1326,38 @@ async def test_an_unreadable_session_says_why_in_the_browser_and_a_comparison(is
         await pilot.pause()
         table = app.screen.query_one("#cmp-1", DataTable)
         assert table.border_title == "broken: cannot open" and table.row_count == 1
+
+
+@run_async
+async def test_two_jobs_at_once_keep_their_log_lines_apart(isolated):
+    """A solve run beside a simulation: the two jobs' records interleaved in the log with
+    nothing to tell them apart, both fed the live trace (residuals mixed with R̂) and
+    the progress bar, and the solve's end left a status line that ignored the running
+    simulation.  Records are tagged while two jobs run; the trace and the bar follow the
+    latest job, then the one still running."""
+    from textual.widgets import RichLog
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_long_simulation(pilot, app, "1000000", "500")
+        tick_only(app, "nngp", "tree")
+        await pilot.press("r")
+        # (asyncio.sleep, not pilot.pause: a pause waits for the process's CPU to go idle,
+        # seconds each while the simulation runs)
+        for _ in range(600):                        # the solve ends; the simulation runs on
+            await asyncio.sleep(0.05)
+            if "theories" not in app.jobs:
+                break
+        assert "theories" not in app.jobs and "simulation" in app.jobs
+        text = "\n".join(strip.text for strip in app.query_one("#log", RichLog).lines)
+        assert "theory │ " in text
+        assert app._live_job == "simulation"
+        status = str(app.query_one("#run-status", Static).render())
+        assert status.startswith("running (c cancels): simulation")
+        for _ in range(600):                        # the trace holds simulation chunks only
+            await asyncio.sleep(0.05)
+            if app.live:
+                break
+        assert app.live and all(model.is_chunk(model.record_dict(r)) for r in app.live)
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert not app.jobs

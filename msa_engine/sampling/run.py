@@ -34,7 +34,7 @@ import numpy as np
 from .. import diagnostics as diag
 from ..errors import Cancelled, MSAError
 from ..kernels import nngp_kernel
-from ..problem import Problem
+from ..problem import Problem, check_problem
 from ..resources import check_simulation
 from ..threads import run_split, usable_cores
 from ..results import TheoryResult
@@ -707,6 +707,11 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
 
     Raises :class:`MSAError` on bad arguments and on divergence (naming the step).
     """
+    check_problem(problem)
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise MSAError(f"cancel must be a threading.Event (got {type(cancel).__name__})")
+    if callback is not None and not callable(callback):
+        raise MSAError(f"callback must be callable (got {type(callback).__name__})")
     opts = _checked(sampler, method, chains, steps, burn_in, thin, step_size, seed, chunk,
                     threads)
     sampler, method, chains, steps, burn_in, thin = (opts[k] for k in (

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import MSAError
-from ..problem import Problem
+from ..problem import Problem, check_problem
 from ..resources import check_solve
 from ..threads import blas_limit
 from ..results import Callback, IterationRecord, TheoryResult  # noqa: F401 (re-exported)
@@ -74,6 +74,9 @@ def check_theory(name: str) -> str:
     return key
 
 
+MAX_GRID = 10_000      # χ points of an annealing grid (each a saddle solve)
+
+
 def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.0) -> np.ndarray:
     """A geometric grid from ``start`` to ``chi_target`` with ratio at most ``factor``."""
     chi_target, start, factor = (_real(n, v, least) for n, v, least in (
@@ -81,6 +84,11 @@ def chi_grid(chi_target: float, factor: float = ANNEAL_FACTOR, start: float = 1.
     if chi_target == start:
         return np.array([start])
     n = max(1, math.ceil(abs(math.log(chi_target / start)) / math.log(factor)))
+    if n > MAX_GRID:    # (a factor of 1 + 1e-12 asked for 24.7 TiB of χ values)
+        span = max(chi_target / start, start / chi_target)
+        raise MSAError(f"chi_grid: a factor of {factor!r} needs {n} χ points from {start:g} "
+                       f"to {chi_target:g}, at most {MAX_GRID} are taken (a factor of at "
+                       f"least {span ** (1 / MAX_GRID):.6g})")
     return start * (chi_target / start) ** (np.arange(n + 1) / n)
 
 
@@ -164,18 +172,43 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
     ``_warm`` (for :func:`solve`): the first ``_warm`` points of a linear tree path only
     warm-start the next, and their results come without ``mean_kernel`` (``None``).
     """
+    check_problem(problem)
     theory = check_theory(theory)
     seed = _check_seed(seed)
+    if isinstance(chis, (str, int, float)) and not isinstance(chis, bool):
+        chis = [chis]                 # one χ (a TypeError: 'float' object is not iterable)
+    if chis is None or not hasattr(chis, "__iter__"):
+        raise MSAError(f"anneal needs a sequence of χ values (got {chis!r})")
+    if seed is None and theory in ANNEALED and problem.network.activation != "linear":
+        seed = 0                      # as in solve: unseeded Monte Carlo is seed 0
     opts = _monte_carlo_options(problem, theory, check_options(options))
     sp = sp or Spectral.of(problem)
     fn = THEORIES[theory]
     light = theory == "tree" and problem.network.activation == "linear"
     out, tbar = [], tbar0
+    if tbar is not None:
+        tbar = np.asarray(tbar, dtype=float)
+        if tbar.shape != (problem.data.P,):
+            raise MSAError(f"tbar0 must have the P = {problem.data.P} training points' "
+                           f"entries (got shape {tbar.shape})")
     for i, chi in enumerate(chis):
-        p = problem.with_chi(float(chi))
+        p = problem.with_chi(chi)
+        chi = p.network.chi
         extra = {"kernel": False} if light and i < _warm else {}
         try:
-            res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed, **opts, **extra)
+            try:
+                res = fn(p, sp=sp, callback=callback, tbar0=tbar, seed=seed, **opts, **extra)
+            except MSAError:
+                if not (theory == "one-loop" and i > 0 and problem.network.activation == "linear"):
+                    raise
+                # warm-started from the previous χ's one loop, the iteration can leave the
+                # region where the tilted precision is positive (the README problem at
+                # χ = 51.8 on the way to N = 100: c·s = 1.14), where msa.solve, which
+                # anneals the tree and switches the loop on at the end, succeeds; so
+                # does this point from the tree annealed to it (cheap for a linear net)
+                start = anneal(p, "tree", chi_grid(float(chi), ANNEAL_FACTOR), callback, sp,
+                               _warm=len(chi_grid(float(chi), ANNEAL_FACTOR)))[-1].tbar
+                res = fn(p, sp=sp, callback=callback, tbar0=start, seed=seed, **opts)
         except MSAError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
         except np.linalg.LinAlgError as exc:
@@ -193,7 +226,9 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
             raise MSAError(
                 f"{theory} did not converge at chi = {float(chi):.6g} "
                 f"(residual {res.residual:.3g}); {hint}")
-        out.append(_require_finite(res))
+        # the seed a point ran with, as solve records it (it came back None for linear
+        # theories, which have no Monte Carlo but record what they were given)
+        out.append(_replace(_require_finite(res), seed=seed))
         if theory in ANNEALED:
             tbar = res.tbar
     return out
@@ -213,6 +248,7 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     theories record it.  ``options`` are a config's ``[theory]`` table (:mod:`.options`:
     the non-linear Monte Carlo knobs, and ``anneal_factor`` unless given here).
     """
+    check_problem(problem)
     theory = check_theory(theory)
     seed = _check_seed(seed)
     opts = check_options(options)
@@ -223,6 +259,9 @@ def solve(problem: Problem, theory: str, *, seed: int | None = None,
     t0 = time.perf_counter()
     sp = Spectral.of(problem)
     if theory in ANNEALED and problem.network.activation != "linear":
+        # unseeded Monte Carlo is seed 0 (the tilted chains always took 0), and the result
+        # says so: it said None, and repeated "unseeded" solves gave identical numbers
+        seed = 0 if seed is None else seed
         res = THEORIES[theory](problem, sp=sp, callback=callback, seed=seed, **opts)
         if not res.converged:
             raise MSAError(_monte_carlo_failure(theory, problem.network.chi, res))
