@@ -206,8 +206,8 @@ def anneal(problem: Problem, theory: str, chis: Sequence[float], callback: Callb
                 # χ = 51.8 on the way to N = 100: c·s = 1.14), where msa.solve, which
                 # anneals the tree and switches the loop on at the end, succeeds; so
                 # does this point from the tree annealed to it (cheap for a linear net)
-                start = anneal(p, "tree", chi_grid(float(chi), ANNEAL_FACTOR), callback, sp,
-                               _warm=len(chi_grid(float(chi), ANNEAL_FACTOR)))[-1].tbar
+                grid = chi_grid(float(chi), ANNEAL_FACTOR)
+                start = anneal(p, "tree", grid, callback, sp, _warm=len(grid))[-1].tbar
                 res = fn(p, sp=sp, callback=callback, tbar0=start, seed=seed, **opts)
         except MSAError as exc:
             raise MSAError(f"{theory} failed at chi = {float(chi):.6g}: {exc}") from None
