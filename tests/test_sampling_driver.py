@@ -64,6 +64,12 @@ def test_resume_equals_uninterrupted(prob, tmp_path, act):
     assert np.array_equal(full.weight_cov, resumed.weight_cov)
     assert np.array_equal(full.test_predictive_variance, resumed.test_predictive_variance)
     assert full.step_size == resumed.step_size and full.acceptance == resumed.acceptance
+    # the whole run's chunk records, those before the interruption from the checkpoint
+    # (the log held only the chunks after the resume)
+    timing = ("steps_per_second", "eta_seconds", "time")
+    same = [{k: v for k, v in r.to_dict().items() if k not in timing} for r in full.log]
+    back = [{k: v for k, v in r.to_dict().items() if k not in timing} for r in resumed.log]
+    assert len(resumed.log) == len(full.log) and str(back) == str(same)   # (NaN ≠ NaN)
     # a checkpoint of another run is refused
     with pytest.raises(MSAError, match="different run"):
         simulate(prob, seed=6, sampler="full", checkpoint=ck, resume=True, **SMALL)

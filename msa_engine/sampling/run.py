@@ -291,6 +291,7 @@ class _Run:
         # workers ask for one each), else one per core, whatever the number of chains
         self.diag_threads = usable_cores() if threads is None else threads
         self._diag, self._diag_m = None, -1
+        self.prior_log: list = []   # chunk records of a checkpoint's run before the resume
         self.burn_in, self.thin, self.method, self.seed = burn_in, thin, method, seed
         self.chunk = chunk
         self.step_size = step_size
@@ -344,8 +345,11 @@ class _Run:
                      "step_size": step_size, "seed": seed, "problem": _fingerprint(problem)}
 
     # -- checkpoints ------------------------------------------------------------
-    def save(self, path: Path, elapsed: float) -> None:
-        meta = dict(self.meta, steps_done=self.steps_done, elapsed=elapsed)
+    def save(self, path: Path, elapsed: float, log: tuple = ()) -> None:
+        # the chunk records so far travel with the state, so that a resumed run's
+        # result.log is the whole run's (it held only the chunks after the resume)
+        meta = dict(self.meta, steps_done=self.steps_done, elapsed=elapsed,
+                    log=[r.to_dict() for r in log])
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
         arrays.update({f"state_{k}": v for k, v in self.state.items()})
         arrays["e_max"] = self.e_max
@@ -417,6 +421,8 @@ class _Run:
             if not np.all(np.isfinite(self.log_h)):
                 raise ValueError("its step size is not finite")
             self.elapsed_before = float(meta.get("elapsed", 0.0))
+            # (checkpoints written before the records travelled with them have none)
+            self.prior_log = [ChunkRecord(**r) for r in meta.get("log", [])]
             # rebuild the sampler's caches (not checkpointed) from the loaded state,
             # keeping the checkpointed energies and gradients themselves
             kept = {k: v.copy() for k, v in self.state.items()}
@@ -729,7 +735,7 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         run.load(path)
     t0 = time.perf_counter()
     start_steps = run.steps_done
-    log: list[ChunkRecord] = []
+    log: list[ChunkRecord] = list(run.prior_log)
     while run.steps_done < run.total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("simulation cancelled")
@@ -742,7 +748,7 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         rec = run.record(acc_before, end - begin, rate)
         log.append(rec)
         if path is not None:
-            run.save(path, run.elapsed_before + elapsed)
+            run.save(path, run.elapsed_before + elapsed, tuple(log))
         if callback is not None:
             callback(rec)
         if cancel is not None and cancel.is_set():
