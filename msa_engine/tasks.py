@@ -92,7 +92,8 @@ def ising_task(d: int = 30, P: int = 20, P_test: int = 40, seed: int = 0,
                 left = X[:, j - 1] if j > 0 else 0.0
                 right = X[:, j + 1] if j < d - 1 else 0.0
                 # energy change of flipping spin j
-                dE = 2.0 * X[:, j] * (J * (left + right) + h * c)
+                with np.errstate(over="ignore"):   # |J| ~ 1e308: dE = ±inf, exp 0 or 1
+                    dE = 2.0 * X[:, j] * (J * (left + right) + h * c)
                 accept = rng.random(n) < np.exp(-np.maximum(dE, 0.0))
                 X[:, j] = np.where(accept, -X[:, j], X[:, j])
     return X, c.copy(), np.ones(d) / math.sqrt(d)

@@ -147,3 +147,15 @@ def test_make_data_takes_its_spec_as_keywords_too():
     assert np.array_equal(a.X_train, b.X_train) and a.spec == b.spec == c.spec
     with pytest.raises(msa.MSAError, match="unknown key"):
         msa.make_data(task="linear", dd=4)
+
+
+def test_extreme_scales_give_no_numpy_warnings():
+    """κ = 1e300 (exact) and an Ising coupling of 1e308 leaked numpy overflow warnings
+    (the overflowing terms are the 0 or 1 their limits give)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        data = msa.make_data({"task": "linear", "d": 6, "P": 10, "seed": 1})
+        r = msa.solve(msa.Problem(data, msa.Network.make(N=30, kappa=1e300)), "exact")
+        assert np.isfinite(r.test_discrepancy)
+        msa.make_data({"task": "ising", "J": 1e308, "d": 5, "P": 6})

@@ -212,15 +212,18 @@ class ScaleMixture:
         Q = np.atleast_1d(np.asarray(Q, dtype=float))[:, None]
         den = Q * self._lam[None, :] + self.kappa
         tr = np.sum(self._lam / den, axis=1)
-        s = np.sum(self._lam * self._y2 / den ** 2, axis=1)
+        with np.errstate(over="ignore"):    # den² = inf at κ ~ 1e300: the term is 0
+            s = np.sum(self._lam * self._y2 / den ** 2, axis=1)
         return Q[:, 0] * (1 + (self.g_a / self.N) * (tr - self.chi * s)) - self.g_a
 
     def curvature(self, u: float) -> float:
         """d²/du² of the log density (negative at a maximum)."""
         q, lam, k = math.exp(u), self._lam, self.kappa
         den = q * lam + k
-        return float(-q * self.N / (2 * self.g_a) - 0.5 * np.sum(q * lam * k / den ** 2)
-                     + 0.5 * self.chi * np.sum(self._y2 * q * lam * (k - q * lam) / den ** 3))
+        with np.errstate(over="ignore"):    # den², den³ = inf at κ ~ 1e300: the terms are 0
+            return float(-q * self.N / (2 * self.g_a) - 0.5 * np.sum(q * lam * k / den ** 2)
+                         + 0.5 * self.chi * np.sum(self._y2 * q * lam * (k - q * lam)
+                                                   / den ** 3))
 
     def modes(self) -> list[float]:
         """All local maxima ``Q`` of the density in ``log q``, best first.
