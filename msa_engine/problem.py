@@ -150,8 +150,10 @@ def _as_array(name: str, a: Any, ndim: int) -> np.ndarray:
         raise MSAError(f"{name} must be real (got complex values)")
     try:
         arr = np.array(a, dtype=float)
-    except (TypeError, ValueError):
-        raise MSAError(f"{name} must be numeric") from None
+    except (TypeError, ValueError, OverflowError):   # (an int of 400 digits overflows)
+        raise MSAError(f"{name} must be numeric (finite floats)") from None
+    if isinstance(a, np.ndarray) and a.dtype == object and any(v is None for v in a.flat):
+        raise MSAError(f"{name} holds None (a missing value)")
     if ndim == 2 and arr.ndim == 1:
         arr = arr[:, None]
     elif ndim == 1 and arr.ndim == 2 and 1 in arr.shape:
@@ -214,7 +216,9 @@ class Data:
         if teacher is not None:
             teacher.setflags(write=False)
         object.__setattr__(self, "teacher", teacher)
-        object.__setattr__(self, "spec", dict(self.spec))
+        if self.spec is not None and not isinstance(self.spec, dict):
+            raise MSAError(f"Data spec must be a dict (got {type(self.spec).__name__})")
+        object.__setattr__(self, "spec", dict(self.spec or {}))
 
     @property
     def P(self) -> int:

@@ -159,3 +159,14 @@ def test_extreme_scales_give_no_numpy_warnings():
         r = msa.solve(msa.Problem(data, msa.Network.make(N=30, kappa=1e300)), "exact")
         assert np.isfinite(r.test_discrepancy)
         msa.make_data({"task": "ising", "J": 1e308, "d": 5, "P": 6})
+
+
+def test_data_from_python_objects_says_what_is_wrong():
+    X, y = np.ones((3, 2)), np.ones(3)
+    assert msa.Data(X, y, X, y, spec=None).spec == {}
+    with pytest.raises(msa.MSAError, match="X_train must be numeric"):
+        msa.Data([[10 ** 400, 1]], [1], X[:1], y[:1])           # an OverflowError
+    with pytest.raises(msa.MSAError, match="X_train holds None"):
+        msa.Data(np.array([[1, None]], dtype=object), [1], X[:1], y[:1])
+    with pytest.raises(msa.MSAError, match="Data spec must be a dict"):
+        msa.Data(X, y, X, y, spec=5)
