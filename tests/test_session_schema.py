@@ -46,7 +46,8 @@ def _edited(tmp_path, path, value):
 
 # (path in the document, value, the message's field and expectation); each of these
 # ended in "unexpected …" in replay, compare or export before the check (the review's
-# list and a fuzz of every field of this session with nine kinds of wrong value)
+# list and a fuzz of every field of this session with nine kinds of wrong value or a
+# deletion)
 CASES = [
     (("config", "data"), DELETE, "config.data is missing"),
     (("config", "network", "N"), DELETE, "config.network.N is missing"),
