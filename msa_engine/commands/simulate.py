@@ -92,9 +92,10 @@ def simulation_options(cfg_raw: dict, args: argparse.Namespace) -> dict:
         if key in table:
             v = table[key]
             if typ is int:
-                if integral(v) is None:
+                n = integral(v)
+                if n is None:
                     raise MSAError(f"simulation.{key} must be an integer (got {v!r})")
-                v = integral(v)
+                v = n
             if typ is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise MSAError(f"simulation.{key} must be a number (got {v!r})")
             if typ is str and not isinstance(v, str):
