@@ -11,6 +11,7 @@ from itertools import groupby
 import numpy as np
 
 from .errors import MSAError
+from .results import convergence_message
 from .sessions import Session, _chi_key
 from .theory import available_theories, solve
 
@@ -91,6 +92,8 @@ def compare(sessions: list[Session], chi: float | str | None = None, N: int | No
                                                    "rhat_max", "ess_min",
                                                    "weight_cov_top_eigenvalue",
                                                    "weight_cov_top_eigenvalue_se")}
+            sims[name]["converged"] = summ.get("converged") is not False
+            sims[name]["warning"] = convergence_message(summ)
             sims[name]["z_test"] = {t: z_scores(summ, ts, "test") for t, ts in th.items()}
             sims[name]["z_train"] = {t: z_scores(summ, ts, "train") for t, ts in th.items()}
         net = s.config["network"]
@@ -105,6 +108,11 @@ def highlights(cols: list[dict]) -> list[str]:
     """Sentences that state where the regimes differ, from the numbers."""
     lines = []
     for col in cols:
+        for name, sim in col["simulations"].items():
+            if sim.get("warning"):
+                # its z-scores measure how far the chains still were from equilibrium
+                lines.append(f"{col['name']}: {name} at χ={col['chi']:g}, N={col['N']} is "
+                             f"{sim['warning']}; its z-scores against the theories test nothing")
         th = col["theories"]
         if "exact" not in th:
             continue

@@ -118,7 +118,8 @@ def draw(plot: Plot, path: Path) -> Path:
 
 
 RESULT_COLUMNS = ("name", "kind", "N", "chi", "train_discrepancy", "train_discrepancy_se",
-                  "test_discrepancy", "test_discrepancy_se", "Q", "weight_cov_top_eigenvalue")
+                  "test_discrepancy", "test_discrepancy_se", "Q", "weight_cov_top_eigenvalue",
+                  "converged")
 
 
 def table_rows(session: Session) -> list[list]:

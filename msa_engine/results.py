@@ -32,6 +32,59 @@ class IterationRecord:
 
 Callback = Optional[Callable[[IterationRecord], Any]]
 
+# A simulation counts as converged when every traced output has a rank-normalised split
+# R̂ below RHAT_OK and a bulk/tail ESS of at least ESS_OK (msa_engine.sampling.run).
+RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
+ESS_OK = 100.0
+ACCEPTANCE_LOW = 0.01       # MALA acceptance below this: the chains hardly move
+
+
+def convergence_problems(result) -> list[str]:
+    """Why a simulation's numbers and error bars are not to be trusted, as short phrases
+    (``[]`` when it converged, and for every theory, whose solvers raise instead).
+
+    ``result`` is a :class:`~msa_engine.sampling.SimulationResult` or the summary a
+    session stores for one.  A run that never mixed (a step size of 5, no proposal
+    accepted) returned a train discrepancy of 0.0096 ± 0.0006 that read as any other
+    row of a table; its R̂ of 6e15 was printed once, further down."""
+    def get(key):
+        v = result.get(key) if isinstance(result, dict) else getattr(result, key, None)
+        try:
+            return None if v is None or isinstance(v, bool) else float(v)
+        except (TypeError, ValueError):
+            return None
+
+    converged = result.get("converged") if isinstance(result, dict) else \
+        getattr(result, "converged", True)
+    if converged is not False:
+        return []
+    out = []
+    rhat, ess, acc = get("rhat_max"), get("ess_min"), get("acceptance")
+    if rhat is None or not math.isfinite(rhat) or rhat >= RHAT_OK:
+        out.append("R̂_max " + ("undefined" if rhat is None or not math.isfinite(rhat)
+                                else f"{rhat:.4f} ≥ {RHAT_OK:g}" if rhat < 100 else
+                                f"{rhat:.3g} ≥ {RHAT_OK:g}"))
+    if ess is None or not math.isfinite(ess) or ess < ESS_OK:
+        out.append("ESS_min " + ("undefined" if ess is None or not math.isfinite(ess)
+                                  else f"{ess:.0f} < {ESS_OK:.0f}"))
+    if acc is not None and acc < ACCEPTANCE_LOW:      # (for ULA, its Metropolis ratio)
+        out.append(f"acceptance {acc:.2g}: the step size is too large")
+    return out or ["not converged"]
+
+
+def convergence_message(result) -> str | None:
+    """One sentence on a simulation that has not converged (:func:`convergence_problems`)
+    with what to do about it, or ``None``: a step size so large that no proposal is
+    accepted is not helped by more steps."""
+    problems = convergence_problems(result)
+    if not problems:
+        return None
+    advice = ("use a smaller step size (or none, so that burn-in adapts it)"
+              if any(p.startswith("acceptance") for p in problems) else
+              "run more steps (or more burn-in)")
+    return (f"not converged ({', '.join(problems)}): its error bars are not reliable; "
+            f"{advice}")
+
 
 def centered_alignment(K: np.ndarray, y: np.ndarray) -> float:
     """Centred kernel–target alignment (CKA) of ``K`` with ``y yᵀ``."""
@@ -105,11 +158,38 @@ class TheoryResult:
     seed: int | None = None
     extras: dict = field(default_factory=dict)
 
+    _ARRAYS = ("train_mean", "test_mean", "test_predictive_variance", "weight_cov",
+               "mean_kernel", "tbar", "train_mean_se", "test_mean_se")
+
     def __post_init__(self) -> None:
         if self.train_mean_se is None:
             object.__setattr__(self, "train_mean_se", np.zeros_like(self.train_mean))
         if self.test_mean_se is None:
             object.__setattr__(self, "test_mean_se", np.zeros_like(self.test_mean))
+        # read-only views: a result is frozen, and Σ_W's summary is computed once and kept,
+        # so `res.weight_cov[0, 0] = 1` went unnoticed by it.  Views, so that an array the
+        # result was built from (a caller's tbar0, say) stays writable for its owner.
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                view = value.view()
+                view.setflags(write=False)
+                object.__setattr__(self, name, view)
+
+    def __repr__(self) -> str:
+        # a summary: the arrays (and the problem's) made a result's repr 40 kB
+        net, data = self.problem.network, self.problem.data
+        parts = [f"theory={self.theory!r}", f"chi={net.chi:g}", f"N={net.N}", f"P={data.P}",
+                 f"d={data.d}", f"train_discrepancy={self.train_discrepancy:.6g}",
+                 f"test_discrepancy={self.test_discrepancy:.6g}"]
+        if self.Q is not None:
+            parts.append(f"Q={self.Q:.6g}")
+        parts += self._repr_extra()
+        parts += [f"converged={self.converged}", f"wall_time={self.wall_time:.3g}"]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _repr_extra(self) -> list:
+        return []
 
     # -- derived observables (THEORY §2) ---------------------------------
     @property

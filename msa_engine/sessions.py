@@ -257,7 +257,10 @@ class Session:
                     "test_discrepancy_se": _stored_or(s, "test_discrepancy_se", lambda: (
                         discrepancy_se(data.y_test, s["test_mean"], s.get("test_mean_se")))),
                     "Q": s.get("Q"),
-                    "weight_cov_top_eigenvalue": s.get("weight_cov_top_eigenvalue")})
+                    "weight_cov_top_eigenvalue": s.get("weight_cov_top_eigenvalue"),
+                    # False for a simulation whose chains had not mixed (theories that do
+                    # not converge are stored as failed points)
+                    "converged": s.get("converged") is not False})
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise MSAError(f"session {self.name!r}: entry {e['name']} at chi = {e['chi']:g} "
                                f"has a malformed summary ({type(exc).__name__}: {exc})") from None

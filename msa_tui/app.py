@@ -598,10 +598,16 @@ class MSAApp(App):
             return
         self._new_results += 1
         self._say_replaced(before, self.session.entries[-1])
-        s = self.session.entries[-1].get("summary", {})
+        entry = self.session.entries[-1]
+        s = entry.get("summary", {})
+        problem = model.entry_problem(entry)
         self.query_one("#log", RichLog).write(
-            f"✓ {self.session.entries[-1].get('name')}: train {model._num(s.get('train_discrepancy'))}"
-            f"  test {model._num(s.get('test_discrepancy'))}")
+            f"{'⚠' if problem else '✓'} {entry.get('name')}: train "
+            f"{model._num(s.get('train_discrepancy'))}  test {model._num(s.get('test_discrepancy'))}"
+            + (f"  — {problem}" if problem else ""))
+        if problem:
+            self.notify(problem, title=f"{entry.get('name')}: not converged",
+                        severity="warning", timeout=12)
         self.selected = len(self.session.entries) - 1
         self.refresh_results()
 
@@ -721,7 +727,13 @@ class MSAApp(App):
             set_text(detail, "no results yet: press r to run the ticked theories")
             return
         s = e.get("summary") or {}
+        problem = model.entry_problem(e)
+        if problem is not None and e.get("status", "ok") != "ok":
+            set_text(detail, f"{e.get('kind')} {e.get('name')}  χ={model._num(e.get('chi'))} "
+                     f"N={e.get('N')}  {problem}{_ran_with(e)}")
+            return
         set_text(detail,
+            (f"⚠ {problem}\n" if problem else "") +
             f"{e.get('kind')} {e.get('name')}  χ={model._num(e.get('chi'))} N={e.get('N')}  "
             f"test loss {model._num(s.get('test_loss'))}  test var {model._num(s.get('test_variance'))}"
             f"  alignment {model._num(s.get('kernel_alignment'), '.3f')}"

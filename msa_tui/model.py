@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from msa_engine import MSAError, Network, Problem, make_data, solve
 from msa_engine.problem import resolve_chi
+from msa_engine.results import convergence_message, convergence_problems
 from msa_engine.tasks import TASKS, task_defaults
 from msa_engine.theory import THEORIES, available_theories
 from msa_engine.figures import is_chunk, record_dict, record_value  # noqa: F401  (re-exported)
@@ -499,8 +500,12 @@ def same_problem(a: dict, b: dict) -> bool:
 
 # -- rows and records -----------------------------------------------------------
 
-COLUMNS = ("kind", "name", "χ", "N", "train disc.", "±", "test disc.", "±", "Q", "λ_top",
-           "teacher ∠", "status")
+# status right after the point (ok / unconverged / failed, the reason in the detail line)
+# and the kind, which the names already tell (sim-…), last: at 80 columns the table shows
+# up to the test error bar; whether to trust a row's numbers was the last column, reached
+# only by scrolling
+COLUMNS = ("name", "χ", "N", "status", "train disc.", "±", "test disc.", "±", "Q", "λ_top",
+           "teacher ∠", "kind")
 
 
 def _num(v, spec: str = ".4g") -> str:
@@ -513,17 +518,32 @@ def _num(v, spec: str = ".4g") -> str:
     return format(f, spec) if math.isfinite(f) else "–"
 
 
+def entry_status(entry: dict) -> str:
+    """``ok``, ``unconverged`` (a simulation whose chains had not mixed) or ``failed``."""
+    status = str(entry.get("status", "ok"))
+    if status == "ok" and convergence_problems(entry.get("summary") or {}):
+        return "unconverged"
+    return status
+
+
+def entry_problem(entry: dict) -> str | None:
+    """Why an entry failed or cannot be trusted, in a sentence, or ``None``."""
+    if entry.get("status", "ok") != "ok":
+        return f"failed: {entry.get('error') or 'no reason recorded'}"
+    return convergence_message(entry.get("summary") or {})
+
+
 def entry_row(entry: dict) -> tuple[str, ...]:
     s = entry.get("summary") or {}
-    status = entry.get("status", "ok")
-    if status != "ok" and entry.get("error"):
-        status = f"{status}: {entry['error']}"
-    return ("sim" if entry.get("kind") == "simulation" else "theory", str(entry.get("name", "?")),
-            _num(entry.get("chi")), _num(entry.get("N"), ".0f"),
+    """The results table's cells for ``entry``, in :data:`COLUMNS` order."""
+    s = entry.get("summary") or {}
+    return (str(entry.get("name", "?")), _num(entry.get("chi")), _num(entry.get("N"), ".0f"),
+            entry_status(entry),
             _num(s.get("train_discrepancy")), _num(s.get("train_discrepancy_se"), ".2g"),
             _num(s.get("test_discrepancy")), _num(s.get("test_discrepancy_se"), ".2g"),
             _num(s.get("Q")), _num(s.get("weight_cov_top_eigenvalue")),
-            _num(s.get("weight_cov_teacher_overlap"), ".3f"), status)
+            _num(s.get("weight_cov_teacher_overlap"), ".3f"),
+            "sim" if entry.get("kind") == "simulation" else "theory")
 
 
 def write_csv(path: str | Path, rows: Iterable[tuple], columns: Sequence[str], prefix=()) -> Path:

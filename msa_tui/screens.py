@@ -252,8 +252,10 @@ class CompareScreen(Screen):
             table.border_title = f"{p.stem}  (N={net.get('N')}, χ={model._num(net.get('chi'))})"
             table.add_columns("name", "χ", "N", "train", "test")
             for e in s.entries:
-                r = model.entry_row(e)
-                table.add_row(("sim " if r[0] == "sim" else "") + r[1], r[2], r[3], r[4], r[6])
+                r = dict(zip(model.COLUMNS, model.entry_row(e)))
+                mark = {"ok": "", "unconverged": " *"}.get(r["status"], f" ({r['status']})")
+                table.add_row(("sim " if r["kind"] == "sim" else "") + r["name"] + mark, r["χ"],
+                              r["N"], r["train disc."], r["test disc."])
         self.refresh_plot()
 
     def refresh_plot(self) -> None:

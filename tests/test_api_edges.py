@@ -170,3 +170,33 @@ def test_data_from_python_objects_says_what_is_wrong():
         msa.Data(np.array([[1, None]], dtype=object), [1], X[:1], y[:1])
     with pytest.raises(msa.MSAError, match="Data spec must be a dict"):
         msa.Data(X, y, X, y, spec=5)
+
+
+def test_results_are_read_only_and_print_as_one_line():
+    """A result's repr was 40 kB (its arrays and the problem's); its arrays could be
+    written, unseen by the Σ_W summary it had already cached."""
+    p = config_from_dict(CFG).problem
+    tbar0 = np.zeros(p.data.P)
+    res = msa.anneal(p, "tree", [1.0, 2.0], tbar0=tbar0)[-1]
+    for name in ("train_mean", "test_mean", "test_predictive_variance", "weight_cov",
+                 "mean_kernel", "tbar", "train_mean_se", "test_mean_se"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(res, name)[0] = 1.0
+    tbar0[0] = 1.0                                 # what the caller passed stays theirs
+    assert res.weight_cov.copy().flags.writeable
+    text = repr(res)
+    assert "\n" not in text and len(text) < 300, text
+    assert re.fullmatch(r"TheoryResult\(theory='tree', chi=2, N=20, P=8, d=5, "
+                        r"train_discrepancy=\S+, test_discrepancy=\S+, Q=\S+, converged=True, "
+                        r"wall_time=\S+\)", text), text
+    assert repr(p).startswith("Problem(data=Data(P=8, P_test=6, d=5, teacher=yes, spec={")
+    assert len(repr(p)) < 400
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", msa.MSAWarning)
+        sim = msa.simulate(p, steps=20, burn_in=10, chains=2)
+    text = repr(sim)
+    assert text.startswith("SimulationResult(theory='sim-marginal', chi=") and len(text) < 400
+    assert "sampler='marginal'" in text and "rhat_max=" in text and "\n" not in text
+    with pytest.raises(ValueError, match="read-only"):
+        sim.test_mean[0] = 0.0

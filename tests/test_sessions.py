@@ -382,3 +382,61 @@ def test_one_name_is_one_file_name_in_the_cli_and_the_workbench(tmp_path, monkey
                        ("/tmp/x", "tmp-x"), (" . ", "session"), ("χ-sweep_2.1", "χ-sweep_2.1")):
         assert session_file(name).name == f"{stem}.json"
         assert model.named_target(tmp_path / "sessions", name).name == f"{stem}.json"
+
+
+def test_a_simulation_that_never_mixed_is_flagged_wherever_its_numbers_appear(
+        tmp_path, cfg_path, capsys):
+    """A step size of 5 accepts no proposal: the run returns numbers with error bars that
+    mean nothing.  It warns once, with advice that fits (not "run more steps"), and its
+    row is starred in replay, its z-scores in compare, and its CSV row says so."""
+    cfg = load_config(cfg_path)
+    s = Session.new(cfg.resolved, name="t")
+    s.add_result(msa.solve(cfg.problem, "exact"))
+    with pytest.warns(msa.MSAWarning, match=r"simulation at chi = 1, N = 100: not converged "
+                      r"\(R̂_max .* ≥ 1\.05, ESS_min \d+ < 100, acceptance 0: the step size "
+                      r"is too large\).*use a smaller step size"):
+        bad = msa.simulate(cfg.problem, step_size=5.0, burn_in=0, steps=200, chains=2, seed=1)
+    assert not bad.converged and bad.acceptance < 0.01
+    s.add_result(bad)
+    path = save_session(s, tmp_path / "s.json")
+    assert {r["name"]: r["converged"] for r in load_session(path).sweep_rows()} == \
+        {"exact": True, "sim-marginal": False}
+
+    assert main(["replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "sim-marginal *" in out and "exact *" not in out
+    assert "* sim-marginal N=100 chi=1: not converged (R̂_max" in " ".join(out.split())
+
+    other = save_session(Session.new(cfg.resolved, name="u"), tmp_path / "u.json")
+    s2 = load_session(other)
+    s2.add_result(msa.solve(cfg.problem, "exact"))
+    good = msa.simulate(cfg.problem, steps=2000, burn_in=500, chains=4, seed=2)
+    assert good.converged, (good.rhat_max, good.ess_min)     # no warning: see below
+    s2.add_result(good)
+    save_session(s2, other)
+    assert main(["compare", str(path), str(other), "--json"]) == 0
+    cols = json.loads(capsys.readouterr().out)
+    sims = [c["simulations"]["sim-marginal"] for c in cols["sessions"]]
+    assert [x["converged"] for x in sims] == [False, True]
+    assert sims[0]["warning"].startswith("not converged (") and sims[1]["warning"] is None
+    assert sum("z-scores against the theories test nothing" in h
+               for h in cols["highlights"]) == 1
+    assert main(["compare", str(path), str(other)]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines()
+               if "sim-marginal vs exact" in ln)
+    assert row.split("max|z|")[1].split()[1:] == ["*", row.split()[-1]]   # starred in t only
+
+    assert main(["export", str(path), "--format", "csv", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    lines = (tmp_path / "t-results.csv").read_text().splitlines()
+    assert lines[0].endswith(",converged")
+    assert sorted(ln.rsplit(",", 1)[1] for ln in lines[1:]) == ["False", "True"]
+
+
+def test_a_converged_simulation_does_not_warn(cfg_path):
+    import warnings
+    cfg = load_config(cfg_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", msa.MSAWarning)
+        res = msa.simulate(cfg.problem, steps=2000, burn_in=500, chains=4, seed=2)
+    assert res.converged and msa.results.convergence_problems(res) == []

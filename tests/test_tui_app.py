@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
@@ -182,8 +183,8 @@ async def test_simulation_result_stored(isolated):
         await settle(pilot, app)
         [entry] = app.session.entries
         assert entry["kind"] == "simulation" and entry["summary"]["train_discrepancy_se"] > 0
-        row = app.query_one("#results", DataTable).get_row_at(0)
-        assert row[0] == "sim" and row[5] != "–"
+        row = dict(zip(model.COLUMNS, app.query_one("#results", DataTable).get_row_at(0)))
+        assert row["kind"] == "sim" and row["±"] != "–"
         # the settings travel with the entry, so that `msa replay --rerun` repeats this run
         opts = entry["options"]
         assert (opts["steps"], opts["burn_in"], opts["chains"], opts["seed"]) == (400, 100, 2, 0)
@@ -211,6 +212,37 @@ async def test_simulation_result_stored(isolated):
         assert entry["options"]["steps"] == 200
         assert any("replaced the earlier sim-marginal" in str(n.message)
                    and "2 chains × 400 steps" in str(n.message) for n in app._notifications)
+
+
+@run_async
+async def test_a_simulation_that_never_mixed_is_flagged(isolated):
+    """A step size of 5 accepts no proposal: the row's status says so next to its
+    numbers (visible at 80 columns), the log line and a notification say why, and the
+    detail line leads with it."""
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await set_field(pilot, app, "f-simulation-steps", "200")
+        await set_field(pilot, app, "f-simulation-burn_in", "0")
+        await set_field(pilot, app, "f-simulation-chains", "2")
+        await set_field(pilot, app, "f-simulation-step_size", "5")
+        await pilot.press("s")
+        await settle(pilot, app)
+        [entry] = app.session.entries
+        assert entry["summary"]["converged"] is False
+        row = dict(zip(model.COLUMNS, app.query_one("#results", DataTable).get_row_at(0)))
+        assert row["status"] == "unconverged"
+        log = "\n".join(str(line.text) for line in app.query_one("#log").lines)
+        assert "⚠ sim-marginal: train" in log and "acceptance 0: the step size is too large" in log
+        assert any("use a smaller step size" in str(n.message) for n in app._notifications)
+        await pilot.press("3")
+        await pilot.pause()
+        detail = str(app.query_one("#detail", Static).render())
+        assert detail.startswith("⚠ not converged (R̂_max")
+        # the status column, and the test discrepancy's error bar, are on screen at 80
+        table = app.query_one("#results", DataTable)
+        widths = [c.get_render_width(table) for c in table.ordered_columns]
+        shown = [c for c, w in zip(model.COLUMNS, np.cumsum(widths)) if w <= table.size.width]
+        assert "status" in shown and shown[-1] == "±" and shown[-2] == "test disc."
 
 
 @run_async

@@ -86,13 +86,18 @@ def run(args: argparse.Namespace) -> int:
     for c in cols:
         sims += [s for s in c["simulations"] if s not in sims]
     for s in sims:
+        mixed = [c["simulations"].get(s, {}).get("converged", True) for c in cols]
         for n in names:
             vals = [c["simulations"].get(s, {}).get("z_test", {}).get(n) for c in cols]
             if all(v is None for v in vals):
                 continue
+            # a z-score from chains that had not mixed is neither agreement nor
+            # disagreement: shown plain and starred (the highlights say why)
             t.add_row(f"{s} vs {n}: max|z|", *[
-                "—" if v is None else (f"[red]{v['max_abs_z']:.3g}[/]" if v["max_abs_z"] > 4.5
-                                       else f"[green]{v['max_abs_z']:.3g}[/]") for v in vals])
+                "—" if v is None else (f"{v['max_abs_z']:.3g} *" if not ok else
+                                       f"[red]{v['max_abs_z']:.3g}[/]" if v["max_abs_z"] > 4.5
+                                       else f"[green]{v['max_abs_z']:.3g}[/]")
+                for v, ok in zip(vals, mixed)])
     c = console()
     c.print(t)
     for line in result["highlights"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from ..results import convergence_message
 from ..sessions import load_session
 
 
@@ -78,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     for col in ("result", "N", "χ", "train disc", "test disc", "±se", "Q", "λ_top"):
         t.add_column(col, justify="left" if col == "result" else "right", no_wrap=True)
     for r in session.sweep_rows():
-        t.add_row(r["name"], str(r["N"]), fmt(r["chi"], 4), fmt(r["train_discrepancy"], 4),
+        # a simulation whose chains had not mixed is marked, and said why below
+        t.add_row(r["name"] + ("" if r["converged"] else " *"), str(r["N"]), fmt(r["chi"], 4),
+                  fmt(r["train_discrepancy"], 4),
                   fmt(r["test_discrepancy"], 4),
                   fmt(r["test_discrepancy_se"], 2) if r["test_discrepancy_se"] else "",
                   fmt(r["Q"], 4), fmt(r["weight_cov_top_eigenvalue"], 4))
@@ -90,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
             f"{ls['sampler_chunks']} sampler chunks, {ls['failed']} failed points, "
             f"worst final residual {ls['worst_final_residual']:.2g}"
             + (f", max R̂ {ls['max_rhat']:.3f}" if ls["max_rhat"] is not None else ""))
-    for e in session.entries:        # which points failed, and why
+    for e in session.entries:        # which points failed or did not converge, and why
         if e.get("status") != "ok":
             c.print(f"  [red]failed[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
                     f"{esc(e.get('error', '?'))}")
+        elif (message := convergence_message(e.get("summary") or {})) is not None:
+            c.print(f"  [yellow]*[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
+                    f"{esc(message)}")
     if report is not None:
         bad = [r for r in report["entries"] if not r["reproduced"]]
         n = len(report["entries"])

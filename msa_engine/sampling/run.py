@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +33,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import diagnostics as diag
-from ..errors import Cancelled, MSAError
+from ..errors import Cancelled, MSAError, MSAWarning
 from ..kernels import nngp_kernel
 from ..problem import Problem, check_problem
 from ..resources import check_simulation
 from ..threads import run_split, usable_cores
-from ..results import TheoryResult
+from ..results import ESS_OK, RHAT_OK, TheoryResult, convergence_message
 from . import kernels_numba as kn
 from .langevin import METHODS, TARGET_ACCEPTANCE, FullSampler
 from .marginal import MarginalSampler
@@ -55,8 +56,6 @@ DIAG_GROWTH = 0.1           # per-chunk R̂/ESS again once the trace grew by thi
 DIAG_MIN_NEW = 50           # … and by at least this many draws
 DIAG_BATCH = 1 << 21        # draws (all chains) per batch of series for R̂/ESS
 BLAS_THREADS_FLOPS = 2e8    # matmul flops per chain-step above which BLAS gets spare cores
-RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
-ESS_OK = 100.0
 
 
 # --------------------------------------------------------------------------- records
@@ -91,7 +90,7 @@ class ChunkRecord:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)     # TheoryResult's summary repr
 class SimulationResult(TheoryResult):
     """A simulation's estimates, shaped like a :class:`TheoryResult` (it is one), so
     that every caller can treat theories and simulations alike.
@@ -119,6 +118,13 @@ class SimulationResult(TheoryResult):
     Q_se: float = float("nan")
     autocorr_times: dict = field(default_factory=dict)
     traces: dict = field(default_factory=dict, repr=False)
+
+    def _repr_extra(self) -> list:
+        return [f"test_discrepancy_se={self.test_discrepancy_se:.3g}",
+                f"sampler={self.sampler!r}", f"method={self.method!r}",
+                f"chains={self.chains}", f"steps={self.steps}", f"step_size={self.step_size:.3g}",
+                f"acceptance={self.acceptance:.3g}", f"rhat_max={self.rhat_max:.4g}",
+                f"ess_min={self.ess_min:.0f}"]
 
     @property
     def train_discrepancy_corrected(self) -> float:
@@ -712,6 +718,10 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         more than they gain).
 
     Raises :class:`MSAError` on bad arguments and on divergence (naming the step).
+    Warns (:class:`MSAWarning`) when the chains have not converged — R̂ ≥ 1.05 or an
+    ESS below 100 for some output, or hardly any proposal accepted
+    (:func:`msa_engine.results.convergence_problems`); the result then has
+    ``converged = False`` and its error bars are not to be trusted.
     """
     check_problem(problem)
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
@@ -756,4 +766,12 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
     elapsed = time.perf_counter() - t0
     rate = (run.steps_done - start_steps) / elapsed if elapsed > 0 and run.steps_done > start_steps \
         else float("nan")
-    return run.result(tuple(log), run.elapsed_before + elapsed, rate)
+    res = run.result(tuple(log), run.elapsed_before + elapsed, rate)
+    message = convergence_message(res)
+    if message is not None:
+        # as PyMC and ArviZ do: the numbers come back (a short look is legitimate), but
+        # their error bars assume mixed chains, and a caller's script should hear it
+        net = problem.network
+        warnings.warn(f"simulation at chi = {net.chi:.6g}, N = {net.N}: {message}",
+                      MSAWarning, stacklevel=2)
+    return res
