@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .plots import MARKERS, Plot, Series
+from .results import convergence_problems
 
 FIGURES = ("fig2", "predictions", "spectrum", "convergence")
 TITLES = {"fig2": "Discrepancy vs χ (Fig. 2)", "predictions": "Predictions vs targets",
@@ -45,6 +46,10 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
             label = f"{prefix}{sim_tag}{name}"
             if len(widths) > 1:
                 label += f" N={N}"
+            unmixed = sum(bool(convergence_problems(e["summary"])) for e in es)
+            if unmixed:     # their error bars are not to be read as such
+                label += (" (unconverged)" if unmixed == len(es) else
+                          f" ({unmixed} of {len(es)} unconverged)")
             xs = [float(e.get("chi") or float("nan")) for e in es]
             ys = [e["summary"].get(key) for e in es]
             ses = [e["summary"].get(f"{key}_se") for e in es]

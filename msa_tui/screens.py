@@ -256,6 +256,8 @@ class CompareScreen(Screen):
                 mark = {"ok": "", "unconverged": " *"}.get(r["status"], f" ({r['status']})")
                 table.add_row(("sim " if r["kind"] == "sim" else "") + r["name"] + mark, r["χ"],
                               r["N"], r["train disc."], r["test disc."])
+                if r["status"] == "unconverged":
+                    table.border_subtitle = "* not converged: error bars unreliable"
         self.refresh_plot()
 
     def refresh_plot(self) -> None:

@@ -197,3 +197,58 @@ def test_startup_times_run_to_the_marker_not_to_the_exit():
               env, "READY")
     with pytest.raises(RuntimeError, match="failed"):
         _time([sys.executable, "-c", "print('not it')"], env, "READY")
+
+
+def test_the_targets_are_judged_on_the_report_with_the_measured_limits(tmp_path, capsys):
+    """Each target of issue 7 read off one report, with the limit the run measured
+    beside it where there is one; `--from-json` and `--markdown` print them."""
+    from msa_engine.commands.bench import target_verdicts
+
+    def rec(name, size, ours, **kw):
+        return {"name": name, "size": size, "ours_s": ours, **kw}
+
+    report = {"dgemm_gflops": 100.0, "machine": {"cores": 2}, "records": [
+        rec("langevin/full/linear", "small", 8e-6, numpy_s=100e-6, torch_s=None,
+            speedup_vs_numpy=12.5, speedup_vs_torch=None, noise_ours_s=10e-6, gflops=1.0),
+        rec("langevin/marginal/linear", "small", 20e-6, numpy_s=100e-6, torch_s=300e-6,
+            speedup_vs_numpy=5.0, speedup_vs_torch=15.0, noise_ours_s=10e-6, gflops=20.0),
+        rec("langevin/full/linear", "large", 4e-3, gflops=1.0, noise_ours_s=4e-3,
+            matmul_flops_per_chain_step=4e6),
+        rec("langevin/marginal/linear", "large", 15e-3, gflops=30.0, floor_s=10e-3,
+            floor_frac_of_dgemm=0.45, floor_gram_s=4e-3, floor_product_s=5e-3,
+            floor_gflops=45.0),
+        rec("theory/exact", "P=2000", 0.5), rec("theory/one-loop", "P=2000", 2.5),
+        rec("startup/solve_warm", "default", 0.2), rec("startup/tui_interactive", "default", 1.6),
+    ]}
+    got = {t["target"]: t for t in target_verdicts(report)}
+    assert [(k, t["measured"], t["met"]) for k, t in got.items()] == [
+        ("small full linear ≥ 10× NumPy", "12.5×", True),
+        ("small full linear ≥ 20× PyTorch", "not run (PyTorch not installed)", None),
+        ("small marginal linear ≥ 10× NumPy", "5.0×", False),
+        ("small marginal linear ≥ 20× PyTorch", "15.0×", False),
+        ("large full linear ≥ 60% of DGEMM", "1%", False),
+        ("large marginal linear ≥ 60% of DGEMM", "30%", False),
+        ("exact at P = 2000 < 2 s", "500.0ms", True),
+        ("one-loop at P = 2000 < 2 s", "2.50s", False),
+        ("warm msa solve < 2 s", "200.0ms", True),
+        ("TUI interactive < 1.5 s", "1.60s", False)]
+    assert got["small marginal linear ≥ 10× NumPy"]["note"] == \
+        "our normals alone, on all 2 cores, would be 20× NumPy"
+    assert got["large full linear ≥ 60% of DGEMM"]["note"] == \
+        "its normals alone, on all 2 cores, bound it at 2.0% of DGEMM: not reachable"
+    assert got["large marginal linear ≥ 60% of DGEMM"]["note"] == \
+        "least time on this BLAS 45% of DGEMM, ours 1.50× it; 60% lies beyond it: not reachable here"
+    # the report's JSON carries them, and a saved report prints them
+    report["machine"].update(cpu="x", memory_gib=1.0, python="3", numpy="2")
+    for r in report["records"]:
+        r.setdefault("numpy_s", None)
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps(report))
+    assert main(["bench", "--from-json", str(saved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"] == list(got.values())
+    assert main(["bench", "--from-json", str(saved), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| one-loop at P = 2000 < 2 s | 2.50s | not met |  |" in out
+    assert main(["bench", "--from-json", str(saved)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "targets of issue 7 in this run" in out and "met exact at P = 2000 < 2 s" in out

@@ -80,7 +80,13 @@ def test_fig2_groups_sessions_and_theories():
     unmixed = dict(entries[2], summary=dict(entries[2]["summary"], converged=False,
                                             rhat_max=1.3, ess_min=400.0, acceptance=0.6))
     assert model.entry_row(unmixed)[model.COLUMNS.index("status")] == "unconverged"
-    assert model.entry_problem(unmixed).startswith("not converged (R̂_max 1.3 ≥ 1.05)")
+    assert model.entry_problem(unmixed).startswith("not converged (R̂_max 1.3000 ≥ 1.05)")
+    # Fig. 2 says so in the series' label
+    plot = figures.fig2([("A: ", entries[:2] + [unmixed])])
+    assert [s.label for s in plot.series] == ["A: sim-marginal (unconverged)", "A: tree"]
+    later = dict(entries[2], chi=1)
+    plot = figures.fig2([("A: ", [later, unmixed])])
+    assert [s.label for s in plot.series] == ["A: sim-marginal (1 of 2 unconverged)"]
 
 
 def test_fig2_of_several_sessions_gives_each_series_its_own_look_and_a_short_legend():

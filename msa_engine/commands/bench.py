@@ -155,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
                              dgemm_n=args.dgemm_n)
         finally:
             jit.remove_reporter(token)
+    try:
+        report["targets"] = target_verdicts(report)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        if args.from_json is None:
+            raise
+        raise MSAError(f"{args.from_json} is not a complete 'msa bench --json' report "
+                       f"({type(exc).__name__}: {exc})") from None
     if args.json:
         print_json(report)
         return 0
@@ -356,6 +363,65 @@ def _extras_lines(report: dict) -> list[str]:
     return lines
 
 
+def target_verdicts(report: dict) -> list[dict]:
+    """Issue 7's targets judged on this one report: ``{"target", "measured", "met",
+    "note"}`` each (``met`` None where the run lacks what it needs, e.g. PyTorch).  The
+    issue asks for medians of repeated runs: one report is one of them.  Where the run
+    measured a limit (the noise of the full step, the BLAS floor of the marginal one),
+    the note states it, and whether the target lies beyond it."""
+    recs = {(r["name"], str(r["size"])): r for r in report["records"]}
+    dgemm = report["dgemm_gflops"]
+    cores = (report.get("machine") or {}).get("cores") or 1
+    out = []
+
+    def add(target, measured, met, note=None):
+        out.append({"target": target, "measured": measured, "met": met, "note": note})
+
+    for sampler in ("full", "marginal"):
+        r = recs.get((f"langevin/{sampler}/linear", "small"))
+        if r is not None:
+            for key, ref, want, who in (("speedup_vs_numpy", "numpy_s", 10.0, "NumPy"),
+                                        ("speedup_vs_torch", "torch_s", 20.0, "PyTorch")):
+                v, noise = r.get(key), r.get("noise_ours_s")
+                note = None
+                if v is not None and noise:     # what our normals alone would allow
+                    note = (f"our normals alone, on all {cores} cores, would be "
+                            f"{r[ref] / (noise / cores):.0f}× {who}")
+                add(f"small {sampler} linear ≥ {want:g}× {who}",
+                    "not run (PyTorch not installed)" if v is None else f"{v:.1f}×",
+                    None if v is None else v >= want, note)
+    for sampler in ("full", "marginal"):
+        r = recs.get((f"langevin/{sampler}/linear", "large"))
+        if r is None or not r.get("gflops"):
+            continue
+        frac = r["gflops"] / dgemm
+        note = None
+        if r.get("floor_s") and r.get("floor_frac_of_dgemm") is not None:
+            ff = r["floor_frac_of_dgemm"]
+            note = (f"least time on this BLAS {100 * ff:.0f}% of DGEMM, ours "
+                    f"{r['ours_s'] / r['floor_s']:.2f}× it"
+                    + ("; 60% lies beyond it: not reachable here" if ff < 0.6 else ""))
+        elif r.get("noise_ours_s"):
+            bound = r["matmul_flops_per_chain_step"] / (r["noise_ours_s"] / cores) / 1e9 / dgemm
+            note = (f"its normals alone, on all {cores} cores, bound it at "
+                    f"{100 * bound:.1f}% of DGEMM: not reachable")
+        add(f"large {sampler} linear ≥ 60% of DGEMM", f"{100 * frac:.0f}%", frac >= 0.6, note)
+    for name in ("exact", "one-loop"):
+        r = recs.get((f"theory/{name}", "P=2000"))
+        if r is not None:
+            add(f"{name} at P = 2000 < 2 s", _fmt_t(r["ours_s"]), r["ours_s"] < 2.0)
+    for key, limit, text in (("solve_warm", 2.0, "warm msa solve < 2 s"),
+                             ("tui_interactive", 1.5, "TUI interactive < 1.5 s")):
+        r = recs.get((f"startup/{key}", "default"))
+        if r is not None and r.get("ours_s") is not None:
+            add(text, _fmt_t(r["ours_s"]), r["ours_s"] < limit)
+    return out
+
+
+def _verdict(t: dict) -> str:
+    return {True: "met", False: "not met", None: "–"}[t["met"]]
+
+
 def print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -373,6 +439,12 @@ def print_report(report: dict) -> None:
     for line in _extras_lines(report):
         console.print(line, highlight=False)
     console.print(f"{LEGEND}; total {report['total_s']:.0f} s", highlight=False)
+    if report.get("targets"):
+        console.print("targets of issue 7 in this run (the issue judges medians of "
+                      "repeated runs):", highlight=False)
+        for t in report["targets"]:
+            console.print(f"  {_verdict(t):7}  {t['target']}: {t['measured']}"
+                          + (f" ({t['note']})" if t["note"] else ""), highlight=False)
 
 
 def markdown(report: dict) -> str:
@@ -383,4 +455,9 @@ def markdown(report: dict) -> str:
     out.append("")
     out.extend(f"- {line}" for line in _extras_lines(report))
     out.append("")
+    if report.get("targets"):
+        out += ["| target (issue 7) | this run | | |", "|---|---|---|---|"]
+        out += [f"| {t['target']} | {t['measured']} | {_verdict(t)} | {t['note'] or ''} |"
+                for t in report["targets"]]
+        out.append("")
     return "\n".join(out)

@@ -71,5 +71,17 @@ def results_table(results: list, title: str = "theories") -> Table:
     return t
 
 
+def print_point_problems(c: Console, entries, mark: str = "unconverged") -> None:
+    """A line for each failed point and each simulation that has not converged (its
+    numbers are in the session, their error bars unreliable), with the reason."""
+    from ..results import convergence_message
+    for e in entries:
+        where = f"{esc(e['name'])} N={e['N']} chi={e['chi']:g}"
+        if e.get("status") != "ok":
+            c.print(f"  [red]failed[/] {where}: {esc(e.get('error') or '?')}")
+        elif (message := convergence_message(e.get("summary") or {})) is not None:
+            c.print(f"  [yellow]{mark}[/] {where}: {esc(message)}")
+
+
 def print_results(results: list[TheoryResult]) -> None:
     console().print(results_table(results))

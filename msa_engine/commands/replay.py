@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from ..results import convergence_message
 from ..sessions import load_session
 
 
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report is None or report["reproduced"] else 1
     from rich.table import Table
     from rich import box
-    from .render import console, esc, fmt
+    from .render import console, esc, fmt, print_point_problems
     c = console()
     net, data = session.config["network"], session.config["data"]
     c.print(f"[bold]{esc(session.name)}[/]  ({esc(session.path)})")
@@ -93,13 +92,7 @@ def run(args: argparse.Namespace) -> int:
             f"{ls['sampler_chunks']} sampler chunks, {ls['failed']} failed points, "
             f"worst final residual {ls['worst_final_residual']:.2g}"
             + (f", max R̂ {ls['max_rhat']:.3f}" if ls["max_rhat"] is not None else ""))
-    for e in session.entries:        # which points failed or did not converge, and why
-        if e.get("status") != "ok":
-            c.print(f"  [red]failed[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
-                    f"{esc(e.get('error', '?'))}")
-        elif (message := convergence_message(e.get("summary") or {})) is not None:
-            c.print(f"  [yellow]*[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
-                    f"{esc(message)}")
+    print_point_problems(c, session.entries, mark="*")   # failed or unconverged, and why
     if report is not None:
         bad = [r for r in report["entries"] if not r["reproduced"]]
         n = len(report["entries"])

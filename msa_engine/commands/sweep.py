@@ -251,12 +251,10 @@ def run(args: argparse.Namespace) -> int:
         print_json({"session": str(path), "entries": len(session.entries), "failed": len(failed),
                     "rows": session.sweep_rows()})
     else:
-        from .render import console, esc
+        from .render import console, esc, print_point_problems
         c = console()
         n = len(session.entries)
         c.print(f"saved [bold]{esc(path)}[/] ({n} {'entry' if n == 1 else 'entries'}, "
                 f"{len(failed)} failed)")
-        for e in failed:
-            c.print(f"  [red]failed[/] {esc(e['name'])} N={e['N']} chi={e['chi']:g}: "
-                    f"{esc(e['error'])}")
+        print_point_problems(c, session.entries)
     return 1 if failed else 0
