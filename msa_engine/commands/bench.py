@@ -17,9 +17,10 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 from .. import jit
-from ..errors import MSAError
+from ..errors import MSAError, MSAWarning
 
 # The non-linear tree level (issue 6) is not a section: its benchmark
 # (python -m benchmarks.bench_nonlinear) takes minutes of Monte Carlo even with --quick.
@@ -151,8 +152,13 @@ def run(args: argparse.Namespace) -> int:
         # through _note, past the progress line
         token = jit.push_reporter(_note)
         try:
-            report = collect(sections, args.quick, repeats, sizes, progress,
-                             dgemm_n=args.dgemm_n)
+            with warnings.catch_warnings():
+                # the timed simulations are seconds long on purpose: that they have not
+                # converged is not news (it printed a warning line per run)
+                warnings.filterwarnings("ignore", message="simulation at chi",
+                                        category=MSAWarning)
+                report = collect(sections, args.quick, repeats, sizes, progress,
+                                 dgemm_n=args.dgemm_n)
         finally:
             jit.remove_reporter(token)
     try:
