@@ -75,6 +75,46 @@ def test_resume_equals_uninterrupted(prob, tmp_path, act):
         simulate(prob, seed=6, sampler="full", checkpoint=ck, resume=True, **SMALL)
 
 
+def test_a_slow_checkpoint_is_written_less_often_and_always_before_a_stop(prob, tmp_path,
+                                                                          monkeypatch):
+    """The checkpoint holds the whole run's traces: written after every chunk it took
+    most of a long run (53 s against 15 s for 4 × 40 000 steps).  Now at most 5% of the
+    time: after the first chunk, the last, before a cancellation, and between them once
+    twenty times the last write's duration has passed."""
+    import time as _time
+    from msa_engine.sampling import run as run_mod
+    writes = []
+    real_save = run_mod._Run.save
+
+    def slow_save(self, path, elapsed, log=()):
+        writes.append(self.steps_done)
+        real_save(self, path, elapsed, log)
+        _time.sleep(0.05)                        # a big checkpoint: ≥ 1 s between writes
+
+    monkeypatch.setattr(run_mod._Run, "save", slow_save)
+    ck = tmp_path / "run.npz"
+    kw = dict(chains=2, steps=2000, burn_in=0, chunk=10, seed=3)
+    simulate(prob, checkpoint=ck, **kw)
+    assert writes[0] == 10 and writes[-1] == 2000 and len(writes) < 40, writes
+    import json
+    with np.load(ck, allow_pickle=False) as z:
+        assert json.loads(str(z["meta"]))["steps_done"] == 2000
+    # a stop between scheduled writes is written first, so that --resume starts there
+    writes.clear()
+    seen = []
+
+    def stop(rec):
+        seen.append(rec)
+        if len(seen) == 7:
+            raise Cancelled("test")
+
+    with pytest.raises(Cancelled):
+        simulate(prob, checkpoint=ck, callback=stop, **kw)
+    assert writes[0] == 10 and writes[-1] == 70, writes
+    resumed = simulate(prob, checkpoint=ck, resume=True, **kw)
+    assert np.array_equal(resumed.traces["energy"], simulate(prob, **kw).traces["energy"])
+
+
 def test_callback_records_and_cancel_event(prob, tmp_path):
     recs = []
     res = simulate(prob, seed=1, callback=recs.append, **SMALL)
