@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import Cancelled, MSAError
+from .pacing import WritePacer
 from .problem import Problem
 from .resources import check_sweep
 from .sessions import Session, _chi_key, entry_from_result, save_session
@@ -282,9 +283,10 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     ``callback`` receives solver :class:`IterationRecord` s, sampler chunk
     records and a :class:`SweepProgress` after each point.  With
     ``autosave`` the session is written atomically to ``path`` (or the
-    session's own path) after every simulation and at most every
-    ``autosave_interval`` seconds between the points of one theory chain (and at the
-    end of every task), so that a killed sweep loses at most that much work; a
+    session's own path) after every simulation and between the points of one theory
+    chain once ``autosave_interval`` seconds, or twenty times what the last save took,
+    have passed (and at the end of every task), so that a killed sweep loses at most
+    that much work and a large session does not spend the sweep being rewritten; a
     cancelled or interrupted one (Ctrl-C) loses none.  A failing task is recorded in the
     session with its error, and the other tasks go on.
 
@@ -330,14 +332,16 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
     total = sum(task_points(t) for t in tasks)
     done = 0
 
-    last_save = [0.0]
+    # between forced saves, at least autosave_interval apart and at most 5% of the time:
+    # a session of many points is rewritten whole each time
+    pacer = WritePacer(min_interval=autosave_interval)
     unsaved = [False]
 
     def save(force: bool = True):
-        now = time.monotonic()
-        if autosave and session.path is not None and (force or now - last_save[0] >= autosave_interval):
+        if autosave and session.path is not None and (force or pacer.due()):
+            start = time.perf_counter()
             save_session(session)
-            last_save[0] = now
+            pacer.wrote(start)
             unsaved[0] = False
 
     def on_point(entry):

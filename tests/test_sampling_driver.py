@@ -115,6 +115,24 @@ def test_a_slow_checkpoint_is_written_less_often_and_always_before_a_stop(prob, 
     assert np.array_equal(resumed.traces["energy"], simulate(prob, **kw).traces["energy"])
 
 
+def test_the_write_pacer_spaces_writes_by_their_cost_and_a_floor(monkeypatch):
+    from msa_engine import pacing
+    now = [128.0]                               # (binary fractions: exact sums)
+    monkeypatch.setattr(pacing.time, "perf_counter", lambda: now[0])
+    p = pacing.WritePacer(share=0.0625, min_interval=0.5)
+    assert p.due()                              # nothing written yet
+    p.wrote(start=now[0] - 0.25)                # a write of 0.25 s: the next after 4 s
+    now[0] += 3.75
+    assert not p.due()
+    now[0] += 0.25
+    assert p.due()
+    p.wrote(start=now[0] - 0.0078125)           # a quick write: the floor, 0.5 s
+    now[0] += 0.25
+    assert not p.due()
+    now[0] += 0.25
+    assert p.due()
+
+
 def test_callback_records_and_cancel_event(prob, tmp_path):
     recs = []
     res = simulate(prob, seed=1, callback=recs.append, **SMALL)

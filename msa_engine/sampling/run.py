@@ -35,6 +35,7 @@ import numpy as np
 from .. import diagnostics as diag
 from ..errors import Cancelled, MSAError, MSAWarning
 from ..kernels import nngp_kernel
+from ..pacing import WritePacer
 from ..problem import Problem, check_problem
 from ..resources import check_simulation
 from ..threads import run_split, usable_cores
@@ -678,32 +679,24 @@ def check_simulation_options(options: dict) -> dict:
     return {k: checked[k] for k in options}
 
 
-# At most this fraction of a run's time goes to writing its checkpoint.  The checkpoint
-# holds the traces of the whole run (allocated up front): 82 MB for 4 chains × 40 000
-# steps of the bundled problem, whose run took 15 s without a checkpoint and 53 s when
-# it was written after every chunk (200 writes with fsync).
-CHECKPOINT_SHARE = 0.05
-
-
 class _CheckpointWriter:
     """When a run writes its checkpoint: after its first chunk (so that a file exists at
-    once), after its last, before a cancellation, and otherwise once the time since the
-    last write is ``1 / CHECKPOINT_SHARE`` times what that write took — a small
-    checkpoint after every chunk still, a large one every few seconds.  A run killed
-    without warning (kill -9, preemption) resumes from the last write: it loses at most
-    that long of stepping, and the resumed run is bit for bit the uninterrupted one."""
+    once), after its last, before a cancellation, and otherwise as :class:`WritePacer`
+    allows (5% of the run's time: after every chunk while the checkpoint is small, every
+    few seconds when it holds large traces; it holds the whole run's, allocated up
+    front — 82 MB for 4 chains × 40 000 steps of the bundled problem, whose run took
+    53 s instead of 15 when that was written after each of its 200 chunks).  A run
+    killed without warning (kill -9, preemption) resumes from the last write: it loses
+    at most that long of stepping, and the resumed run is bit for bit the uninterrupted
+    one."""
 
     def __init__(self, run, path, t0: float):
         self.run, self.path, self.t0 = run, path, t0
-        self.last = None              # end of the last write (perf_counter)
-        self.cost = 0.0               # how long it took
+        self.pacer = WritePacer()
         self.written_at = -1          # steps_done at the last write
 
     def after_chunk(self, log: list, final: bool) -> None:
-        if self.path is None:
-            return
-        if final or self.last is None or \
-                time.perf_counter() - self.last >= self.cost / CHECKPOINT_SHARE:
+        if self.path is not None and (final or self.pacer.due()):
             self.now(log)
 
     def now(self, log: list) -> None:
@@ -711,8 +704,7 @@ class _CheckpointWriter:
             return
         start = time.perf_counter()
         self.run.save(self.path, self.run.elapsed_before + start - self.t0, tuple(log))
-        self.last = time.perf_counter()
-        self.cost = self.last - start
+        self.pacer.wrote(start)
         self.written_at = self.run.steps_done
 
 
