@@ -685,12 +685,12 @@ class MSAApp(App):
         table = self.query_one("#results", DataTable)
         entries = list(self.session.entries)
         table.clear()
-        for i, e in enumerate(entries):
-            table.add_row(*model.entry_row(e), key=str(i))
+        for i in model.display_order(entries):
+            table.add_row(*model.entry_row(entries[i]), key=str(i))
         if entries:
             sel = self.selected if self.selected is not None and self.selected < len(entries) \
                 else len(entries) - 1
-            table.move_cursor(row=sel, animate=False)
+            table.move_cursor(row=table.get_row_index(str(sel)), animate=False)
             self.selected = sel
         self._update_title()
         self._update_detail()

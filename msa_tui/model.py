@@ -533,6 +533,26 @@ def entry_problem(entry: dict) -> str | None:
     return convergence_message(entry.get("summary") or {})
 
 
+def display_order(entries: Sequence[dict]) -> list[int]:
+    """The results table's order of ``entries`` (indices): grouped by name in the order
+    the names first appear (the theories as a sweep runs them, then the simulations),
+    and within a name by N and χ — a session whose χ = 10 point was run after its
+    χ = 30 one listed 1, 3, 30, 10, 100."""
+    first: dict = {}
+    for e in entries:
+        first.setdefault((e.get("kind"), e.get("name")), len(first))
+
+    def key(i):
+        e = entries[i]
+        try:
+            where = (float(e.get("N") or 0), float(e.get("chi") or 0))
+        except (TypeError, ValueError):
+            where = (0.0, 0.0)
+        return first[(e.get("kind"), e.get("name"))], where, i
+
+    return sorted(range(len(entries)), key=key)
+
+
 def entry_row(entry: dict) -> tuple[str, ...]:
     s = entry.get("summary") or {}
     """The results table's cells for ``entry``, in :data:`COLUMNS` order."""
