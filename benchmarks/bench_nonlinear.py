@@ -105,7 +105,8 @@ def main(argv=None) -> int:
         for stage, chi, its, t in parts:
             print(f"    {stage:10s} χ = {chi:8.4g}  {its:3d} iterations  {t:7.1f} s")
         if not args.no_mixing:
-            print_mixing(mixing(p, tree.tbar))
+            # a writable copy: the result's arrays are read-only, another numba type
+            print_mixing(mixing(p, np.array(tree.tbar)))
     burn = steps // 5
     t0 = time.perf_counter()
     sim = simulate(p, steps=steps, burn_in=burn, thin=4, seed=1)

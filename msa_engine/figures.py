@@ -35,6 +35,7 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
     widths_all = {e.get("N") for _, entries in groups for e in _ok(entries)}
     kinds = sorted({_curve(e, len(widths_all) > 1) for _, entries in groups
                     for e in _ok(entries)}, key=lambda k: tuple(str(v) for v in k))
+    stuck: dict[tuple, list] = defaultdict(list)    # curve -> sessions with unconverged points
     for g, (prefix, entries) in enumerate(groups):
         by: dict[tuple, list] = defaultdict(list)
         widths = {e.get("N") for e in _ok(entries)}
@@ -50,6 +51,8 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
             if unmixed:     # their error bars are not to be read as such
                 label += (" (unconverged)" if unmixed == len(es) else
                           f" ({unmixed} of {len(es)} unconverged)")
+                stuck[_curve(es[0], len(widths_all) > 1)].append(
+                    prefix.rstrip(": ") or f"session {g + 1}")
             xs = [float(e.get("chi") or float("nan")) for e in es]
             ys = [e["summary"].get(key) for e in es]
             ses = [e["summary"].get(f"{key}_se") for e in es]
@@ -65,7 +68,8 @@ def fig2(groups: Sequence[tuple[str, Sequence[dict]]], which: str = "test") -> P
     legend = None
     if several:
         legend = [("━", i, ("sim " if k[0] == "simulation" and not str(k[1]).startswith("sim")
-                            else "") + str(k[1]) + (f" N={k[2]}" if k[2] is not None else ""))
+                            else "") + str(k[1]) + (f" N={k[2]}" if k[2] is not None else "")
+                   + (f" (unconverged in {', '.join(stuck[k])})" if stuck.get(k) else ""))
                   for i, k in enumerate(kinds)]
         legend += [(MARKERS[g % len(MARKERS)], None, prefix.rstrip(": ") or f"session {g + 1}")
                    for g, (prefix, _) in enumerate(groups)]

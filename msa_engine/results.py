@@ -41,7 +41,8 @@ ACCEPTANCE_LOW = 0.01       # MALA acceptance below this: the chains hardly move
 
 def convergence_problems(result) -> list[str]:
     """Why a simulation's numbers and error bars are not to be trusted, as short phrases
-    (``[]`` when it converged, and for every theory, whose solvers raise instead).
+    (``[]`` when it converged).  Theories that do not converge raise, or are stored as
+    failed points; a stored theory marked unconverged gets one phrase with its residual.
 
     ``result`` is a :class:`~msa_engine.sampling.SimulationResult` or the summary a
     session stores for one.  A run that never mixed (a step size of 5, no proposal
@@ -58,9 +59,18 @@ def convergence_problems(result) -> list[str]:
         getattr(result, "converged", True)
     if converged is not False:
         return []
+    simulation = (("rhat_max" in result) if isinstance(result, dict)
+                  else hasattr(result, "rhat_max"))
+    if not simulation:
+        res = get("residual")
+        return ["the solver's" + (f" residual {res:.3g}" if res is not None else "")]
     out = []
-    rhat, ess, acc = get("rhat_max"), get("ess_min"), get("acceptance")
-    if rhat is None or not math.isfinite(rhat) or rhat >= RHAT_OK:
+    rhat, ess, acc, chains = get("rhat_max"), get("ess_min"), get("acceptance"), get("chains")
+    if chains == 1:
+        # split R̂ compares chains (diagnostics.rhat_ess): one chain cannot show that
+        # it is stuck in one mode, whatever its length (as PyMC warns)
+        out.append("one chain: R̂ needs two or more")
+    elif rhat is None or not math.isfinite(rhat) or rhat >= RHAT_OK:
         out.append("R̂_max " + ("undefined" if rhat is None or not math.isfinite(rhat)
                                 else f"{rhat:.4f} ≥ {RHAT_OK:g}" if rhat < 100 else
                                 f"{rhat:.3g} ≥ {RHAT_OK:g}"))
@@ -69,21 +79,29 @@ def convergence_problems(result) -> list[str]:
                                   else f"{ess:.0f} < {ESS_OK:.0f}"))
     if acc is not None and acc < ACCEPTANCE_LOW:      # (for ULA, its Metropolis ratio)
         out.append(f"acceptance {acc:.2g}: the step size is too large")
-    return out or ["not converged"]
+    return out or ["marked so when it ran"]
 
 
 def convergence_message(result) -> str | None:
     """One sentence on a simulation that has not converged (:func:`convergence_problems`)
     with what to do about it, or ``None``: a step size so large that no proposal is
-    accepted is not helped by more steps."""
+    accepted is not helped by more steps, nor a single chain's missing R̂."""
     problems = convergence_problems(result)
     if not problems:
         return None
-    advice = ("use a smaller step size (or none, so that burn-in adapts it)"
-              if any(p.startswith("acceptance") for p in problems) else
-              "run more steps (or more burn-in)")
+    if problems[0].startswith("the solver"):
+        return f"not converged ({problems[0]}): recompute it (msa replay --rerun)"
+    advice = []
+    if any(p.startswith("acceptance") for p in problems):
+        # (its R̂ and ESS follow from the chains standing still: more steps do not help)
+        advice.append("use a smaller step size (or none, so that burn-in adapts it)")
+    else:
+        if any(p.startswith("one chain") for p in problems):
+            advice.append("run two or more chains")
+        if any(p.startswith(("R̂", "ESS")) for p in problems) or not advice:
+            advice.append("run more steps (or more burn-in)")
     return (f"not converged ({', '.join(problems)}): its error bars are not reliable; "
-            f"{advice}")
+            f"{'; '.join(advice)}")
 
 
 def centered_alignment(K: np.ndarray, y: np.ndarray) -> float:

@@ -27,6 +27,7 @@ import numpy as np
 from .errors import Cancelled, MSAError
 from .pacing import WritePacer
 from .problem import Problem
+from .results import convergence_message
 from .resources import check_sweep
 from .sessions import Session, _chi_key, entry_from_result, save_session
 from .theory import (ANNEAL_FACTOR, ANNEALED, anneal, available_theories, check_theory,
@@ -44,10 +45,11 @@ class SweepProgress:
     total: int
     label: str
     time: float = 0.0
+    warning: str | None = None      # the point's simulation has not converged: why
 
     def to_dict(self) -> dict:
         return {"stage": "sweep", "done": self.done, "total": self.total, "label": self.label,
-                "time": self.time}
+                "time": self.time, "warning": self.warning}
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,9 @@ def run_simulation_task(problem: Problem, options: dict, seed: int, callback=Non
     from .sampling import simulate
     opts = {k: v for k, v in options.items() if k != "seed"}
     extra = {"threads": threads} if threads is not None and "threads" not in opts else {}
-    res = simulate(problem, seed=seed, callback=callback, cancel=cancel, **opts, **extra)
+    # (the sweep says which points did not converge: SweepProgress.warning, the summary)
+    res = simulate(problem, seed=seed, callback=callback, cancel=cancel, **opts, **extra,
+                   warn_unconverged=False)
     return entry_from_result(res, options={**opts, "seed": seed})
 
 
@@ -352,7 +356,8 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
         save(force=entry["kind"] == "simulation")
         if callback:
             callback(SweepProgress(done, total, f"{entry['name']} N={entry['N']} "
-                                   f"χ={entry['chi']:.4g}", time.time()))
+                                   f"χ={entry['chi']:.4g}", time.time(),
+                                   convergence_message(entry.get("summary") or {})))
 
     def task_done(task, entries, error, final=True):
         nonlocal done

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import (DataTable, Header, Input, ProgressBar, RichLog, Static, TabbedContent,
                              TabPane, Tab, Tabs)
+from textual.css.query import NoMatches
 from textual.widgets.data_table import CellDoesNotExist
 from textual.worker import Worker, WorkerState
 
@@ -56,9 +57,10 @@ class Progress(Message):
     (not only a step of one; see :class:`msa_engine.sweep.SweepMeter`)."""
 
     def __init__(self, job: str, done: float, total: float, label: str = "",
-                 point: bool = False) -> None:
+                 point: bool = False, warning: str | None = None) -> None:
         super().__init__()
         self.job, self.done, self.total, self.label, self.point = job, done, total, label, point
+        self.warning = warning
 
 
 class JobFailed(Message):
@@ -262,13 +264,20 @@ class MSAApp(App):
     def _tick(self) -> None:
         """A UI heartbeat; while jobs run it shows the elapsed time."""
         self.ticks += 1
-        if self._live_dirty and self.ticks % 3 == 0:
-            self._draw_live()
-        if self.jobs and self.ticks % 5 == 0:
-            now = time.monotonic()
-            running = ", ".join(f"{j} {now - self.job_started.get(j, now):.0f}s" for j in self.jobs)
-            # twice a second, in whole seconds: set only when the text changes
-            set_text(self.query_one("#run-status", Static), f"running (c cancels): {running}")
+        try:
+            if self._live_dirty and self.ticks % 3 == 0:
+                self._draw_live()
+            if self.jobs and self.ticks % 5 == 0:
+                now = time.monotonic()
+                running = ", ".join(f"{j} {now - self.job_started.get(j, now):.0f}s"
+                                    for j in self.jobs)
+                # twice a second, in whole seconds: set only when the text changes
+                set_text(self.query_one("#run-status", Static),
+                         f"running (c cancels): {running}")
+        except NoMatches:
+            # the app is closing and its widgets are gone while the timer still runs
+            # (seen once in CI: a tick between opening a session and the test's exit)
+            pass
 
     # -- validation --------------------------------------------------------------
     @on(ParamForm.Edited)
@@ -481,7 +490,8 @@ class MSAApp(App):
                 if completed is not None:
                     self.post_message(Progress(job, completed, meter.total,
                                                rec.label if point else "",
-                                               point=point and rec.done > 0))
+                                               point=point and rec.done > 0,
+                                               warning=rec.warning if point else None))
             if point:
                 return
             if sink is not None:
@@ -585,6 +595,8 @@ class MSAApp(App):
             self.refresh_results()
             if msg.label:
                 self.query_one("#log", RichLog).write(f"── {msg.label}")
+            if msg.warning:     # an unconverged simulation point: in the log, no toast each
+                self.query_one("#log", RichLog).write(f"⚠ {msg.label}: {msg.warning}")
 
     def on_result_ready(self, msg: ResultReady) -> None:
         before = list(self.session.entries)

@@ -401,7 +401,10 @@ def run_theory(problem: Problem, theory: str, seed=None, callback=None, options=
 
 def run_simulation(problem: Problem, options: dict, callback=None, cancel=None):
     from msa_engine.sampling import simulate
-    return simulate(problem, callback=callback, cancel=cancel, **options)
+    # the workbench says so itself (log, notification, status column); a warning from
+    # this worker thread could land in validate()'s catch_warnings on the UI thread
+    return simulate(problem, callback=callback, cancel=cancel, **options,
+                    warn_unconverged=False)
 
 
 def run_sweep(session, sweep: dict, theories, sim_options, callback=None, cancel=None,
@@ -506,6 +509,9 @@ def same_problem(a: dict, b: dict) -> bool:
 # only by scrolling
 COLUMNS = ("name", "χ", "N", "status", "train disc.", "±", "test disc.", "±", "Q", "λ_top",
            "teacher ∠", "kind")
+# the same columns by unique names (two of the headers read "±"): row_cells(entry)[key]
+COLUMN_KEYS = ("name", "chi", "N", "status", "train", "train_se", "test", "test_se", "Q",
+               "lambda_top", "teacher_angle", "kind")
 
 
 def _num(v, spec: str = ".4g") -> str:
@@ -554,7 +560,6 @@ def display_order(entries: Sequence[dict]) -> list[int]:
 
 
 def entry_row(entry: dict) -> tuple[str, ...]:
-    s = entry.get("summary") or {}
     """The results table's cells for ``entry``, in :data:`COLUMNS` order."""
     s = entry.get("summary") or {}
     return (str(entry.get("name", "?")), _num(entry.get("chi")), _num(entry.get("N"), ".0f"),
@@ -564,6 +569,11 @@ def entry_row(entry: dict) -> tuple[str, ...]:
             _num(s.get("Q")), _num(s.get("weight_cov_top_eigenvalue")),
             _num(s.get("weight_cov_teacher_overlap"), ".3f"),
             "sim" if entry.get("kind") == "simulation" else "theory")
+
+
+def row_cells(entry: dict) -> dict[str, str]:
+    """:func:`entry_row` by :data:`COLUMN_KEYS`."""
+    return dict(zip(COLUMN_KEYS, entry_row(entry)))
 
 
 def write_csv(path: str | Path, rows: Iterable[tuple], columns: Sequence[str], prefix=()) -> Path:

@@ -252,10 +252,10 @@ class CompareScreen(Screen):
             table.border_title = f"{p.stem}  (N={net.get('N')}, χ={model._num(net.get('chi'))})"
             table.add_columns("name", "χ", "N", "train", "test")
             for e in s.entries:
-                r = dict(zip(model.COLUMNS, model.entry_row(e)))
+                r = model.row_cells(e)
                 mark = {"ok": "", "unconverged": " *"}.get(r["status"], f" ({r['status']})")
-                table.add_row(("sim " if r["kind"] == "sim" else "") + r["name"] + mark, r["χ"],
-                              r["N"], r["train disc."], r["test disc."])
+                table.add_row(("sim " if r["kind"] == "sim" else "") + r["name"] + mark, r["chi"],
+                              r["N"], r["train"], r["test"])
                 if r["status"] == "unconverged":
                     table.border_subtitle = "* not converged: error bars unreliable"
         self.refresh_plot()

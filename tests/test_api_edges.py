@@ -176,14 +176,17 @@ def test_results_are_read_only_and_print_as_one_line():
     """A result's repr was 40 kB (its arrays and the problem's); its arrays could be
     written, unseen by the Σ_W summary it had already cached."""
     p = config_from_dict(CFG).problem
-    tbar0 = np.zeros(p.data.P)
-    res = msa.anneal(p, "tree", [1.0, 2.0], tbar0=tbar0)[-1]
+    res = msa.anneal(p, "tree", [1.0, 2.0], tbar0=np.zeros(p.data.P))[-1]
     for name in ("train_mean", "test_mean", "test_predictive_variance", "weight_cov",
                  "mean_kernel", "tbar", "train_mean_se", "test_mean_se"):
         with pytest.raises(ValueError, match="read-only"):
             getattr(res, name)[0] = 1.0
-    tbar0[0] = 1.0                                 # what the caller passed stays theirs
-    assert res.weight_cov.copy().flags.writeable
+    # a result built from a caller's arrays leaves them writable for their owner
+    mine = np.zeros(p.data.P)
+    built = msa.results.TheoryResult("x", p, res.train_mean, res.test_mean,
+                                     res.test_predictive_variance, res.weight_cov, None, mine)
+    mine[0] = 1.0
+    assert built.tbar[0] == 1.0 and not built.tbar.flags.writeable
     text = repr(res)
     assert "\n" not in text and len(text) < 300, text
     assert re.fullmatch(r"TheoryResult\(theory='tree', chi=2, N=20, P=8, d=5, "

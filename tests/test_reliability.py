@@ -392,7 +392,10 @@ def test_sampler_divergence_names_the_step(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- crash safety
 SIM_CONFIG = CONFIG.replace("d = 5", "d = 10").replace("P = 8", "P = 20").replace(
-    "N = 20", "N = 50") + "\n[simulation]\nchains = 4\nsteps = 5000\nburn_in = 1000\nchunk = 500\n"
+    "N = 20", "N = 50") + "\n[simulation]\nchains = 4\nsteps = 20000\nburn_in = 1000\nchunk = 500\n"
+# (20 000 steps, a few seconds: the checkpoint is written between the first and the last
+# chunk once twenty times a write's duration has passed, so a run of 6000 steps, < 1 s,
+# could skip from its first chunk to its last, and the kill below come too late)
 
 
 def _checkpoint_steps(path: Path) -> int | None:
@@ -414,11 +417,11 @@ def test_kill_9_mid_simulation_checkpoint_loads_and_resume_completes(tmp_path):
     proc = run_and_kill_9(cmd, ready, poll=0.02)
     assert proc.returncode == -signal.SIGKILL
     killed_at = _checkpoint_steps(ck)
-    assert killed_at is not None and 2000 <= killed_at < 6000       # the last autosave loads
+    assert killed_at is not None and 2000 <= killed_at < 21000      # the last autosave loads
     r = _subprocess(["simulate", cfg, "--checkpoint", ck, "--resume", "--json"], timeout=300)
     assert r.returncode == 0, r.stderr
     resumed = json.loads(r.stdout)
-    assert _checkpoint_steps(ck) == 6000
+    assert _checkpoint_steps(ck) == 21000
     r = _subprocess(["simulate", cfg, "--json"], timeout=300)
     assert r.returncode == 0, r.stderr
     full = json.loads(r.stdout)

@@ -183,8 +183,8 @@ async def test_simulation_result_stored(isolated):
         await settle(pilot, app)
         [entry] = app.session.entries
         assert entry["kind"] == "simulation" and entry["summary"]["train_discrepancy_se"] > 0
-        row = dict(zip(model.COLUMNS, app.query_one("#results", DataTable).get_row_at(0)))
-        assert row["kind"] == "sim" and row["±"] != "–"
+        row = dict(zip(model.COLUMN_KEYS, app.query_one("#results", DataTable).get_row_at(0)))
+        assert row["kind"] == "sim" and row["train_se"] != "–" and row["test_se"] != "–"
         # the settings travel with the entry, so that `msa replay --rerun` repeats this run
         opts = entry["options"]
         assert (opts["steps"], opts["burn_in"], opts["chains"], opts["seed"]) == (400, 100, 2, 0)
@@ -229,7 +229,7 @@ async def test_a_simulation_that_never_mixed_is_flagged(isolated):
         await settle(pilot, app)
         [entry] = app.session.entries
         assert entry["summary"]["converged"] is False
-        row = dict(zip(model.COLUMNS, app.query_one("#results", DataTable).get_row_at(0)))
+        row = dict(zip(model.COLUMN_KEYS, app.query_one("#results", DataTable).get_row_at(0)))
         assert row["status"] == "unconverged"
         log = "\n".join(str(line.text) for line in app.query_one("#log").lines)
         assert "⚠ sim-marginal: train" in log and "acceptance 0: the step size is too large" in log
@@ -241,8 +241,8 @@ async def test_a_simulation_that_never_mixed_is_flagged(isolated):
         # the status column, and the test discrepancy's error bar, are on screen at 80
         table = app.query_one("#results", DataTable)
         widths = [c.get_render_width(table) for c in table.ordered_columns]
-        shown = [c for c, w in zip(model.COLUMNS, np.cumsum(widths)) if w <= table.size.width]
-        assert "status" in shown and shown[-1] == "±" and shown[-2] == "test disc."
+        shown = [c for c, w in zip(model.COLUMN_KEYS, np.cumsum(widths)) if w <= table.size.width]
+        assert "status" in shown and shown[-1] == "test_se"
 
 
 @run_async
@@ -364,9 +364,13 @@ async def test_compare_two_sessions(isolated):
         assert str(tables[1].get_row_at(2)[0]) == "sim sim-marginal *"
         assert tables[1].border_subtitle == "* not converged: error bars unreliable"
         assert not tables[0].border_subtitle
-        labels = {s.label for s in screen.query_one("#compare-plot").plot.series}
+        plot = screen.query_one("#compare-plot").plot
+        labels = {s.label for s in plot.series}
         assert labels == {"a-standard: nngp", "a-standard: tree", "b-meanfield: nngp",
                           "b-meanfield: tree", "b-meanfield: sim-marginal (unconverged)"}
+        # several sessions: the legend names curves and sessions, and says which session's
+        # simulation has not converged
+        assert "sim-marginal (unconverged in b-meanfield)" in [t for *_, t in plot.legend]
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen.__class__.__name__ != "CompareScreen"
@@ -1151,6 +1155,12 @@ async def test_the_live_trace_of_a_sweep_follows_the_point_being_computed(isolat
         assert app.live and all(model.is_chunk(model.record_dict(r)) for r in app.live)
         labels = {s.label for s in figures_of(app.live).series}
         assert any("R̂" in label for label in labels), labels
+        # 200 steps of 2 chains do not converge: each point says so in the log
+        log = "\n".join(str(line.text) for line in app.query_one("#log").lines)
+        sims = app.session.find("simulation")
+        assert all(model.entry_status(e) == "unconverged" for e in sims)
+        for e in sims:
+            assert f"⚠ sim-marginal N=100 χ={e['chi']:.4g}: not converged (" in log, log
 
 
 def figures_of(records):
@@ -1174,8 +1184,10 @@ def test_a_sweeps_bar_moves_within_a_simulation_point(isolated):
     callback(SweepProgress(0, 4, "starting"))
     callback(SimpleNamespace(stage="simulate", steps_done=50, steps_total=200))
     callback(SweepProgress(1, 4, "sim N=100 χ=1"))
-    bars = [(m.done, m.total, m.point) for m in posted if isinstance(m, Progress)]
-    assert bars == [(0.0, 4, False), (0.25, 4, False), (1.0, 4, True)]
+    callback(SweepProgress(2, 4, "sim N=100 χ=3", 0.0, "not converged (ESS_min 4 < 100)"))
+    bars = [(m.done, m.total, m.point, m.warning) for m in posted if isinstance(m, Progress)]
+    assert bars == [(0.0, 4, False, None), (0.25, 4, False, None), (1.0, 4, True, None),
+                    (2.0, 4, True, "not converged (ESS_min 4 < 100)")]
     assert sum(isinstance(m, Record) for m in posted) == 1       # the chunk, for the log
     # a simulation job's chunks still drive the bar by steps (on_record), not by points
     posted.clear()

@@ -74,12 +74,12 @@ def test_fig2_groups_sessions_and_theories():
     plot = figures.fig2([("A: ", entries)])
     assert [s.label for s in plot.series] == ["A: sim-marginal", "A: tree"]
     assert plot.series[0].yerr == [0.001] and plot.xlog and plot.ylog
-    assert model.entry_row(entries[-1])[model.COLUMNS.index("status")] == "failed"
+    assert model.row_cells(entries[-1])["status"] == "failed"
     assert model.entry_problem(entries[-1]) == "failed: nope"
-    assert model.entry_row(entries[2])[model.COLUMNS.index("status")] == "ok"
+    assert model.row_cells(entries[2])["status"] == "ok"
     unmixed = dict(entries[2], summary=dict(entries[2]["summary"], converged=False,
                                             rhat_max=1.3, ess_min=400.0, acceptance=0.6))
-    assert model.entry_row(unmixed)[model.COLUMNS.index("status")] == "unconverged"
+    assert model.row_cells(unmixed)["status"] == "unconverged"
     assert model.entry_problem(unmixed).startswith("not converged (R̂_max 1.3000 ≥ 1.05)")
     # Fig. 2 says so in the series' label
     plot = figures.fig2([("A: ", entries[:2] + [unmixed])])

@@ -45,7 +45,8 @@ def register(sub) -> None:
     p.add_argument("--step-size", dest="step_size", type=float, default=None,
                    help="fixed whitened step size (default: adapted during burn-in)")
     p.add_argument("--seed", type=int, default=None, help="Monte Carlo seed (default 0)")
-    p.add_argument("--checkpoint", default=None, help="write the chain state here after each chunk")
+    p.add_argument("--checkpoint", default=None, help="write the chain state here between chunks (the first, the last, "
+                   "on a stop, and in between at most 5%% of the run's time)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--traces", default=None, help="export the post-burn-in traces to this .npz")
     p.add_argument("--force", action="store_true",

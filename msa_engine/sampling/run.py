@@ -3,7 +3,7 @@
 A run advances ``chains`` independent chains for ``burn_in + steps`` Langevin
 steps in chunks of ``chunk`` steps (THEORY §7).  Between chunks — never inside
 one — the driver reports a :class:`ChunkRecord` to the callback, writes the
-checkpoint, and honours cancellation.  The random numbers all derive from one
+checkpoint (when due, :class:`_CheckpointWriter`), and honours cancellation.  The random numbers all derive from one
 ``SeedSequence(seed)``: a numpy generator for the initial state, and one stream
 per chain drawn inside the kernels (W noise, a noise,
 Metropolis uniform, :mod:`.rng_numba`), each consumed strictly in order, so a
@@ -682,8 +682,8 @@ def check_simulation_options(options: dict) -> dict:
 class _CheckpointWriter:
     """When a run writes its checkpoint: after its first chunk (so that a file exists at
     once), after its last, before a cancellation, and otherwise as :class:`WritePacer`
-    allows (5% of the run's time: after every chunk while the checkpoint is small, every
-    few seconds when it holds large traces; it holds the whole run's, allocated up
+    allows (5% of the run's time: a fraction of a second apart for a small checkpoint,
+    seconds for one with large traces; it holds the whole run's, allocated up
     front — 82 MB for 4 chains × 40 000 steps of the bundled problem, whose run took
     53 s instead of 15 when that was written after each of its 200 chunks).  A run
     killed without warning (kill -9, preemption) resumes from the last write: it loses
@@ -693,7 +693,7 @@ class _CheckpointWriter:
     def __init__(self, run, path, t0: float):
         self.run, self.path, self.t0 = run, path, t0
         self.pacer = WritePacer()
-        self.written_at = -1          # steps_done at the last write
+        self.written_at = run.steps_done      # at the last write (or where it resumed)
 
     def after_chunk(self, log: list, final: bool) -> None:
         if self.path is not None and (final or self.pacer.due()):
@@ -713,7 +713,7 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
              step_size: float | None = None, seed: int = 0, chunk: int = 200,
              callback: Optional[Callable[[ChunkRecord], Any]] = None, cancel=None,
              checkpoint: str | os.PathLike | None = None, resume: bool = False,
-             threads: int | None = None) -> SimulationResult:
+             threads: int | None = None, warn_unconverged: bool = True) -> SimulationResult:
     """Sample the posterior of THEORY §1 by Langevin dynamics and estimate its observables.
 
     Parameters
@@ -738,9 +738,10 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         checkpoint is written).
     checkpoint, resume
         ``.npz`` path written atomically after the first chunk, the last, before a
-        cancellation and in between as often as 5% of the run's time allows (after every
-        chunk while it is small; :class:`_CheckpointWriter`); with ``resume`` a run
-        continues from it (bit for bit equal to an uninterrupted run).
+        cancellation, and in between once twenty times the last write's duration has
+        passed (at most 5% of the run's time: a fraction of a second apart for a small
+        checkpoint, seconds for one with large traces; :class:`_CheckpointWriter`);
+        with ``resume`` a run continues from it (bit for bit equal to an uninterrupted run).
     threads : int, optional
         Python threads the chains are split between once the step size is frozen
         (default: one per available core, at most one per chain).  Every chain has
@@ -748,12 +749,15 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         explicitly and larger than ``chains``, the spare threads go to BLAS for big
         matrix products (off by default: on a loaded machine OpenBLAS threads cost
         more than they gain).
+    warn_unconverged : bool
+        Warn (:class:`MSAWarning`) when the chains have not converged — R̂ ≥ 1.05 or an
+        ESS below 100 for some output, a single chain (no R̂), or hardly any proposal
+        accepted (:func:`msa_engine.results.convergence_problems`); the result then
+        has ``converged = False`` and its error bars are not to be trusted.  Callers
+        that report it themselves (a sweep, the workbench, whose worker threads would
+        race over Python's process-wide warning filters) pass ``False``.
 
     Raises :class:`MSAError` on bad arguments and on divergence (naming the step).
-    Warns (:class:`MSAWarning`) when the chains have not converged — R̂ ≥ 1.05 or an
-    ESS below 100 for some output, or hardly any proposal accepted
-    (:func:`msa_engine.results.convergence_problems`); the result then has
-    ``converged = False`` and its error bars are not to be trusted.
     """
     check_problem(problem)
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
@@ -781,6 +785,7 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
     writer = _CheckpointWriter(run, path, t0)
     while run.steps_done < run.total:
         if cancel is not None and cancel.is_set():
+            writer.now(log)        # (set since the check after the last chunk)
             raise Cancelled("simulation cancelled")
         acc_before = run.acc.copy()
         begin = run.steps_done
@@ -796,14 +801,18 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
                 callback(rec)
             if cancel is not None and cancel.is_set():
                 raise Cancelled("simulation cancelled")
-        except Cancelled:
-            writer.now(log)        # a cancelled run resumes from where it stopped
+        except BaseException:
+            # a cancelled run (or one whose callback failed, or Ctrl-C while it ran)
+            # resumes from where it stopped: the state is whole between chunks.  Within
+            # a chunk it is not, and an interruption there loses the steps since the
+            # last write (a few seconds at most, see _CheckpointWriter)
+            writer.now(log)
             raise
     elapsed = time.perf_counter() - t0
     rate = (run.steps_done - start_steps) / elapsed if elapsed > 0 and run.steps_done > start_steps \
         else float("nan")
     res = run.result(tuple(log), run.elapsed_before + elapsed, rate)
-    message = convergence_message(res)
+    message = convergence_message(res) if warn_unconverged else None
     if message is not None:
         # as PyMC and ArviZ do: the numbers come back (a short look is legitimate), but
         # their error bars assume mixed chains, and a caller's script should hear it
