@@ -429,6 +429,38 @@ def test_kill_9_mid_simulation_checkpoint_loads_and_resume_completes(tmp_path):
     assert resumed["Q"] == full["Q"] and resumed["test_mean_se"] == full["test_mean_se"]
 
 
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_ends_the_run_between_chunks_with_its_checkpoint_written(tmp_path, sig,
+                                                                                code):
+    """A scheduler's SIGTERM (its notice before preemption) or a first Ctrl-C stops
+    `msa simulate --checkpoint` at the end of its chunk, once the checkpoint holds it:
+    paced writes would otherwise lose the steps since the last one."""
+    import time
+    cfg = _cfg(tmp_path, SIM_CONFIG)
+    ck = tmp_path / "run.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "msa_engine", "simulate", str(cfg),
+                             "--checkpoint", str(ck), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (_checkpoint_steps(ck) or 0) >= 1500:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be stopped"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert out == "" and "holds the run: continue it with --resume" in err, err
+    stopped = _checkpoint_steps(ck)
+    assert stopped % 500 == 0 and 1500 < stopped < 21000   # a later chunk than the wait's
+    r = _subprocess(["simulate", cfg, "--checkpoint", ck, "--resume", "--json"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    full = _subprocess(["simulate", cfg, "--json"], timeout=300)
+    assert json.loads(r.stdout)["test_mean"] == json.loads(full.stdout)["test_mean"]
+
+
 def test_corrupted_checkpoint_is_a_clear_error(tmp_path, capsys):
     cfg = _cfg(tmp_path, CONFIG)
     ck = tmp_path / "ck.npz"

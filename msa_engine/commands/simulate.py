@@ -10,11 +10,14 @@ diagnostics is printed; otherwise a rich table, with a progress bar on stderr.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import load_config
-from ..errors import MSAError
+from ..errors import Cancelled, MSAError
 from ..theory.options import integral
 from .solve import result_json
 
@@ -125,10 +128,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"msa: note: no checkpoint at {args.checkpoint} yet: starting a new run",
               file=sys.stderr)
     kwargs = dict(opts, checkpoint=args.checkpoint, resume=args.resume)
-    if args.json:
-        res = simulate(cfg.problem, **kwargs)
-    else:
-        res = _with_progress(cfg, simulate, kwargs)
+    with _graceful_stop(args.checkpoint) as stop:
+        if stop is not None:
+            kwargs["cancel"] = stop
+        try:
+            if args.json:
+                res = simulate(cfg.problem, **kwargs)
+            else:
+                res = _with_progress(cfg, simulate, kwargs)
+        except Cancelled:
+            if stop is None or not stop.is_set():
+                raise
+            print(f"msa: stopped between chunks ({stop.why}); {args.checkpoint} holds the "
+                  "run: continue it with --resume", file=sys.stderr)
+            return 143 if stop.why == "SIGTERM" else 130
     if args.traces:
         res.export_traces(args.traces)
     echo = dict(cfg.resolved, simulation={k: v for k, v in opts.items()})
@@ -150,6 +163,40 @@ def run(args: argparse.Namespace) -> int:
             f"λ_top {res.weight_cov_top_eigenvalue:.5g} ± {res.weight_cov_top_eigenvalue_se:.2g}")
     c.print("  " + autocorr_line(res))
     return 0
+
+
+class _StopEvent(threading.Event):
+    why = ""
+
+
+@contextmanager
+def _graceful_stop(checkpoint):
+    """With a checkpoint, the first Ctrl-C or a SIGTERM (a scheduler's notice before it
+    preempts a job) stops the run at the end of its chunk, after the checkpoint is
+    written, instead of losing the steps since the last write (the checkpoint is paced:
+    at most 5% of the run's time goes to it, so that can be seconds); a second Ctrl-C
+    stops at once.  Yields the event to pass as ``cancel`` (``None`` without a
+    checkpoint, or off the main thread, where signals cannot be handled)."""
+    if checkpoint is None or threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    stop = _StopEvent()
+
+    def on_signal(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt          # the second Ctrl-C: at once
+        stop.why = signal.Signals(signum).name
+        stop.set()
+        print(f"msa: {stop.why}: stopping after this chunk, once the checkpoint is written"
+              + (" (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""),
+              file=sys.stderr)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():      # (None: set outside Python)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def autocorr_line(res) -> str:
