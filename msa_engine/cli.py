@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import threading
 import warnings
 from typing import Sequence
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TERMINATED = threading.Event()      # set by entry_point's SIGTERM handler
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"msa: warning: {message}", file=sys.stderr)
 
@@ -95,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"msa: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
+        if _TERMINATED.is_set():
+            print("msa: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         print("msa: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -112,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if _interrupted(exc):
             # raised by code that a Ctrl-C interrupted halfway (a lock released twice)
+            if _TERMINATED.is_set():
+                print("msa: terminated (SIGTERM)", file=sys.stderr)
+                return 143
             print("msa: interrupted", file=sys.stderr)
             return 130
         # never a traceback for a user (a hand-edited session can still surprise the
@@ -169,8 +179,19 @@ def entry_point() -> None:  # console script
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    def sigterm(signum, frame):
+        # a scheduler's notice before it preempts or ends a job: stop as a Ctrl-C does,
+        # so that a sweep writes its completed points (throttled ones included) and the
+        # workers are stopped, rather than dying where it stands
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _TERMINATED.set()
+        raise KeyboardInterrupt
+
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, first_ctrl_c)
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, sigterm)
     sys.exit(main())
 
 

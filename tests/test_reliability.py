@@ -461,6 +461,39 @@ def test_a_stop_signal_ends_the_run_between_chunks_with_its_checkpoint_written(t
     assert json.loads(r.stdout)["test_mean"] == json.loads(full.stdout)["test_mean"]
 
 
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
+    """A scheduler's SIGTERM killed `msa sweep` where it stood (points completed since
+    the last paced autosave lost); now it stops as a Ctrl-C does: the session is
+    written with what completed, exit 143."""
+    import time
+    from msa_engine.sessions import load_session
+    cfg = _cfg(tmp_path, SIM_CONFIG.replace("steps = 20000", "steps = 200000"))
+    out = tmp_path / "sw.json"
+    proc = subprocess.Popen([sys.executable, "-m", "msa_engine", "sweep", str(cfg), "--chi",
+                             "1,2,3,4", "--theories", "exact", "--simulate", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+
+        def points():
+            try:
+                return len(load_session(out).entries)
+            except Exception:       # noqa: BLE001 - not written yet
+                return 0
+
+        while time.time() < deadline and points() < 4:      # the exact chain is in
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and err.rstrip().endswith("msa: terminated (SIGTERM)"), err
+    back = load_session(out)
+    assert len(back.entries) >= 4 and not back.sweep.get("completed")
+
+
 def test_corrupted_checkpoint_is_a_clear_error(tmp_path, capsys):
     cfg = _cfg(tmp_path, CONFIG)
     ck = tmp_path / "ck.npz"
