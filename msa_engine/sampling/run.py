@@ -3,9 +3,9 @@
 A run advances ``chains`` independent chains for ``burn_in + steps`` Langevin
 steps in chunks of ``chunk`` steps (THEORY §7).  Between chunks — never inside
 one — the driver reports a :class:`ChunkRecord` to the callback, writes the
-checkpoint (when due, :class:`_CheckpointWriter`), and honours cancellation.  The random numbers all derive from one
-``SeedSequence(seed)``: a numpy generator for the initial state, and one stream
-per chain drawn inside the kernels (W noise, a noise,
+checkpoint (when due, :class:`_CheckpointWriter`), and honours cancellation.  The
+random numbers all derive from one ``SeedSequence(seed)``: a numpy generator for the
+initial state, and one stream per chain drawn inside the kernels (W noise, a noise,
 Metropolis uniform, :mod:`.rng_numba`), each consumed strictly in order, so a
 run is a pure function of its seed, does not depend on the number of threads,
 and a resumed run replays the uninterrupted one bit for bit.
@@ -764,6 +764,8 @@ def simulate(problem: Problem, sampler: str = "marginal", chains: int = 4, steps
         raise MSAError(f"cancel must be a threading.Event (got {type(cancel).__name__})")
     if callback is not None and not callable(callback):
         raise MSAError(f"callback must be callable (got {type(callback).__name__})")
+    if not isinstance(warn_unconverged, bool):
+        raise MSAError(f"warn_unconverged must be True or False (got {warn_unconverged!r})")
     opts = _checked(sampler, method, chains, steps, burn_in, thin, step_size, seed, chunk,
                     threads)
     sampler, method, chains, steps, burn_in, thin = (opts[k] for k in (
