@@ -184,6 +184,9 @@ class TheoryResult:
             object.__setattr__(self, "train_mean_se", np.zeros_like(self.train_mean))
         if self.test_mean_se is None:
             object.__setattr__(self, "test_mean_se", np.zeros_like(self.test_mean))
+        self._lock_arrays()
+
+    def _lock_arrays(self) -> None:
         # read-only views: a result is frozen, and Σ_W's summary is computed once and kept,
         # so `res.weight_cov[0, 0] = 1` went unnoticed by it.  Views, so that an array the
         # result was built from (a caller's tbar0, say) stays writable for its owner.
@@ -193,6 +196,12 @@ class TheoryResult:
                 view = value.view()
                 view.setflags(write=False)
                 object.__setattr__(self, name, view)
+
+    def __setstate__(self, state: dict) -> None:
+        # pickle and copy.deepcopy rebuild a result without __post_init__, and numpy
+        # unpickles its arrays writable
+        self.__dict__.update(state)
+        self._lock_arrays()
 
     def __repr__(self) -> str:
         # a summary: the arrays (and the problem's) made a result's repr 40 kB

@@ -187,6 +187,11 @@ def test_results_are_read_only_and_print_as_one_line():
                                      res.test_predictive_variance, res.weight_cov, None, mine)
     mine[0] = 1.0
     assert built.tbar[0] == 1.0 and not built.tbar.flags.writeable
+    import copy
+    import pickle
+    for back in (pickle.loads(pickle.dumps(res)), copy.deepcopy(res)):
+        assert not back.weight_cov.flags.writeable and not back.test_mean.flags.writeable
+        assert np.array_equal(back.test_mean, res.test_mean) and repr(back) == repr(res)
     text = repr(res)
     assert "\n" not in text and len(text) < 300, text
     assert re.fullmatch(r"TheoryResult\(theory='tree', chi=2, N=20, P=8, d=5, "
