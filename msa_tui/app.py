@@ -8,6 +8,8 @@ callbacks (and the sampler, between chunks) check.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import threading
 import time
 from pathlib import Path
@@ -223,6 +225,13 @@ class MSAApp(App):
         yield BindingsFooter()
 
     def on_mount(self) -> None:
+        # SIGTERM (a `kill`, a closing tmux server): stop the jobs and quit as ctrl+q would
+        # without asking, saving the finished results.  The command line's handler (a
+        # KeyboardInterrupt) left the app drawn and the process alive while a worker ran.
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._terminate)
+        except (NotImplementedError, RuntimeError, ValueError):   # not the main thread
+            pass
         # a worker's first simulation or non-linear solve may compile the kernels for up
         # to a minute: say so instead of looking stuck (post_message is thread-safe)
         self._compile_notice = jit.push_reporter(
@@ -639,6 +648,10 @@ class MSAApp(App):
 
     def on_unmount(self) -> None:
         jit.remove_reporter(getattr(self, "_compile_notice", None))
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
 
     def on_compile_notice(self, msg: CompileNotice) -> None:
         self.query_one("#log", RichLog).write(f"… {msg.text}")
@@ -889,6 +902,12 @@ class MSAApp(App):
             ev.set()
         self.query_one("#run-status", Static).update("stopping the running jobs to quit…")
         self.set_timer(10, self._quit_anyway)
+
+    def _terminate(self) -> None:
+        if self.jobs:
+            self._quit_now()       # the jobs stop at their next chunk or point, then exit
+        else:
+            self._quit_anyway()
 
     def _quit_anyway(self) -> None:
         # a job that did not stop in time: save what is safe to write from here (a sweep

@@ -119,6 +119,26 @@ async def heartbeat(pilot, app, seconds: float) -> tuple[int, float]:
 
 
 @run_async
+async def test_sigterm_stops_the_jobs_and_quits(isolated):
+    """A `kill` (SIGTERM) while a simulation ran: the command line's handler raised a
+    KeyboardInterrupt that left the app drawn and the process alive.  Now the app stops
+    its jobs and quits, as ctrl+q would without asking."""
+    import os
+    import signal
+    app = make_app(isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_long_simulation(pilot, app)
+        # the event loop handles it (else this test would kill the test run: checked first)
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while app.is_running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not app.is_running and app._quitting
+    assert app.session.entries == []          # the cancelled run left nothing half-done
+
+
+@run_async
 async def test_timer_ticks_during_simulation(isolated):
     """numba kernels release the GIL: the UI's heartbeat keeps ticking while a kernel
     runs.  The chunks are made long (8 chains × 20 000 steps: ≈ 1–2 s a kernel call), so
