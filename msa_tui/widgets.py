@@ -464,6 +464,7 @@ class ParamForm(VerticalScroll):
         for name, msg in wanted.items():
             pair = self._error_lines.get(name)
             shown = pair is not None and pair[1].display
+            mounted = None
             if pair is None:
                 fields = self.query(f"#f-{name}")
                 if not fields:           # no such field (yet): the data fields are rebuilding
@@ -476,18 +477,24 @@ class ParamForm(VerticalScroll):
                 pair = (Static("", classes="field-label"),
                         Static("", id=f"err-{name}", classes="field-error"))
                 self._error_lines[name] = pair
-                field.parent.mount_all(pair, after=field)
+                mounted = field.parent.mount_all(pair, after=field)
             gap, line = pair
             set_text(line, f"✗ {msg}")
             if not shown and any(f.has_focus_within for f in self.query(f"#f-{name}")):
                 # a field at the bottom of the form showed its new error line below the
                 # visible rows (the simulation seed at 80×24): bring it into view once
-                # laid out
-                self.call_after_refresh(line.scroll_visible, animate=False)
+                # laid out — and, for a line mounted just now, once it is mounted: on a
+                # slow moment the refresh came first and the scroll found no region
+                self.call_later(self._scroll_into_view, line, mounted)
             gap.display = line.display = True
         for field in self.query(".field"):
             field.set_class((field.id or "").removeprefix("f-") in wanted, "bad")
         set_text(self.query_one("#gamma-view", Static), gamma_text(v))
+
+    async def _scroll_into_view(self, line: Static, mounted) -> None:
+        if mounted is not None:
+            await mounted
+        self.call_after_refresh(line.scroll_visible, animate=False)
 
     # -- events --------------------------------------------------------------
     async def on_choice_changed(self, event: Choice.Changed) -> None:
