@@ -92,8 +92,8 @@ def compare(sessions: list[Session], chi: float | str | None = None, N: int | No
                                                    "rhat_max", "ess_min",
                                                    "weight_cov_top_eigenvalue",
                                                    "weight_cov_top_eigenvalue_se")}
-            sims[name]["converged"] = summ.get("converged") is not False
             sims[name]["warning"] = convergence_message(summ)
+            sims[name]["converged"] = sims[name]["warning"] is None
             sims[name]["z_test"] = {t: z_scores(summ, ts, "test") for t, ts in th.items()}
             sims[name]["z_train"] = {t: z_scores(summ, ts, "train") for t, ts in th.items()}
         net = s.config["network"]

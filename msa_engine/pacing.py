@@ -17,7 +17,8 @@ WRITE_SHARE = 0.05      # at most this fraction of a run's time goes to its peri
 class WritePacer:
     """``due()`` is true once ``max(min_interval, cost / share)`` seconds have passed since
     the end of the last write, where ``cost`` is how long that write took (true before
-    any write).  Record each write with ``wrote(start)`` just after it."""
+    any write).  Write through :meth:`write`, or record a write with ``wrote(start)`` just
+    after it."""
 
     def __init__(self, share: float = WRITE_SHARE, min_interval: float = 0.0):
         self.share, self.min_interval = share, min_interval
@@ -29,6 +30,12 @@ class WritePacer:
             return True
         wait = max(self.min_interval, self.cost / self.share)
         return time.perf_counter() - self.last >= wait
+
+    def write(self, save, *args) -> None:
+        """``save(*args)``, timed for the next :meth:`due`."""
+        start = time.perf_counter()
+        save(*args)
+        self.wrote(start)
 
     def wrote(self, start: float) -> None:
         self.last = time.perf_counter()

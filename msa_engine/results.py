@@ -37,6 +37,7 @@ Callback = Optional[Callable[[IterationRecord], Any]]
 RHAT_OK = 1.05              # max over all outputs (Vehtari et al. ask 1.01 per quantity)
 ESS_OK = 100.0
 ACCEPTANCE_LOW = 0.01       # MALA acceptance below this: the chains hardly move
+_ABSENT = object()
 
 
 def convergence_problems(result) -> list[str]:
@@ -48,20 +49,20 @@ def convergence_problems(result) -> list[str]:
     session stores for one.  A run that never mixed (a step size of 5, no proposal
     accepted) returned a train discrepancy of 0.0096 ± 0.0006 that read as any other
     row of a table; its R̂ of 6e15 was printed once, further down."""
+    field = result.get if isinstance(result, dict) else \
+        (lambda key, default=None: getattr(result, key, default))
+
     def get(key):
-        v = result.get(key) if isinstance(result, dict) else getattr(result, key, None)
+        v = field(key)
         try:
             return None if v is None or isinstance(v, bool) else float(v)
         except (TypeError, ValueError):
             return None
 
-    converged = result.get("converged") if isinstance(result, dict) else \
-        getattr(result, "converged", True)
-    if converged is not False:
+    if field("converged", True) is not False:
         return []
-    simulation = (("rhat_max" in result) if isinstance(result, dict)
-                  else hasattr(result, "rhat_max"))
-    if not simulation:
+    if field("rhat_max", _ABSENT) is _ABSENT:       # a theory's summary
+
         res = get("residual")
         return ["the solver's" + (f" residual {res:.3g}" if res is not None else "")]
     out = []

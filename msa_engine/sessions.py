@@ -32,6 +32,7 @@ import numpy as np
 from . import __version__
 from .errors import MSAError
 from .problem import Data, Problem
+from .results import convergence_problems
 from .session_schema import check_document
 
 SCHEMA = "msa-workbench-session"
@@ -260,7 +261,7 @@ class Session:
                     "weight_cov_top_eigenvalue": s.get("weight_cov_top_eigenvalue"),
                     # False for a simulation whose chains had not mixed (theories that do
                     # not converge are stored as failed points)
-                    "converged": s.get("converged") is not False})
+                    "converged": not convergence_problems(s)})
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise MSAError(f"session {self.name!r}: entry {e['name']} at chi = {e['chi']:g} "
                                f"has a malformed summary ({type(exc).__name__}: {exc})") from None

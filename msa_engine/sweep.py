@@ -343,9 +343,7 @@ def run_sweep(session: Session, chis: Sequence, widths: Sequence[int] | None = N
 
     def save(force: bool = True):
         if autosave and session.path is not None and (force or pacer.due()):
-            start = time.perf_counter()
-            save_session(session)
-            pacer.wrote(start)
+            pacer.write(save_session, session)
             unsaved[0] = False
 
     def on_point(entry):

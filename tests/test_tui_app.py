@@ -192,18 +192,28 @@ async def test_heartbeat_check_sees_a_kernel_that_holds_the_gil(isolated, monkey
         await settle(pilot, app)
 
 
+async def simulate_with(pilot, app, **fields):
+    """Set the Simulation panel's ``fields`` (e.g. ``steps="400"``), press s and wait
+    for the run to end."""
+    for key, value in fields.items():
+        await set_field(pilot, app, f"f-simulation-{key}", value)
+    await pilot.press("s")
+    await settle(pilot, app)
+
+
+def shown_row(app, row: int) -> dict:
+    """Row ``row`` of the Results table as shown, by :data:`model.COLUMN_KEYS`."""
+    return dict(zip(model.COLUMN_KEYS, app.query_one("#results", DataTable).get_row_at(row)))
+
+
 @run_async
 async def test_simulation_result_stored(isolated):
     app = make_app(isolated)
     async with app.run_test(size=(80, 24)) as pilot:
-        await set_field(pilot, app, "f-simulation-steps", "400")
-        await set_field(pilot, app, "f-simulation-burn_in", "100")
-        await set_field(pilot, app, "f-simulation-chains", "2")
-        await pilot.press("s")
-        await settle(pilot, app)
+        await simulate_with(pilot, app, steps="400", burn_in="100", chains="2")
         [entry] = app.session.entries
         assert entry["kind"] == "simulation" and entry["summary"]["train_discrepancy_se"] > 0
-        row = dict(zip(model.COLUMN_KEYS, app.query_one("#results", DataTable).get_row_at(0)))
+        row = shown_row(app, 0)
         assert row["kind"] == "sim" and row["train_se"] != "–" and row["test_se"] != "–"
         # the settings travel with the entry, so that `msa replay --rerun` repeats this run
         opts = entry["options"]
@@ -241,15 +251,10 @@ async def test_a_simulation_that_never_mixed_is_flagged(isolated):
     detail line leads with it."""
     app = make_app(isolated)
     async with app.run_test(size=(80, 24)) as pilot:
-        await set_field(pilot, app, "f-simulation-steps", "200")
-        await set_field(pilot, app, "f-simulation-burn_in", "0")
-        await set_field(pilot, app, "f-simulation-chains", "2")
-        await set_field(pilot, app, "f-simulation-step_size", "5")
-        await pilot.press("s")
-        await settle(pilot, app)
+        await simulate_with(pilot, app, steps="200", burn_in="0", chains="2", step_size="5")
         [entry] = app.session.entries
         assert entry["summary"]["converged"] is False
-        row = dict(zip(model.COLUMN_KEYS, app.query_one("#results", DataTable).get_row_at(0)))
+        row = shown_row(app, 0)
         assert row["status"] == "unconverged"
         log = "\n".join(str(line.text) for line in app.query_one("#log").lines)
         assert "⚠ sim-marginal: train" in log and "acceptance 0: the step size is too large" in log

@@ -702,9 +702,8 @@ class _CheckpointWriter:
     def now(self, log: list) -> None:
         if self.path is None or self.written_at == self.run.steps_done:
             return
-        start = time.perf_counter()
-        self.run.save(self.path, self.run.elapsed_before + start - self.t0, tuple(log))
-        self.pacer.wrote(start)
+        self.pacer.write(self.run.save, self.path,
+                         self.run.elapsed_before + time.perf_counter() - self.t0, tuple(log))
         self.written_at = self.run.steps_done
 
 
